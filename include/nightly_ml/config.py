@@ -1,0 +1,83 @@
+"""The one place that reads the environment.
+
+Everything is overridable by environment variables; nothing here touches the network or
+a database. ``settings()`` is cached; tests call ``settings.cache_clear()`` after
+changing the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse_url: str | None
+    mlflow_tracking_uri: str
+    data_dir: Path
+    spec_dir: Path
+    alert_emails: tuple[str, ...]
+    smtp_conn_id: str
+    code_version: str
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.data_dir / "gx"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    def require_warehouse_url(self) -> str:
+        if not self.warehouse_url:
+            raise RuntimeError(
+                "WAREHOUSE_URL is not set. Point it at a PostgreSQL database, or start the embedded one "
+                "with `make run` / `python -m nightly_ml.embedded start`."
+            )
+        return self.warehouse_url
+
+
+def _code_version() -> str:
+    head = PROJECT_ROOT / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref_file = PROJECT_ROOT / ".git" / ref[5:]
+            if ref_file.is_file():
+                return ref_file.read_text().strip()[:12]
+            return "unknown"
+        return ref[:12]
+    except OSError:
+        return "unknown"
+
+
+@cache
+def settings() -> Settings:
+    data_dir = Path(os.environ.get("NIGHTLY_ML_DATA_DIR", PROJECT_ROOT / "data")).resolve()
+    default_mlflow = f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+    return Settings(
+        warehouse_url=os.environ.get("WAREHOUSE_URL") or None,
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_mlflow,
+        data_dir=data_dir,
+        spec_dir=Path(os.environ.get("NIGHTLY_ML_SPEC_DIR", PROJECT_ROOT / "include" / "specs")).resolve(),
+        alert_emails=tuple(e.strip() for e in os.environ.get("ALERT_EMAILS", "").split(",") if e.strip()),
+        smtp_conn_id=os.environ.get("ALERT_SMTP_CONN_ID", "smtp_alerts"),
+        code_version=os.environ.get("NIGHTLY_ML_CODE_VERSION") or _code_version(),
+    )
