@@ -1,0 +1,165 @@
+"""PostgreSQL access: connections, SQL files, migrations and per-dataset tables.
+
+Every statement is either a ``.sql`` file from ``nightly_ml/sql`` or composed with
+``psycopg2.sql`` (identifiers quoted by the driver); values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from nightly_ml.config import settings
+from nightly_ml.spec import Column, DatasetSpec
+
+MIGRATION_LOCK_ID = 740_021_001
+_SQLALCHEMY_PREFIX = re.compile(r"^postgresql\+\w+://")
+
+PG_TYPES: dict[str, str] = {
+    "integer": "bigint",
+    "float": "double precision",
+    "category": "text",
+    "boolean": "boolean",
+    "string": "text",
+}
+
+
+def libpq_url(url: str) -> str:
+    """psycopg2 wants ``postgresql://``; SQLAlchemy-style ``postgresql+psycopg2://`` is accepted too."""
+    return _SQLALCHEMY_PREFIX.sub("postgresql://", url)
+
+
+def sqlalchemy_url(url: str) -> str:
+    return "postgresql+psycopg2://" + libpq_url(url).split("://", 1)[1]
+
+
+def connect(url: str | None = None) -> psycopg2.extensions.connection:
+    """A new connection with UTC session time zone (so timestamps never depend on the server's)."""
+    conn = psycopg2.connect(libpq_url(url or settings().require_warehouse_url()), application_name="nightly_ml")
+    with conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+    return conn
+
+
+@contextmanager
+def transaction(url: str | None = None) -> Iterator[psycopg2.extensions.connection]:
+    """One transaction: committed when the block ends, rolled back if it raises."""
+    conn = connect(url)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+@cache
+def load_sql(name: str) -> str:
+    return resources.files("nightly_ml").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def compose(name: str, **identifiers: sql.Composable | str) -> sql.Composed:
+    """A ``.sql`` file with ``{placeholders}`` filled by identifiers (strings become quoted identifiers)."""
+    parts = {k: v if isinstance(v, sql.Composable) else sql.Identifier(v) for k, v in identifiers.items()}
+    return sql.SQL(load_sql(name)).format(**parts)
+
+
+def execute(conn: psycopg2.extensions.connection, name: str, params: Mapping[str, Any] | None = None,
+            **identifiers: sql.Composable | str) -> psycopg2.extensions.cursor:
+    cur = conn.cursor()
+    statement = compose(name, **identifiers) if identifiers else load_sql(name)
+    cur.execute(statement, params)
+    return cur
+
+
+def _migration_names() -> list[str]:
+    folder = resources.files("nightly_ml").joinpath("sql", "migrations")
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+
+
+def migrate(url: str | None = None) -> list[str]:
+    """Apply the migrations not applied yet, in order, under an advisory lock. Returns what ran."""
+    applied_now: list[str] = []
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        cur.execute("CREATE SCHEMA IF NOT EXISTS ops")
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS ops.schema_migrations "
+            "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur.execute("SELECT name FROM ops.schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+        for name in _migration_names():
+            if name in done:
+                continue
+            cur.execute(load_sql(f"migrations/{name}"))
+            cur.execute("INSERT INTO ops.schema_migrations (name) VALUES (%s)", (name,))
+            applied_now.append(name)
+    return applied_now
+
+
+def column_type(column: Column) -> str:
+    return PG_TYPES[column.type]
+
+
+def label_pg_type(spec: DatasetSpec) -> str:
+    return {"integer": "bigint", "float": "double precision", "boolean": "boolean"}[spec.label.type]
+
+
+def key_pg_type(spec: DatasetSpec) -> str:
+    return "bigint" if spec.key.type == "integer" else "text"
+
+
+def table(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)
+
+
+def warehouse_table(spec: DatasetSpec) -> sql.Identifier:
+    return table("warehouse", spec.warehouse_table)
+
+
+def predictions_table(spec: DatasetSpec) -> sql.Identifier:
+    return table("warehouse", f"{spec.warehouse_table}_predictions")
+
+
+def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
+    """Create (idempotently) the warehouse and predictions tables of one dataset, typed from its spec.
+
+    Later spec versions may add nullable features: missing columns are added, never dropped.
+    """
+    typed_columns = [(f.name, column_type(f)) for f in spec.features]
+    column_defs = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(pg_type)) for name, pg_type in typed_columns
+    )
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        cur.execute(
+            compose(
+                "dataset_tables.sql",
+                warehouse=warehouse_table(spec),
+                predictions=predictions_table(spec),
+                key=spec.key.name,
+                key_type=sql.SQL(key_pg_type(spec)),
+                event_time=spec.event_time,
+                feature_columns=column_defs,
+                label=spec.label.name,
+                label_type=sql.SQL(label_pg_type(spec)),
+                event_time_index=f"{spec.warehouse_table}_event_time_idx",
+                interval_index=f"{spec.warehouse_table}_interval_idx",
+                predictions_interval_index=f"{spec.warehouse_table}_predictions_interval_idx",
+            )
+        )
+        for name, pg_type in typed_columns:
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    warehouse_table(spec), sql.Identifier(name), sql.SQL(pg_type)
+                )
+            )

@@ -1,0 +1,101 @@
+"""Shared fixtures: one throw-away PostgreSQL database per test session, and a private data dir.
+
+The database comes from, in order: ``TEST_POSTGRES_ADMIN_URL``; the machine's server at
+127.0.0.1:5432 (user postgres); else an embedded server from the ``pgserver`` wheel.
+Each session creates its own database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _reachable(url: str) -> bool:
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.OperationalError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nightly_ml")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(session_dir: Path) -> Iterator[str]:
+    explicit = os.environ.get("TEST_POSTGRES_ADMIN_URL")
+    if explicit:
+        yield explicit
+        return
+    if _reachable(LOCAL_ADMIN_URL):
+        yield LOCAL_ADMIN_URL
+        return
+    from nightly_ml import embedded
+
+    server = embedded._server(session_dir / "pgdata")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def _admin(url: str, statement: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def database_url(admin_url: str, database: str) -> str:
+    """The admin URL with its database swapped (works for TCP and Unix-socket URLs)."""
+    head, _, tail = admin_url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}" + (f"?{tail}" if tail else "")
+
+
+@pytest.fixture(scope="session")
+def data_dir(session_dir: Path) -> Path:
+    path = session_dir / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def warehouse_url(pg_admin_url: str, data_dir: Path) -> Iterator[str]:
+    """A fresh, migrated database for this test session; the environment points everything at it."""
+    from nightly_ml import db
+    from nightly_ml.config import settings
+
+    name = f"nightly_ml_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
+    url = database_url(pg_admin_url, name)
+    previous = {k: os.environ.get(k) for k in ("WAREHOUSE_URL", "NIGHTLY_ML_DATA_DIR")}
+    os.environ["WAREHOUSE_URL"] = url
+    os.environ["NIGHTLY_ML_DATA_DIR"] = str(data_dir)
+    settings.cache_clear()
+    db.migrate(url)
+    try:
+        yield url
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        settings.cache_clear()
+        _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
