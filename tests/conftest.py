@@ -8,6 +8,7 @@ Each session creates its own database and drops it at the end.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,18 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration when first imported: point it at a private home before that.
+os.environ["AIRFLOW_HOME"] = os.environ.get("TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="nightly_ml_airflow_")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT_ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__USAGE_DATA_COLLECTION__ENABLED"] = "False"
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
 
 LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

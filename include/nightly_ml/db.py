@@ -7,7 +7,7 @@ Every statement is either a ``.sql`` file from ``nightly_ml/sql`` or composed wi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
@@ -51,7 +51,7 @@ def connect(url: str | None = None) -> psycopg2.extensions.connection:
 
 
 @contextmanager
-def transaction(url: str | None = None) -> Iterator[psycopg2.extensions.connection]:
+def transaction(url: str | None = None) -> Generator[psycopg2.extensions.connection]:
     """One transaction: committed when the block ends, rolled back if it raises."""
     conn = connect(url)
     try:
@@ -72,8 +72,12 @@ def compose(name: str, **identifiers: sql.Composable | str) -> sql.Composed:
     return sql.SQL(load_sql(name)).format(**parts)
 
 
-def execute(conn: psycopg2.extensions.connection, name: str, params: Mapping[str, Any] | None = None,
-            **identifiers: sql.Composable | str) -> psycopg2.extensions.cursor:
+def execute(
+    conn: psycopg2.extensions.connection,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    **identifiers: sql.Composable | str,
+) -> psycopg2.extensions.cursor:
     cur = conn.cursor()
     statement = compose(name, **identifiers) if identifiers else load_sql(name)
     cur.execute(statement, params)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import psycopg2
 
 
-def _server(pgdata: Path):  # noqa: ANN202 - pgserver has no public type to name
+def _server(pgdata: Path):
     import pgserver
 
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,7 @@ def ensure_database(admin_url: str, database: str) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{database}"')  # noqa: S608 - fixed, validated name
+                cur.execute(f'CREATE DATABASE "{database}"')
     finally:
         conn.close()
 

@@ -137,6 +137,8 @@ Source = Annotated[SimulatorSource | FilesSource | DatabaseSource, Field(discrim
 
 class ValidationRules(_Strict):
     max_bad_row_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+    # Ops are mailed when at least this share of a merged batch was quarantined.
+    alert_bad_row_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     min_rows: Annotated[int, Field(ge=1)] = 1
     # Soft distribution checks learned from the champion's training data: the mean of a
     # numeric feature may move this many reference standard deviations before it flags.
@@ -249,7 +251,9 @@ class DatasetSpec(_Strict):
                 cand.estimator == "logistic_regression" if self.task == "classification" else cand.estimator == "ridge"
             )
             if not fits:
-                raise ValueError(f"candidate {cand.name!r}: estimator {cand.estimator!r} does not fit a {self.task} task")
+                raise ValueError(
+                    f"candidate {cand.name!r}: estimator {cand.estimator!r} does not fit a {self.task} task"
+                )
         if self.task == "classification" and self.label.type == "float":
             raise ValueError("a classification label must be integer (0/1) or boolean")
         if self.task == "regression" and self.label.type == "boolean":

@@ -1,0 +1,229 @@
+"""Ops alert emails: what happened, where to look, what to do.
+
+Mails go through the Airflow SMTP connection named by ``ALERT_SMTP_CONN_ID`` (default
+``smtp_alerts``, e.g. from ``AIRFLOW_CONN_SMTP_ALERTS``). Where no such connection exists
+(the embedded single-machine set-up) each mail is written to ``data/outbox/`` as an
+``.eml`` file instead, and the log says so: an alert is never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+from nightly_ml.config import settings
+from nightly_ml.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+DEFAULT_SENDER = "nightly-ml@localhost"
+
+
+@dataclass(frozen=True)
+class Alert:
+    subject: str
+    what_happened: str
+    where_to_look: list[str]
+    what_to_do: str
+    severity: str = "warning"
+
+    def body(self) -> str:
+        looks = "\n".join(f"  - {item}" for item in self.where_to_look) or "  - the Airflow UI"
+        return f"What happened\n{self.what_happened}\n\nWhere to look\n{looks}\n\nWhat to do\n{self.what_to_do}\n"
+
+
+def _interval(start: datetime, end: datetime) -> str:
+    return f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC"
+
+
+def _quarantine_hint(spec: DatasetSpec, start: datetime) -> str:
+    # Text for a person to paste into psql, never executed here.
+    query = "SELECT * FROM ops.quarantine WHERE dataset = '{}' AND interval_start = '{}'"
+    return "quarantined rows: " + query.format(spec.name, start.isoformat())
+
+
+def batch_rejected(
+    spec: DatasetSpec,
+    start: datetime,
+    end: datetime,
+    reason: str,
+    *,
+    raw_folder: Path | None,
+    data_docs_url: str | None,
+) -> Alert:
+    looks = [f"the failed task's log in the Airflow UI (DAG ingest__{spec.name})"]
+    if data_docs_url:
+        looks.append(f"the validation report (Data Docs): {data_docs_url}")
+    if raw_folder:
+        looks.append(f"the raw input, kept untouched: {raw_folder}")
+    looks.append(_quarantine_hint(spec, start))
+    return Alert(
+        subject=f"[nightly-ml] {spec.name}: batch for {start:%Y-%m-%d} rejected",
+        what_happened=f"The {spec.name} batch for {_interval(start, end)} was rejected; nothing was merged.\n"
+        f"Reason: {reason}",
+        where_to_look=looks,
+        what_to_do="Fix the input at the source (or the spec, if the change is intended), then clear the "
+        "ingest run for this interval in the Airflow UI; the re-run replaces the interval exactly.",
+        severity="error",
+    )
+
+
+def rows_quarantined(
+    spec: DatasetSpec, start: datetime, end: datetime, counts: dict[str, int], share: float, data_docs_url: str | None
+) -> Alert:
+    rules = "\n".join(f"  {rule}: {count}" for rule, count in counts.items())
+    looks = [_quarantine_hint(spec, start)]
+    if data_docs_url:
+        looks.append(f"the validation report (Data Docs): {data_docs_url}")
+    return Alert(
+        subject=f"[nightly-ml] {spec.name}: {share:.1%} of rows quarantined for {start:%Y-%m-%d}",
+        what_happened=f"The {spec.name} batch for {_interval(start, end)} was merged without {share:.1%} of its "
+        f"rows, which broke these rules:\n{rules}",
+        where_to_look=looks,
+        what_to_do="Check whether the source changed. If the quarantined rows are valid, widen the spec's rules "
+        "and re-run the interval; otherwise fix them at the source.",
+    )
+
+
+def retraining_triggered(
+    spec: DatasetSpec, start: datetime, end: datetime, reasons: list[str], report: str | None
+) -> Alert:
+    return Alert(
+        subject=f"[nightly-ml] {spec.name}: retraining triggered on {start:%Y-%m-%d}",
+        what_happened=f"Monitoring of {_interval(start, end)} triggered retraining:\n"
+        + "\n".join(f"  - {r}" for r in reasons),
+        where_to_look=[
+            f"the drift report: {report}" if report else "the monitor run in the Airflow UI",
+            f"the retrain__{spec.name} run in the Airflow UI and its MLflow run",
+        ],
+        what_to_do="Nothing, if the retrained model is promoted or rejected as expected; check the promotion "
+        "mail. If drift comes from a broken source rather than the world, fix the source.",
+        severity="info",
+    )
+
+
+def model_moved(
+    spec: DatasetSpec, action: str, from_version: str | None, to_version: str, reasons: list[str], tracking_uri: str
+) -> Alert:
+    verb = {"promote": "promoted", "rollback": "rolled back"}.get(action, action)
+    return Alert(
+        subject=f"[nightly-ml] {spec.name}: model version {to_version} {verb}",
+        what_happened=f"The champion of {spec.registered_model_name} moved from version {from_version or 'none'} "
+        f"to version {to_version} ({verb}).\n" + "\n".join(f"  - {r}" for r in reasons),
+        where_to_look=[
+            f"MLflow registry at {tracking_uri}: model {spec.registered_model_name}",
+            "SELECT * FROM ops.promotion_history ORDER BY decided_at DESC",
+        ],
+        what_to_do=f"Nothing if expected. To undo, trigger rollback__{spec.name} (target 'previous').",
+        severity="info",
+    )
+
+
+def challenger_rejected(spec: DatasetSpec, version: str, reasons: list[str]) -> Alert:
+    return Alert(
+        subject=f"[nightly-ml] {spec.name}: challenger version {version} not promoted",
+        what_happened="The retrained model did not pass the promotion gate; the champion stays.\n"
+        + "\n".join(f"  - {r}" for r in reasons),
+        where_to_look=[f"model version {version} of {spec.registered_model_name} (tag promotion_rejected)"],
+        what_to_do="If drift persists and no challenger passes, look at the data: the world may have changed "
+        "beyond what the candidate models can learn from the training window.",
+        severity="warning",
+    )
+
+
+def task_failed(context: Any) -> Alert:
+    ti = context.get("ti") or context.get("task_instance")
+    dag_id = getattr(ti, "dag_id", "?")
+    task_id = getattr(ti, "task_id", "?")
+    run_id = getattr(ti, "run_id", "?")
+    error = context.get("exception")
+    return Alert(
+        subject=f"[nightly-ml] task {dag_id}.{task_id} failed",
+        what_happened=f"Task {task_id} of DAG {dag_id} (run {run_id}) failed after its retries.\nError: {error}",
+        where_to_look=[f"the task's log in the Airflow UI: DAG {dag_id}, run {run_id}, task {task_id}"],
+        what_to_do="Read the error; fix its cause; clear the task to re-run it (every task is idempotent).",
+        severity="error",
+    )
+
+
+def _message(alert: Alert, recipients: list[str], sender: str) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"] = alert.subject
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain="nightly-ml")
+    message["X-Nightly-ML-Severity"] = alert.severity
+    message.set_content(alert.body())
+    return message
+
+
+def _smtp_connection() -> Any | None:
+    """The Airflow SMTP connection, or None where none is configured."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(settings().smtp_conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def _deliver_smtp(connection: Any, message: EmailMessage) -> None:
+    extra = connection.extra_dejson or {}
+    port = connection.port or 25
+    timeout = int(extra.get("timeout", 30))
+    if extra.get("ssl") or port == 465:
+        client: smtplib.SMTP = smtplib.SMTP_SSL(
+            connection.host, port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        client = smtplib.SMTP(connection.host, port, timeout=timeout)
+    with client:
+        if extra.get("starttls"):
+            client.starttls(context=ssl.create_default_context())
+        if connection.login:
+            client.login(connection.login, connection.password or "")
+        client.send_message(message)
+
+
+def _write_outbox(message: EmailMessage) -> Path:
+    outbox = settings().outbox_dir
+    outbox.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", message["Subject"].lower()).strip("-")[:80]
+    path = outbox / f"{datetime.now():%Y%m%dT%H%M%S%f}-{slug}.eml"
+    path.write_bytes(bytes(message))
+    return path
+
+
+def recipients_for(spec: DatasetSpec | None) -> list[str]:
+    found = list(settings().alert_emails) + list(spec.alert_emails if spec else ())
+    return list(dict.fromkeys(found)) or ["ml-ops@localhost"]
+
+
+def send(alert: Alert, spec: DatasetSpec | None = None) -> str:
+    """Send an alert; returns where it went ('smtp://host:port' or the outbox file)."""
+    connection = _smtp_connection()
+    sender = DEFAULT_SENDER
+    if connection is not None:
+        sender = (connection.extra_dejson or {}).get("from_email", sender)
+    message = _message(alert, recipients_for(spec), sender)
+    if connection is None:
+        path = _write_outbox(message)
+        log.warning("No SMTP connection %r: alert %r written to %s", settings().smtp_conn_id, alert.subject, path)
+        return str(path)
+    _deliver_smtp(connection, message)
+    log.info("Alert %r sent to %s", alert.subject, message["To"])
+    return f"smtp://{connection.host}:{connection.port}"
+
+
+def on_task_failure(context: Any) -> None:
+    """Airflow ``on_failure_callback``: runs once a task has failed for good (after its retries)."""
+    send(task_failed(context))

@@ -1,0 +1,89 @@
+"""Small helpers the DAG files share: default args, Assets, and which interval a run is about.
+
+Light on purpose: DAG files import this at parse time, so nothing heavy comes in here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset
+
+from nightly_ml.alerts import on_task_failure
+
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def default_args(timeout_minutes: int = 30) -> dict[str, Any]:
+    return {
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": timedelta(minutes=timeout_minutes),
+        "on_failure_callback": on_task_failure,
+    }
+
+
+def warehouse_asset(dataset: str) -> Asset:
+    """Updated by ingest__<dataset> after an interval is merged (extra: the interval)."""
+    return Asset(name=f"warehouse_{dataset}", uri=f"x-nightly-ml://warehouse/{dataset}", group="warehouse")
+
+
+def predictions_asset(dataset: str) -> Asset:
+    """Updated by score__<dataset> after an interval is scored, or skipped for want of a champion."""
+    return Asset(name=f"predictions_{dataset}", uri=f"x-nightly-ml://predictions/{dataset}", group="predictions")
+
+
+def _parse(value: Any) -> datetime:
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def interval_extra(start: datetime, end: datetime) -> dict[str, str]:
+    return {"interval_start": start.isoformat(), "interval_end": end.isoformat()}
+
+
+def resolve_intervals(context: Any) -> list[tuple[datetime, datetime]]:
+    """The data intervals a run is about, by precedence:
+
+    1. ``interval_start``/``interval_end`` in the run's conf or params (manual runs, tests);
+    2. the intervals carried by the Asset events that triggered the run (one per event);
+    3. the run's own data interval (scheduled runs and backfills).
+    """
+    params = context.get("params") or {}
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    start = conf.get("interval_start") or params.get("interval_start")
+    end = conf.get("interval_end") or params.get("interval_end")
+    if start and end:
+        return [(_parse(start), _parse(end))]
+
+    found: list[tuple[datetime, datetime]] = []
+    events = context.get("triggering_asset_events") or {}
+    for asset_events in events.values():
+        for event in asset_events:
+            extra = getattr(event, "extra", None) or {}
+            if "interval_start" in extra and "interval_end" in extra:
+                pair = (_parse(extra["interval_start"]), _parse(extra["interval_end"]))
+                if pair not in found:
+                    found.append(pair)
+    if found:
+        return sorted(found)
+
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None or start == end:
+        raise ValueError(
+            "cannot tell which data interval this run is about: give interval_start and interval_end "
+            "in the run's conf, or trigger it from its Asset"
+        )
+    return [(_parse(start), _parse(end))]
+
+
+def resolve_interval(context: Any) -> tuple[datetime, datetime]:
+    """The single interval of a run (the newest one, when Asset events carried several)."""
+    return resolve_intervals(context)[-1]

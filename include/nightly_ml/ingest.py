@@ -1,0 +1,199 @@
+"""The ingest steps (extract → stage → validate → merge → archive), one function per Airflow task.
+
+Arguments and results are plain JSON-able values so that they travel through XCom. Every
+step is idempotent for its interval: re-running it replaces what an earlier run left.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from nightly_ml import alerts, db, sources, staging, validation, warehouse
+from nightly_ml.spec import DatasetSpec, load_spec
+from nightly_ml.staging import BatchRejected, StageResult
+
+log = logging.getLogger(__name__)
+
+
+def _reject(
+    spec: DatasetSpec,
+    start: datetime,
+    end: datetime,
+    run_id: str,
+    reason: str,
+    *,
+    stage: StageResult | None,
+    data_docs_url: str | None = None,
+) -> BatchRejected:
+    """Record a rejected batch (audit row + alert) and return the exception to raise."""
+    with db.transaction() as conn:
+        quarantined = sum(warehouse.quarantine_summary(conn, spec, start).values())
+        warehouse.record_audit(
+            conn,
+            spec=spec,
+            start=start,
+            end=end,
+            run_id=run_id,
+            status="rejected",
+            rows_in=stage.rows_in if stage else 0,
+            rows_merged=0,
+            rows_quarantined=quarantined,
+            reason=reason,
+            files=stage.files if stage else [],
+            data_docs_url=data_docs_url,
+        )
+    folder = sources.landing_folder(spec, start)
+    alerts.send(
+        alerts.batch_rejected(
+            spec, start, end, reason, raw_folder=folder if folder.exists() else None, data_docs_url=data_docs_url
+        ),
+        spec,
+    )
+    return BatchRejected(f"{spec.name} {start:%Y-%m-%d}: {reason}")
+
+
+def extract(dataset: str, start: datetime, end: datetime) -> list[dict[str, str]]:
+    spec = load_spec(dataset)
+    db.ensure_dataset_tables(spec)
+    files = sources.extract(spec, start, end)
+    log.info(
+        "%s: %d raw file(s) for %s: %s",
+        dataset,
+        len(files),
+        sources.partition_name(start),
+        [f.path.name for f in files],
+    )
+    return [f.as_dict() for f in files]
+
+
+def stage(dataset: str, start: datetime, end: datetime, files: list[dict[str, str]], run_id: str) -> dict[str, Any]:
+    spec = load_spec(dataset)
+    raw_files = [sources.RawFile.from_dict(f) for f in files]
+    delimiter = getattr(spec.source, "delimiter", ",")
+    try:
+        with db.transaction() as conn:
+            result = staging.stage_files(conn, spec, start, raw_files, delimiter)
+            validation.quarantine_bad_lines(conn, spec, start, end, run_id, result.bad_lines)
+    except BatchRejected as rejected:
+        raise _reject(spec, start, end, run_id, str(rejected), stage=None) from None
+    log.info(
+        "%s: staged %d rows (%d unreadable lines quarantined), %d labels into staging.%s",
+        dataset,
+        result.rows_staged,
+        len(result.bad_lines),
+        result.labels_staged,
+        result.rows_table,
+    )
+    return result.as_dict()
+
+
+def validate(
+    dataset: str,
+    start: datetime,
+    end: datetime,
+    stage_summary: dict[str, Any],
+    run_id: str,
+    reference_profile: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, Any]:
+    spec = load_spec(dataset)
+    stage_result = StageResult.from_dict(stage_summary)
+    conn = db.connect()
+    try:
+        report = validation.validate(conn, spec, stage_result, start, end, run_id, reference_profile)
+        conn.commit()
+    except BatchRejected as rejected:
+        conn.commit()  # keep the quarantine rows written so far, for inspection
+        docs = validation.data_docs_index(spec, start)
+        raise _reject(
+            spec,
+            start,
+            end,
+            run_id,
+            str(rejected),
+            stage=stage_result,
+            data_docs_url=docs.as_uri() if docs.exists() else None,
+        ) from None
+    finally:
+        conn.close()
+    failed = [f"{o.rule}:{o.column} ({o.unexpected_count})" for o in report.failed_rules if o.hard]
+    log.info(
+        "%s: %d of %d rows quarantined (%.2f%%); failed rules: %s; soft failures: %s",
+        dataset,
+        report.bad_rows,
+        report.rows_in,
+        100 * report.bad_share,
+        failed or "none",
+        report.soft_failures or "none",
+    )
+    return {
+        "rows_in": report.rows_in,
+        "bad_rows": report.bad_rows,
+        "bad_share": report.bad_share,
+        "failed_rules": failed,
+        "soft_failures": report.soft_failures,
+        "data_docs_url": report.data_docs_url,
+    }
+
+
+def merge(
+    dataset: str,
+    start: datetime,
+    end: datetime,
+    stage_summary: dict[str, Any],
+    validation_summary: dict[str, Any],
+    run_id: str,
+) -> dict[str, Any]:
+    spec = load_spec(dataset)
+    stage_result = StageResult.from_dict(stage_summary)
+    with db.transaction() as conn:
+        result = warehouse.merge_interval(conn, spec, stage_result, start, end, run_id)
+        counts = warehouse.quarantine_summary(conn, spec, start)
+        warehouse.record_audit(
+            conn,
+            spec=spec,
+            start=start,
+            end=end,
+            run_id=run_id,
+            status="merged",
+            rows_in=validation_summary["rows_in"],
+            rows_merged=result.interval_rows,
+            rows_quarantined=sum(counts.values()),
+            labels_in=result.labels_in,
+            labels_applied=result.labels_applied,
+            checksum=result.checksum,
+            files=stage_result.files,
+            data_docs_url=validation_summary.get("data_docs_url"),
+            soft_failures=validation_summary.get("soft_failures"),
+        )
+    share = validation_summary["bad_share"]
+    if counts and share >= spec.validation.alert_bad_row_fraction:
+        alerts.send(
+            alerts.rows_quarantined(spec, start, end, counts, share, validation_summary.get("data_docs_url")), spec
+        )
+    log.info(
+        "%s: merged %d rows for %s (deleted %d stale), %d/%d late labels applied, checksum %s",
+        dataset,
+        result.rows_merged,
+        sources.partition_name(start),
+        result.rows_deleted,
+        result.labels_applied,
+        result.labels_in,
+        result.checksum,
+    )
+    return {**result.as_dict(), "quarantined": counts}
+
+
+def finish(dataset: str, start: datetime, stage_summary: dict[str, Any]) -> str | None:
+    """Archive the raw input (now safely merged) and drop the staging tables."""
+    spec = load_spec(dataset)
+    archived = sources.archive(spec, start)
+    with db.transaction() as conn:
+        warehouse.drop_staging(conn, stage_summary["rows_table"])
+    return str(archived) if archived else None
+
+
+def reference_profile(dataset: str) -> dict[str, tuple[float, float]] | None:
+    """Mean and sd of each numeric feature over the champion's training window (None: no champion)."""
+    return None

@@ -1,0 +1,5 @@
+-- One sample for the drift statistics: a column's values in an event-time window, tagged
+-- with the sample's name ('reference' or 'current'). Embedded in the monitoring_* queries.
+SELECT {sample} AS sample, CAST({column} AS {value_type}) AS v
+FROM {table}
+WHERE {event_time} >= {start} AND {event_time} < {end}

@@ -1,0 +1,13 @@
+-- Typed view over a staging table: raw text columns, a typed "<column>__value" beside each,
+-- and the two row facts that need more than one column.
+CREATE OR REPLACE VIEW {view} AS
+SELECT
+    t.*,
+    CASE WHEN t.{event_time} IS NULL THEN NULL
+         ELSE COALESCE(t.{event_time_value} >= %(start)s AND t.{event_time_value} < %(end)s, false)
+    END AS _in_interval,
+    EXISTS (
+        SELECT 1 FROM {warehouse} AS w
+        WHERE w.{key} = t.{key_value} AND w._interval_start <> %(start)s
+    ) AS _key_in_other_interval
+FROM ({typed_select}) AS t;
