@@ -28,6 +28,9 @@ os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
+# Tests that fail a task on purpose should not wait for production back-off.
+os.environ["NIGHTLY_ML_TASK_RETRIES"] = "1"
+os.environ["NIGHTLY_ML_RETRY_DELAY_SECONDS"] = "0.1"
 
 LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -24,6 +24,8 @@ class Settings:
     alert_emails: tuple[str, ...]
     smtp_conn_id: str
     code_version: str
+    task_retries: int
+    retry_delay_seconds: float
 
     @property
     def landing_dir(self) -> Path:
@@ -80,4 +82,7 @@ def settings() -> Settings:
         alert_emails=tuple(e.strip() for e in os.environ.get("ALERT_EMAILS", "").split(",") if e.strip()),
         smtp_conn_id=os.environ.get("ALERT_SMTP_CONN_ID", "smtp_alerts"),
         code_version=os.environ.get("NIGHTLY_ML_CODE_VERSION") or _code_version(),
+        # At least one retry, always: the DAG policy tests enforce it.
+        task_retries=max(1, int(os.environ.get("NIGHTLY_ML_TASK_RETRIES", "2"))),
+        retry_delay_seconds=float(os.environ.get("NIGHTLY_ML_RETRY_DELAY_SECONDS", "30")),
     )

@@ -11,15 +11,17 @@ from typing import Any
 from airflow.sdk import Asset
 
 from nightly_ml.alerts import on_task_failure
+from nightly_ml.config import settings
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def default_args(timeout_minutes: int = 30) -> dict[str, Any]:
+    config = settings()
     return {
         "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
+        "retries": config.task_retries,
+        "retry_delay": timedelta(seconds=config.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(minutes=timeout_minutes),
@@ -38,7 +40,9 @@ def predictions_asset(dataset: str) -> Asset:
 
 
 def _parse(value: Any) -> datetime:
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    """A plain UTC ``datetime`` (Airflow hands out pendulum objects, which pandas mishandles)."""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)

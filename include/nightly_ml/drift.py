@@ -35,10 +35,14 @@ Retraining (:func:`decide`)
 
 Nulls are left out of the distribution tests (PSI, KS, chi-square); null shares are
 reported beside them because the validation step owns null rules.
+
+Dependencies: numpy, scipy and (in :func:`live_metrics`) scikit-learn; scipy and scikit-learn
+are imported inside the functions that use them, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +50,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
 
 from nightly_ml.spec import METRIC_GREATER_IS_BETTER, DatasetSpec, DriftRules, TaskType
 
@@ -63,7 +66,7 @@ NO_CHAMPION_REASON = "no champion yet: bootstrap training"
 NAN = float("nan")
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
     """Numbers in sentences: 4 significant digits, NaN spelled out."""
     return "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
 
@@ -106,7 +109,7 @@ def bin_labels(edges: Sequence[float]) -> tuple[str, ...]:
     if not edges:
         return ("all",)
     labels = [f"< {_fmt(edges[0])}"]
-    labels += [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    labels += [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in itertools.pairwise(edges)]
     labels.append(f"≥ {_fmt(edges[-1])}")
     return tuple(labels)
 
@@ -151,6 +154,8 @@ def ks_pvalue(statistic: float, n_ref: int, n_cur: int) -> float:
     """
     if n_ref <= 0 or n_cur <= 0 or statistic is None or math.isnan(statistic):
         return NAN
+    from scipy import stats
+
     effective_n = round(n_ref * n_cur / (n_ref + n_cur))
     return float(np.clip(stats.kstwo.sf(float(statistic), max(effective_n, 1)), 0.0, 1.0))
 
@@ -193,17 +198,20 @@ def chi_square(reference_counts: Mapping[str, int], current_counts: Mapping[str,
     No continuity correction (so the statistic matches the effect size); a single category
     gives statistic 0 and p-value 1.
     """
-    categories = sorted({c for c, n in reference_counts.items() if n > 0} | {c for c, n in current_counts.items() if n > 0})
+    seen = {c for c, n in reference_counts.items() if n > 0} | {c for c, n in current_counts.items() if n > 0}
+    categories = sorted(seen)
     ref = np.array([reference_counts.get(c, 0) for c in categories], dtype=np.int64)
     cur = np.array([current_counts.get(c, 0) for c in categories], dtype=np.int64)
     cur_total = int(cur.sum())
-    unseen = {
-        c: float(n / cur_total) for c, r, n in zip(categories, ref, cur, strict=True) if r == 0 and n > 0
-    } if cur_total else {}
+    unseen: dict[str, float] = {}
+    if cur_total:
+        unseen = {c: float(n / cur_total) for c, r, n in zip(categories, ref, cur, strict=True) if r == 0 and n > 0}
     if ref.sum() == 0 or cur_total == 0:
         return ChiSquare(NAN, NAN, 0, NAN, unseen)
     if len(categories) < 2:
         return ChiSquare(0.0, 1.0, 0, 0.0, unseen)
+    from scipy import stats
+
     result = stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
     return ChiSquare(
         statistic=float(result.statistic),
@@ -266,6 +274,11 @@ class Histogram:
         }
 
     @classmethod
+    def binned(cls, edges: Sequence[float], reference: Sequence[int], current: Sequence[int]) -> Histogram:
+        """A histogram over the open-ended bins of ``edges``."""
+        return cls(bin_labels(edges), tuple(map(int, reference)), tuple(map(int, current)), tuple(edges))
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Histogram:
         return cls(
             labels=tuple(data["labels"]),
@@ -302,7 +315,8 @@ def numeric_decision(psi_value: float, ks_statistic: float, ks_p: float, rules: 
         return True, f"PSI {_fmt(psi_value)} ≥ {_fmt(rules.psi_threshold)}"
     if not math.isnan(ks_p) and ks_p < rules.ks_pvalue and ks_statistic >= MIN_KS_STATISTIC:
         return True, (
-            f"KS statistic {_fmt(ks_statistic)} ≥ {MIN_KS_STATISTIC} with p-value {_fmt(ks_p)} < {_fmt(rules.ks_pvalue)}"
+            f"KS statistic {_fmt(ks_statistic)} ≥ {MIN_KS_STATISTIC} "
+            f"with p-value {_fmt(ks_p)} < {_fmt(rules.ks_pvalue)}"
         )
     return False, f"stable: PSI {_fmt(psi_value)}, KS statistic {_fmt(ks_statistic)} (p-value {_fmt(ks_p)})"
 
@@ -310,7 +324,7 @@ def numeric_decision(psi_value: float, ks_statistic: float, ks_p: float, rules: 
 def categorical_decision(
     psi_value: float, chi2_p: float, cramers_v: float, unseen_share: float, rules: DriftRules
 ) -> tuple[bool, str]:
-    """The categorical rule: PSI, or chi-square significant with V >= 0.1, or >= 5% unseen. Returns (drifted, reason)."""
+    """The categorical rule: PSI, chi-square significant with V >= 0.1, or >= 5% unseen. Returns (drifted, reason)."""
     if unseen_share >= MAX_UNSEEN_SHARE:
         return True, f"categories unseen in the reference make up {unseen_share:.1%} of rows (≥ {MAX_UNSEEN_SHARE:.0%})"
     if not math.isnan(psi_value) and psi_value >= rules.psi_threshold:
@@ -348,7 +362,7 @@ def numeric_feature_drift(
         psi=psi_value,
         drifted=drifted,
         reason=reason,
-        histogram=Histogram(bin_labels(edges), tuple(map(int, reference_counts)), tuple(map(int, current_counts)), edges),
+        histogram=Histogram.binned(edges, reference_counts, current_counts),
         ks_statistic=float(ks_statistic),
         ks_pvalue=p_value,
         reference=reference,
@@ -427,13 +441,15 @@ def prediction_drift(
         threshold=rules.prediction_psi_threshold,
         drifted=drifted,
         reason=reason,
-        histogram=Histogram(bin_labels(edges), tuple(map(int, reference_counts)), tuple(map(int, current_counts)), edges),
+        histogram=Histogram.binned(edges, reference_counts, current_counts),
         interval_start=interval_start,
         reference_intervals=tuple(reference_intervals),
     )
 
 
-def live_metrics(task: TaskType, labels: Sequence[float] | np.ndarray, predictions: Sequence[float] | np.ndarray) -> dict[str, float]:
+def live_metrics(
+    task: TaskType, labels: Sequence[float] | np.ndarray, predictions: Sequence[float] | np.ndarray
+) -> dict[str, float]:
     """Live performance from (label, prediction) pairs; NaN for a metric that cannot be computed.
 
     Classification: ``predictions`` are positive-class probabilities; f1 and accuracy use
@@ -507,10 +523,14 @@ def performance_check(
         return check(False, f"live {metric} cannot be computed on {labelled_rows} labelled rows")
     worse_by = reference - value if METRIC_GREATER_IS_BETTER[metric] else value - reference
     if worse_by > rules.performance_tolerance:
-        return check(True, (
-            f"performance decay: live {metric} {_fmt(value)} on {labelled_rows} labelled rows is worse than the "
-            f"champion's holdout {_fmt(reference)} by {_fmt(worse_by)} (> tolerance {_fmt(rules.performance_tolerance)})"
-        ))
+        return check(
+            True,
+            (
+                f"performance decay: live {metric} {_fmt(value)} on {labelled_rows} labelled rows is worse than the "
+                f"champion's holdout {_fmt(reference)} by {_fmt(worse_by)} "
+                f"(> tolerance {_fmt(rules.performance_tolerance)})"
+            ),
+        )
     return check(False, f"live {metric} {_fmt(value)} vs holdout {_fmt(reference)} on {labelled_rows} labelled rows")
 
 
@@ -539,7 +559,7 @@ class SoftFailure:
     def message(self) -> str:
         return (
             f"mean of {self.feature} {_fmt(self.current_mean)} is outside the reference "
-            f"{_fmt(self.reference_mean)} ± {_fmt(self.tolerance_sd)} × {_fmt(self.reference_sd)} "
+            f"{_fmt(self.reference_mean)} ± {_fmt(self.tolerance_sd)} sd of {_fmt(self.reference_sd)} "
             f"(shift {_fmt(self.shift_sd)} sd)"
         )
 

@@ -37,7 +37,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +75,17 @@ __all__ = [
     "Windows",
     "bin_counts",
     "category_counts",
+    "compute_monitoring",
     "feature_drift",
     "feature_samples",
     "ks_statistic",
     "labelled_pairs",
     "load_history",
     "measure_prediction_drift",
+    "monitored_features",
     "no_champion_verdict",
     "profile",
+    "report_path_for",
     "run_monitoring",
     "window_rows",
     "write_result",
@@ -212,7 +215,8 @@ def profile(
     found: dict[str, SampleStats] = {}
     quantiles: list[float | None] | None = None
     with conn.cursor() as cur:
-        cur.execute(pair.compose("monitoring_numeric_profile.sql", percentile=percentile), {**pair.params, "quantiles": list(levels)})
+        statement = pair.compose("monitoring_numeric_profile.sql", percentile=percentile)
+        cur.execute(statement, {**pair.params, "quantiles": list(levels)})
         for sample, rows, non_null, mean, sd, sample_quantiles in cur.fetchall():
             found[sample] = SampleStats(
                 rows=int(rows),
@@ -262,6 +266,17 @@ def category_counts(
 def _category_stats(counts: Mapping[str | None, int]) -> SampleStats:
     rows = sum(counts.values())
     return SampleStats(rows=rows, non_null=rows - counts.get(None, 0))
+
+
+def monitored_features(spec: DatasetSpec) -> list[Column]:
+    """The features drift is measured on: the spec's ``monitored_features`` that are not free text.
+
+    ``monitor_drift: false`` marks features whose per-interval distribution is fixed by the
+    interval itself (``day_of_week`` in a daily batch never looks like a multi-day
+    reference), which would otherwise flag every night. Free-text ``string`` features have
+    no bins, and their per-value counts would grow with the data.
+    """
+    return [f for f in spec.monitored_features if f.type != "string"]
 
 
 def feature_drift(
@@ -414,23 +429,25 @@ class MonitoringResult:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-safe digest (for XCom, alert mails and logs)."""
-        return _json_safe({
-            "dataset": self.dataset,
-            "interval_start": self.interval_start.isoformat(),
-            "interval_end": self.interval_end.isoformat(),
-            "run_id": self.run_id,
-            "champion_version": self.champion_version,
-            "rows": self.rows,
-            "should_retrain": self.should_retrain,
-            "reasons": list(self.reasons),
-            "drifted_features": list(self.drifted_features),
-            "prediction_psi": self.prediction_psi,
-            "performance_decay": self.verdict.performance_decay,
-            "live_metrics": self.live_metrics,
-            "labelled_rows": self.labelled_rows,
-            "soft_failures": [s.feature for s in self.verdict.soft_failures],
-            "report_path": str(self.report_path) if self.report_path else None,
-        })
+        return _json_safe(
+            {
+                "dataset": self.dataset,
+                "interval_start": self.interval_start.isoformat(),
+                "interval_end": self.interval_end.isoformat(),
+                "run_id": self.run_id,
+                "champion_version": self.champion_version,
+                "rows": self.rows,
+                "should_retrain": self.should_retrain,
+                "reasons": list(self.reasons),
+                "drifted_features": list(self.drifted_features),
+                "prediction_psi": self.prediction_psi,
+                "performance_decay": self.verdict.performance_decay,
+                "live_metrics": self.live_metrics,
+                "labelled_rows": self.labelled_rows,
+                "soft_failures": [s.feature for s in self.verdict.soft_failures],
+                "report_path": str(self.report_path) if self.report_path else None,
+            }
+        )
 
 
 def _json_safe(value: Any) -> Any:
@@ -486,8 +503,20 @@ def _metric_row(result: MonitoringResult, f: FeatureDrift) -> dict[str, Any]:
 
 def _prediction_row(result: MonitoringResult, p: PredictionDrift) -> dict[str, Any]:
     row = dict.fromkeys(
-        ("ks_statistic", "ks_pvalue", "chi2_statistic", "chi2_pvalue", "cramers_v", "unseen_share",
-         "ref_mean", "cur_mean", "ref_sd", "cur_sd", "ref_null_share", "cur_null_share"),
+        (
+            "ks_statistic",
+            "ks_pvalue",
+            "chi2_statistic",
+            "chi2_pvalue",
+            "cramers_v",
+            "unseen_share",
+            "ref_mean",
+            "cur_mean",
+            "ref_sd",
+            "cur_sd",
+            "ref_null_share",
+            "cur_null_share",
+        ),
     )
     row.update(
         dataset=result.dataset,
@@ -499,11 +528,13 @@ def _prediction_row(result: MonitoringResult, p: PredictionDrift) -> dict[str, A
         cur_rows=sum(p.histogram.current),
         drifted=p.drifted,
         reason=p.reason,
-        histogram=_json({
-            **p.histogram.to_json(),
-            "interval_start": p.interval_start.isoformat() if p.interval_start else None,
-            "reference_intervals": [t.isoformat() for t in p.reference_intervals],
-        }),
+        histogram=_json(
+            {
+                **p.histogram.to_json(),
+                "interval_start": p.interval_start.isoformat() if p.interval_start else None,
+                "reference_intervals": [t.isoformat() for t in p.reference_intervals],
+            }
+        ),
         run_id=result.run_id,
     )
     return row
@@ -577,7 +608,7 @@ def compute_monitoring(
             f"{spec.name}: no warehouse rows in the interval [{windows.current_start}, {windows.current_end}); "
             "was it merged?"
         )
-    features = [feature_drift(conn, spec, f.name, windows) for f in spec.features]
+    features = [feature_drift(conn, spec, f.name, windows) for f in monitored_features(spec)]
     prediction = measure_prediction_drift(
         conn,
         spec,
@@ -616,8 +647,9 @@ def compute_monitoring(
 
 
 def report_path_for(spec: DatasetSpec, interval_start: datetime, output_dir: Path) -> Path:
-    """Where the drift report of an interval lives: ``<output_dir>/reports/<dataset>/drift_<YYYY-MM-DD>.html``."""
-    return output_dir / "reports" / spec.name / f"drift_{interval_start.date().isoformat()}.html"
+    """Where an interval's drift report lives: ``<output_dir>/reports/<dataset>/drift_<YYYY-MM-DD>.html`` (UTC)."""
+    day = interval_start.astimezone(UTC).date().isoformat()
+    return output_dir / "reports" / spec.name / f"drift_{day}.html"
 
 
 def run_monitoring(
@@ -672,8 +704,13 @@ def run_monitoring(
     write_result(result, url)
     log.info(
         "monitored %s [%s, %s): should_retrain=%s drifted=%s prediction_psi=%.4g report=%s",
-        spec.name, interval_start, interval_end, result.should_retrain, list(result.drifted_features),
-        result.prediction_psi, path,
+        spec.name,
+        interval_start,
+        interval_end,
+        result.should_retrain,
+        list(result.drifted_features),
+        result.prediction_psi,
+        path,
     )
     return result
 

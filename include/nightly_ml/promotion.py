@@ -1,8 +1,18 @@
 """The promotion gate: should a challenger replace the champion? Pure, no I/O.
 
-:func:`decide` compares evaluations made on the same holdout and explains itself: every
-check it ran becomes one sentence with the numbers in ``GateDecision.reasons``, and the
-challenger is promoted only when every check passed.
+:func:`decide` compares evaluations made on the same holdout. Its rules:
+
+- the challenger must have a usable (present, not NaN) primary metric and guard metrics;
+- no champion (or a champion whose primary metric is NaN, i.e. broken): the challenger must
+  beat the naive baseline on the primary metric by the margin;
+- with a champion: the primary metric must be better by ``min_improvement`` (absolute, or a
+  fraction of the champion's value when ``relative``), in the metric's direction
+  (``METRIC_GREATER_IS_BETTER``); a tie is never better;
+- each guard metric may be worse than the champion's by at most its tolerance (absolute);
+- each slice both sides have may lose at most ``slice_tolerance`` on the primary metric.
+
+It explains itself: ``GateDecision.reasons`` starts with the verdict, then one sentence per
+check with the numbers; the challenger is promoted only when every check passed.
 """
 
 from __future__ import annotations
@@ -130,7 +140,7 @@ def _slices(gate: PromotionGate, challenger: Evaluation, champion: Evaluation) -
 def decide(
     gate: PromotionGate, challenger: Evaluation, champion: Evaluation | None, baseline: Evaluation
 ) -> GateDecision:
-    """Promote the challenger only if it passes every rule of ``gate`` (see the module docstring)."""
+    """Promote the challenger only if it passes every rule of ``gate`` (listed in the module docstring)."""
     metric = gate.primary_metric
     needed = [metric, *gate.guard_metrics]
     missing = [name for name in needed if _value(challenger.metrics, name) is None]
@@ -144,9 +154,9 @@ def decide(
     new = _value(challenger.metrics, metric)
     assert new is not None  # checked just above; narrows the type
 
-    reasons: list[str] = []
+    notes: list[str] = []
     if champion is not None and _value(champion.metrics, metric) is None:
-        reasons.append(
+        notes.append(
             f"the champion has no usable {metric} ({champion.metrics.get(metric, 'missing')}) on this holdout, "
             "so the challenger is judged against the naive baseline instead."
         )
@@ -155,21 +165,24 @@ def decide(
     if champion is None:
         reference = _value(baseline.metrics, metric)
         if reference is None:
-            reasons.append(f"rejected: there is no champion and the baseline has no {metric} to beat.")
-            return GateDecision(False, tuple(reasons), None)
+            summary = f"rejected: there is no champion and the baseline has no {metric} to beat."
+            return GateDecision(False, (summary, *notes), None)
         passed, delta, sentence = _beats(gate, new, reference, "naive baseline")
-        reasons.append(("" if passed else "rejected: ") + f"no champion; {sentence}")
-        return GateDecision(passed, tuple(reasons), delta)
+        summary = (
+            "promote: there is no champion and the challenger beats the naive baseline by the required margin."
+            if passed
+            else "rejected: there is no champion and the challenger does not beat the naive baseline by the "
+            "required margin."
+        )
+        return GateDecision(passed, (summary, *notes, sentence), delta)
 
     old = _value(champion.metrics, metric)
     assert old is not None  # a champion without it was replaced by the baseline above
     primary_ok, delta, sentence = _beats(gate, new, old, "champion")
-    reasons.append(sentence)
     guards_ok, guard_reasons = _guards(gate, challenger, champion)
     slices_ok, slice_reasons = _slices(gate, challenger, champion)
-    reasons += guard_reasons + slice_reasons
     promote = primary_ok and guards_ok and slices_ok
     failed = [name for name, ok in (("primary metric", primary_ok), ("guards", guards_ok), ("slices", slices_ok))
               if not ok]
-    reasons.insert(0, "promote: every check passed." if promote else f"rejected: failed on {', '.join(failed)}.")
-    return GateDecision(promote, tuple(reasons), delta)
+    summary = "promote: every check passed." if promote else f"rejected: failed on {', '.join(failed)}."
+    return GateDecision(promote, (summary, sentence, *guard_reasons, *slice_reasons), delta)

@@ -46,7 +46,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _format_number(value: float | int | None, digits: int = 4) -> str:
+def _format_number(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     if isinstance(value, int):
@@ -78,10 +78,12 @@ def histogram_plot(title: str, histogram: Histogram) -> str:
     ax = fig.subplots()
     positions = list(range(count))
     width = 0.4
-    ax.bar([p - width / 2 for p in positions], histogram.reference_shares, width, label="reference", color=REFERENCE_COLOUR)
-    ax.bar([p + width / 2 for p in positions], histogram.current_shares, width, label="current", color=CURRENT_COLOUR)
-    ax.set_xticks(positions, [_short(label) for label in histogram.labels], rotation=45, ha="right",
-                  fontsize=8, parse_math=False)
+    left, right = [p - width / 2 for p in positions], [p + width / 2 for p in positions]
+    ax.bar(left, histogram.reference_shares, width, label="reference", color=REFERENCE_COLOUR)
+    ax.bar(right, histogram.current_shares, width, label="current", color=CURRENT_COLOUR)
+    ax.set_xticks(
+        positions, [_short(label) for label in histogram.labels], rotation=45, ha="right", fontsize=8, parse_math=False
+    )
     ax.set_ylabel("share of rows")
     # parse_math=False: a '$' in a name must not be read as TeX.
     ax.set_title(title, fontsize=10, parse_math=False)
@@ -169,11 +171,11 @@ def _context(spec: DatasetSpec, result: MonitoringResult, history: MonitoringHis
         ),
         "metric": metric,
         "metrics": [
-            {"name": name, "live": value, "primary": name == metric}
-            for name, value in result.live_metrics.items()
+            {"name": name, "live": value, "primary": name == metric} for name, value in result.live_metrics.items()
         ],
         "holdout": holdout,
         "history_length": len(timeline),
+        "unmonitored": [f.name for f in spec.features if f.name not in names],
     }
 
 

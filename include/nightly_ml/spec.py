@@ -50,6 +50,9 @@ class Column(_Strict):
     min: float | None = None
     max: float | None = None
     allowed: tuple[str, ...] | None = None
+    # False for features whose per-interval distribution differs from any multi-day reference by
+    # construction (e.g. the weekday of a daily batch): drift checks skip them.
+    monitor_drift: bool = True
 
     @model_validator(mode="after")
     def _check_constraints(self) -> Column:
@@ -273,6 +276,10 @@ class DatasetSpec(_Strict):
     @property
     def categorical_features(self) -> list[Column]:
         return [f for f in self.features if not f.is_numeric]
+
+    @property
+    def monitored_features(self) -> list[Column]:
+        return [f for f in self.features if f.monitor_drift]
 
     @property
     def input_columns(self) -> list[str]:

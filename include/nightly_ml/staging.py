@@ -126,6 +126,9 @@ def file_columns(spec: DatasetSpec, raw: RawFile, delimiter: str) -> list[str]:
         names = read_header(raw.path, delimiter) if raw.format == "csv" else parquet_columns(raw.path)
     except OSError as error:
         raise BatchRejected(f"{raw.path.name}: cannot read the file ({error.strerror})") from None
+    hint = delimiter_hint(names, spec.input_columns, delimiter) if raw.format == "csv" else ""
+    if hint:
+        raise BatchRejected(f"{raw.path.name}: schema broken: the header is a single field.{hint}")
     _check_column_names(raw.path, names)
     return names
 

@@ -30,7 +30,7 @@ from nightly_ml import db
 from nightly_ml.config import settings
 from nightly_ml.sources import partition_name
 from nightly_ml.spec import Column, DatasetSpec
-from nightly_ml.staging import META_COLUMNS, BadLine, BatchRejected, StageResult
+from nightly_ml.staging import META_COLUMNS, BadLine, BatchRejected, StageResult, delimiter_hint
 
 INTEGER_PATTERN = r"^\s*[+-]?[0-9]{1,18}\s*$"
 FLOAT_PATTERN = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,2})?\s*$"
@@ -126,6 +126,7 @@ def create_typed_view(
         view=sql.Identifier("staging", view_name(stage)),
         typed_select=typed,
         event_time=spec.event_time,
+        timestamp_pattern=sql.Literal(TIMESTAMP_PATTERN),
         event_time_value=value_column(spec.event_time),
         key=spec.key.name,
         key_value=value_column(spec.key.name),
@@ -363,7 +364,11 @@ def _schema_message(spec: DatasetSpec, stage: StageResult) -> str:
     if extra:
         parts.append(f"unexpected column(s) {extra}")
     per_file = "; ".join(f"{f['file']}: {f['columns']}" for f in stage.files)
-    return f"schema broken: {', '.join(parts)} (files: {per_file})"
+    hints = "".join(
+        delimiter_hint(list(f["columns"]), spec.input_columns, getattr(spec.source, "delimiter", ","))
+        for f in stage.files
+    )
+    return f"schema broken: {', '.join(parts)} (files: {per_file}).{hints}"
 
 
 def _quarantine_rows(

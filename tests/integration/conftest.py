@@ -6,7 +6,11 @@ SQLite backend store and proxied artifacts in a temporary directory, on a free
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,9 +18,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from psycopg2 import sql
+
+from nightly_ml import db
+from nightly_ml.simulator import generate_batch, generate_labels
+from nightly_ml.spec import DatasetSpec, load_spec
 
 MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
 STARTUP_TIMEOUT_S = 90
@@ -30,7 +41,7 @@ def free_port() -> int:
 
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - local test server
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
@@ -45,9 +56,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
-    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
+    # No GenAI job runner: one process less competing for the test machine's cores.
+    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        process = subprocess.Popen(
             [
                 str(MLFLOW_BIN), "server",
                 "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
@@ -59,12 +72,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=root,
+            start_new_session=True,  # its own process group: uvicorn and the job runner stop with it
         )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not _healthy(url):
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            process.wait(timeout=10)
+            _stop(process)
             pytest.fail(f"mlflow server did not become healthy at {url}:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.25)
 
@@ -79,9 +92,97 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous
         settings.cache_clear()
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and the children it spawned (its process group, which only it leads)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def make_spec(name: str, new_name: str, **training_overrides: object) -> DatasetSpec:
+    """A shipped spec under another name (own registered model and tables), with lighter training."""
+    spec = load_spec(name)
+    first = spec.training.candidates[0]
+    # One candidate, one grid point: the tests check plumbing, not model quality.
+    light = first.model_copy(update={"search": {k: v[:1] for k, v in first.search.items()}})
+    rules = {"candidates": (light,), "min_rows": 100, "window_days": 10, "holdout_days": 2, **training_overrides}
+    return spec.model_copy(update={"name": new_name, "training": spec.training.model_copy(update=rules)})
+
+
+def labelled_batch(spec: DatasetSpec, start: datetime, end: datetime, rows: int) -> pd.DataFrame:
+    """One simulated interval with its (possibly late) labels filled in."""
+    batch = generate_batch(spec, start, end, rows=rows)
+    delay = timedelta(days=spec.source.label_delay_days)
+    if delay:
+        labels = generate_labels(spec, start + delay, end + delay, rows=rows)
+        batch = batch.drop(columns=[spec.label.name]).merge(labels, on=spec.key.name, how="left")
+    return batch
+
+
+def labelled_frame(spec: DatasetSpec, start: datetime, days: int, rows_per_day: int) -> pd.DataFrame:
+    parts = [
+        labelled_batch(spec, start + timedelta(days=d), start + timedelta(days=d + 1), rows_per_day)
+        for d in range(days)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _plain(value: object) -> object:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return value
+
+
+def load_warehouse(spec: DatasetSpec, frame: pd.DataFrame, interval_start: datetime, interval_end: datetime,
+                   url: str) -> None:
+    """Put rows straight into the warehouse table (what the merge step would do), via COPY."""
+    columns = [spec.key.name, spec.event_time, *(f.name for f in spec.features), spec.label.name]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    integral = [spec.key.type == "integer", False, *(f.type == "integer" for f in spec.features),
+                spec.label.type == "integer"]
+    for record in frame[columns].itertuples(index=False):
+        values = [_plain(v) for v in record]
+        # pandas turns an integer column with a None into floats; the table wants bigint text.
+        values = [int(v) if wants_int and v is not None else v for v, wants_int in zip(values, integral, strict=True)]
+        row_hash = hashlib.md5(repr(values).encode(), usedforsecurity=False).hexdigest()
+        writer.writerow([
+            "" if v is None else v for v in values
+        ] + [interval_start.isoformat(), interval_end.isoformat(), row_hash])
+    buffer.seek(0)
+    copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        db.warehouse_table(spec),
+        sql.SQL(", ").join(sql.Identifier(c) for c in [*columns, "_interval_start", "_interval_end", "_row_hash"]),
+    )
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.copy_expert(copy.as_string(conn), buffer)
+
+
+class Kit:
+    """Helpers for the integration tests, handed out by the ``kit`` fixture."""
+
+    free_port = staticmethod(free_port)
+    make_spec = staticmethod(make_spec)
+    labelled_batch = staticmethod(labelled_batch)
+    labelled_frame = staticmethod(labelled_frame)
+    load_warehouse = staticmethod(load_warehouse)
+
+
+@pytest.fixture(scope="session")
+def kit() -> type[Kit]:
+    return Kit

@@ -3,7 +3,7 @@
 CREATE OR REPLACE VIEW {view} AS
 SELECT
     t.*,
-    CASE WHEN t.{event_time} IS NULL THEN NULL
+    CASE WHEN t.{event_time} IS NULL OR t.{event_time} !~ {timestamp_pattern} THEN NULL
          ELSE COALESCE(t.{event_time_value} >= %(start)s AND t.{event_time_value} < %(end)s, false)
     END AS _in_interval,
     EXISTS (

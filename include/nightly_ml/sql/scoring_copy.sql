@@ -1,0 +1,1 @@
+COPY {predictions} ({columns}) FROM STDIN WITH (FORMAT csv)

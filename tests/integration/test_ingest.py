@@ -1,0 +1,386 @@
+"""Ingest against a real PostgreSQL: COPY, validation, quarantine, merge, idempotency and bad input.
+
+Every bad-input case ends in quarantine with its rule or in a worded batch rejection; the raw
+input is still there afterwards, and a rejected interval has nothing merged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from nightly_ml import db, ingest, simulator, sources
+from nightly_ml.config import settings
+from nightly_ml.spec import DatasetSpec, load_spec
+from nightly_ml.staging import BatchRejected
+
+pytestmark = pytest.mark.integration
+
+PROJECT_SPECS = Path(__file__).resolve().parents[2] / "include" / "specs"
+DAY0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+COLUMNS = load_spec("churn", PROJECT_SPECS).input_columns
+
+
+@pytest.fixture(scope="module")
+def file_specs(warehouse_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A spec dir where `churn` reads dropped files and `sim` is the churn simulator with late labels."""
+    spec_dir = tmp_path_factory.mktemp("specs")
+    raw = yaml.safe_load((PROJECT_SPECS / "churn.yaml").read_text())
+    dropped = {**raw, "source": {"kind": "files", "path": "drop/churn"}}
+    (spec_dir / "churn.yaml").write_text(yaml.safe_dump(dropped))
+    simulated = {**raw, "name": "sim", "source": {**raw["source"], "rows_per_interval": 500, "label_delay_days": 2}}
+    (spec_dir / "sim.yaml").write_text(yaml.safe_dump(simulated))
+    os.environ["NIGHTLY_ML_SPEC_DIR"] = str(spec_dir)
+    settings.cache_clear()
+    yield spec_dir
+    os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
+    settings.cache_clear()
+
+
+def day(n: int) -> tuple[datetime, datetime]:
+    start = DAY0 + timedelta(days=n)
+    return start, start + timedelta(days=1)
+
+
+def good_rows(start: datetime, rows: int = 300) -> pd.DataFrame:
+    """Clean churn rows for an interval, with unique keys per day (from the simulator)."""
+    spec = load_spec("churn", PROJECT_SPECS)
+    frame = simulator.generate_batch(spec, start, start + timedelta(days=1), rows=rows)
+    return frame
+
+
+def drop_folder(start: datetime) -> Path:
+    folder = sources.landing_folder(load_spec("churn"), start)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def run_night(dataset: str, start: datetime, end: datetime, run_id: str = "test") -> dict:
+    files = ingest.extract(dataset, start, end)
+    staged = ingest.stage(dataset, start, end, files, run_id)
+    validated = ingest.validate(dataset, start, end, staged, run_id)
+    merged = ingest.merge(dataset, start, end, staged, validated, run_id)
+    ingest.finish(dataset, start, staged)
+    return {"validation": validated, "merge": merged}
+
+
+def query(statement: str, params: tuple = ()) -> list[tuple]:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+
+def interval_rows(dataset: str, start: datetime) -> int:
+    return query(f'SELECT count(*) FROM warehouse."{dataset}" WHERE _interval_start = %s', (start,))[0][0]  # noqa: S608
+
+
+def quarantine_rules(dataset: str, start: datetime) -> dict[str, int]:
+    rows = query("SELECT rule, count(*) FROM ops.quarantine WHERE dataset = %s AND interval_start = %s GROUP BY rule",
+                 (dataset, start))
+    return dict(rows)
+
+
+def audit(dataset: str, start: datetime) -> dict:
+    rows = query("SELECT status, rows_in, rows_merged, rows_quarantined, checksum, reason FROM ops.load_audit "
+                 "WHERE dataset = %s AND interval_start = %s", (dataset, start))
+    status, rows_in, merged, quarantined, checksum, reason = rows[0]
+    return {"status": status, "rows_in": rows_in, "merged": merged, "quarantined": quarantined,
+            "checksum": checksum, "reason": reason}
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    return simulator.write_batch(frame, path)
+
+
+# --- the happy path, COPY and merge -----------------------------------------------------------
+
+
+def test_clean_night_merges_every_row_and_archives_the_raw_input(file_specs: Path) -> None:
+    start, end = day(0)
+    folder = drop_folder(start)
+    write_csv(good_rows(start), folder / "part-0.csv")
+    result = run_night("churn", start, end)
+    assert result["validation"]["bad_rows"] == 0
+    assert interval_rows("churn", start) == 300
+    assert audit("churn", start)["status"] == "merged"
+    assert not folder.exists()
+    assert (sources.archive_folder(load_spec("churn"), start) / "part-0.csv").exists()
+    assert result["validation"]["data_docs_url"].startswith("file://")
+
+
+def test_typed_values_land_as_the_spec_says(file_specs: Path) -> None:
+    start, _ = day(0)
+    row = query('SELECT tenure_months, monthly_charges, plan, autopay, event_time FROM warehouse."churn" '
+                "WHERE _interval_start = %s ORDER BY snapshot_id LIMIT 1", (start,))[0]
+    expected = good_rows(start).sort_values("snapshot_id").iloc[0]
+    assert row[0] == expected["tenure_months"]
+    assert row[1] == pytest.approx(expected["monthly_charges"])
+    assert row[2] == expected["plan"]
+    assert row[3] == bool(expected["autopay"])
+    assert row[4] == expected["event_time"].to_pydatetime()
+
+
+def test_several_files_and_parquet_in_one_interval(file_specs: Path) -> None:
+    start, end = day(1)
+    folder = drop_folder(start)
+    frame = good_rows(start, 400)
+    write_csv(frame.iloc[:150], folder / "part-0.csv")
+    simulator.write_batch(frame.iloc[150:], folder / "part-1.parquet", fmt="parquet")
+    run_night("churn", start, end)
+    assert interval_rows("churn", start) == 400
+
+
+def test_rerunning_a_night_gives_identical_rows_and_checksum(file_specs: Path) -> None:
+    start, end = day(2)
+    folder = drop_folder(start)
+    write_csv(good_rows(start), folder / "part-0.csv")
+    first = run_night("churn", start, end, "first")
+    first_audit = audit("churn", start)
+    second = run_night("churn", start, end, "second")  # the input comes back from the archive
+    assert second["merge"]["checksum"] == first["merge"]["checksum"] == first_audit["checksum"]
+    assert audit("churn", start)["checksum"] == first_audit["checksum"]
+    assert interval_rows("churn", start) == 300
+
+
+def test_backfilling_a_week_twice_gives_identical_counts_and_checksums(file_specs: Path) -> None:
+    nights = [day(n) for n in range(10, 17)]
+
+    def backfill(tag: str) -> list[tuple]:
+        for start, end in nights:
+            run_night("sim", start, end, f"{tag}-{start:%d}")
+        return query("SELECT interval_start, rows_merged, rows_quarantined, labels_applied, checksum "
+                     "FROM ops.load_audit WHERE dataset = 'sim' ORDER BY interval_start")
+
+    first = backfill("one")
+    labelled_first = query('SELECT count(*), sum(churned) FROM warehouse."sim" WHERE churned IS NOT NULL')
+    second = backfill("two")
+    assert first == second
+    assert len(first) == 7
+    assert labelled_first == query('SELECT count(*), sum(churned) FROM warehouse."sim" WHERE churned IS NOT NULL')
+
+
+def test_late_labels_are_upserted_by_key_and_survive_a_rerun(file_specs: Path) -> None:
+    spec = load_spec("sim")
+    start, end = day(12)
+    labelled_day = start - timedelta(days=spec.source.label_delay_days)
+    expected = simulator.generate_labels(spec, start, end)
+    got = dict(query('SELECT snapshot_id, churned FROM warehouse."sim" WHERE _interval_start = %s', (labelled_day,)))
+    assert {k: int(v) for k, v in zip(expected["snapshot_id"], expected["churned"], strict=True)} == got
+    # Re-running the labelled night itself must not wipe the labels that arrived later.
+    run_night("sim", labelled_day, labelled_day + timedelta(days=1), "rerun")
+    again = dict(query('SELECT snapshot_id, churned FROM warehouse."sim" WHERE _interval_start = %s', (labelled_day,)))
+    assert again == got
+
+
+def test_a_row_gone_from_the_rerun_batch_is_removed(file_specs: Path) -> None:
+    start, end = day(3)
+    folder = drop_folder(start)
+    write_csv(good_rows(start), folder / "part-0.csv")
+    run_night("churn", start, end)
+    archived = sources.archive_folder(load_spec("churn"), start)
+    shutil.rmtree(archived)
+    folder = drop_folder(start)
+    write_csv(good_rows(start).iloc[:250], folder / "part-0.csv")
+    result = run_night("churn", start, end)
+    assert result["merge"]["rows_deleted"] == 50
+    assert interval_rows("churn", start) == 250
+
+
+# --- bad input: each ends in quarantine or a worded rejection, raw input kept ----------------
+
+Corrupt = Callable[[pd.DataFrame, datetime], pd.DataFrame]
+
+
+def _set(column: str, value: object, rows: slice = slice(0, 5)) -> Corrupt:
+    def corrupt(frame: pd.DataFrame, start: datetime) -> pd.DataFrame:
+        frame = frame.astype({column: object})
+        frame.iloc[rows, frame.columns.get_loc(column)] = value
+        return frame
+
+    return corrupt
+
+
+def _duplicate_keys(frame: pd.DataFrame, start: datetime) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.iloc[1:4, 0] = frame.iloc[0, 0]
+    return frame
+
+
+def _outside_interval(frame: pd.DataFrame, start: datetime) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.iloc[:3, 1] = start - timedelta(hours=2)
+    return frame
+
+
+QUARANTINE_CASES = {
+    "wrong type": (_set("tenure_months", "twelve"), "type:tenure_months", 5),
+    "null in a required column": (_set("plan", None), "not_null:plan", 5),
+    "value out of range": (_set("monthly_charges", 9999.0), "range:monthly_charges", 5),
+    "unknown category": (_set("region", "atlantis"), "category:region", 5),
+    "duplicate keys inside the batch": (_duplicate_keys, "duplicate_key:snapshot_id", 4),
+    "rows outside the interval": (_outside_interval, "outside_interval:event_time", 3),
+    "bad timestamp": (_set("event_time", "yesterday"), "type:event_time", 5),
+}
+
+
+@pytest.mark.parametrize("case", list(QUARANTINE_CASES), ids=list(QUARANTINE_CASES))
+def test_row_level_faults_are_quarantined_with_their_rule(file_specs: Path, case: str) -> None:
+    corrupt, rule, count = QUARANTINE_CASES[case]
+    start, end = day(20 + list(QUARANTINE_CASES).index(case))
+    folder = drop_folder(start)
+    write_csv(corrupt(good_rows(start), start), folder / "part-0.csv")
+    run_night("churn", start, end)
+    rules = quarantine_rules("churn", start)
+    assert rules.get(rule) == count, rules
+    assert interval_rows("churn", start) == 300 - count
+    row = query("SELECT row_data, source_file, detail FROM ops.quarantine WHERE dataset = 'churn' "
+                "AND interval_start = %s AND rule = %s LIMIT 1", (start, rule))[0]
+    assert row[0]["snapshot_id"] is not None or rule.startswith("not_null")
+    assert row[1] == "part-0.csv"
+    assert row[2]
+    assert audit("churn", start)["quarantined"] == count
+
+
+def test_duplicate_key_against_the_warehouse_is_quarantined(file_specs: Path) -> None:
+    first, first_end = day(30)
+    folder = drop_folder(first)
+    earlier = good_rows(first)
+    write_csv(earlier, folder / "part-0.csv")
+    run_night("churn", first, first_end)
+    start, end = day(31)
+    folder = drop_folder(start)
+    frame = good_rows(start)
+    frame.iloc[:2, 0] = earlier.iloc[:2, 0].to_numpy()
+    write_csv(frame, folder / "part-0.csv")
+    run_night("churn", start, end)
+    assert quarantine_rules("churn", start) == {"key_in_other_interval:snapshot_id": 2}
+    # the earlier rows are untouched
+    assert interval_rows("churn", first) == 300
+
+
+def _raw_line_case(start: datetime, folder: Path, payload: bytes) -> None:
+    path = write_csv(good_rows(start), folder / "part-0.csv")
+    with path.open("ab") as handle:
+        handle.write(payload)
+
+
+def test_malformed_csv_line_is_quarantined_with_its_line_number(file_specs: Path) -> None:
+    start, end = day(40)
+    folder = drop_folder(start)
+    _raw_line_case(start, folder, b"broken,line,with,far,too,many,fields,a,b,c,d,e\n")
+    run_night("churn", start, end)
+    assert quarantine_rules("churn", start) == {"malformed_line": 1}
+    line = query("SELECT line_number, raw_line FROM ops.quarantine WHERE dataset = 'churn' AND interval_start = %s",
+                 (start,))[0]
+    assert line == (302, "broken,line,with,far,too,many,fields,a,b,c,d,e")
+    assert interval_rows("churn", start) == 300
+
+
+def test_bytes_that_are_not_utf8_are_quarantined(file_specs: Path) -> None:
+    start, end = day(41)
+    folder = drop_folder(start)
+    bad = f"k-latin1,{start.isoformat()},3,10.5,1,20.0,basic,north,true,\n".encode().replace(b"k-latin1", b"k-\xe9\xff")
+    _raw_line_case(start, folder, bad)
+    run_night("churn", start, end)
+    assert quarantine_rules("churn", start) == {"invalid_utf8": 1}
+    assert interval_rows("churn", start) == 300
+
+
+def _reject(start: datetime, end: datetime, match: str) -> None:
+    with pytest.raises(BatchRejected, match=match):
+        run_night("churn", start, end)
+    assert interval_rows("churn", start) == 0
+    record = audit("churn", start)
+    assert record["status"] == "rejected"
+    assert record["merged"] == 0
+    assert sources.landing_folder(load_spec("churn"), start).is_dir(), "the raw input must be kept"
+    outbox = sorted(settings().outbox_dir.glob("*.eml"))
+    assert outbox and "rejected" in outbox[-1].read_text()
+
+
+def test_missing_column_rejects_the_batch(file_specs: Path) -> None:
+    start, end = day(50)
+    write_csv(good_rows(start).drop(columns=["plan"]), drop_folder(start) / "part-0.csv")
+    _reject(start, end, r"schema broken: missing column\(s\) \['plan'\]")
+
+
+def test_extra_column_rejects_the_batch(file_specs: Path) -> None:
+    start, end = day(51)
+    write_csv(good_rows(start).assign(coupon="x"), drop_folder(start) / "part-0.csv")
+    _reject(start, end, r"unexpected column\(s\) \['coupon'\]")
+
+
+def test_empty_file_rejects_an_empty_batch(file_specs: Path) -> None:
+    start, end = day(52)
+    (drop_folder(start) / "part-0.csv").write_bytes(b"")
+    _reject(start, end, "empty batch")
+
+
+def test_header_only_file_rejects_an_empty_batch(file_specs: Path) -> None:
+    start, end = day(53)
+    (drop_folder(start) / "part-0.csv").write_text(",".join(COLUMNS) + "\n")
+    _reject(start, end, "empty batch")
+
+
+def test_wrong_delimiter_rejects_with_a_hint(file_specs: Path) -> None:
+    start, end = day(54)
+    path = drop_folder(start) / "part-0.csv"
+    good_rows(start).to_csv(path, sep=";", index=False)
+    _reject(start, end, "looks ';'-delimited")
+
+
+def test_parquet_with_a_different_schema_rejects(file_specs: Path) -> None:
+    start, end = day(55)
+    frame = good_rows(start).rename(columns={"usage_hours": "usage"})
+    simulator.write_batch(frame, drop_folder(start) / "part-0.parquet", fmt="parquet")
+    _reject(start, end, r"missing column\(s\) \['usage_hours'\].*unexpected column\(s\) \['usage'\]")
+
+
+def test_unreadable_file_rejects(file_specs: Path) -> None:
+    start, end = day(56)
+    (drop_folder(start) / "part-0.parquet").write_bytes(b"PAR1 this is not really parquet")
+    _reject(start, end, "cannot read the Parquet file")
+
+
+def test_too_many_bad_rows_reject_and_nothing_is_merged(file_specs: Path) -> None:
+    start, end = day(57)
+    write_csv(_set("plan", None, slice(0, 60))(good_rows(start), start), drop_folder(start) / "part-0.csv")
+    _reject(start, end, r"too many bad rows: 60 of 300 \(20.0%\)")
+    assert quarantine_rules("churn", start) == {"not_null:plan": 60}
+
+
+def test_a_rejected_rerun_leaves_the_earlier_merge_untouched(file_specs: Path) -> None:
+    """Nothing is merged partially: a bad re-run of a merged interval keeps the earlier rows."""
+    start, end = day(58)
+    write_csv(good_rows(start), drop_folder(start) / "part-0.csv")
+    run_night("churn", start, end)
+    before = query('SELECT md5(string_agg(_row_hash, \'\' ORDER BY snapshot_id)) FROM warehouse."churn" '
+                   "WHERE _interval_start = %s", (start,))
+    shutil.rmtree(sources.archive_folder(load_spec("churn"), start))
+    write_csv(good_rows(start).drop(columns=["region"]), drop_folder(start) / "part-0.csv")
+    with pytest.raises(BatchRejected):
+        run_night("churn", start, end)
+    after = query('SELECT md5(string_agg(_row_hash, \'\' ORDER BY snapshot_id)) FROM warehouse."churn" '
+                  "WHERE _interval_start = %s", (start,))
+    assert before == after
+
+
+def test_no_input_yet_is_a_retryable_error(file_specs: Path) -> None:
+    start, end = day(59)
+    with pytest.raises(sources.NoInputYet, match="no input folder"):
+        ingest.extract("churn", start, end)
+
+
+def test_specs_are_what_the_tests_think(file_specs: Path) -> None:
+    spec: DatasetSpec = load_spec("churn")
+    assert spec.source.kind == "files"
+    assert spec.input_columns == COLUMNS

@@ -1,0 +1,151 @@
+"""Scoring against real PostgreSQL and MLflow: train from the warehouse, promote, score, re-score."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from psycopg2 import sql
+
+from nightly_ml import db, registry, scoring, training
+from nightly_ml.promotion import decide
+from nightly_ml.spec import DatasetSpec
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2024, 6, 1, tzinfo=UTC)
+TRAIN_DAYS = 10
+WINDOW_END = START + timedelta(days=TRAIN_DAYS)
+SCORE_START, SCORE_END = WINDOW_END, WINDOW_END + timedelta(days=1)
+ROWS_PER_DAY = 80
+SCORE_ROWS = 300
+CHUNK_ROWS = 128
+
+
+def unlabelled(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(**{spec.label.name: None})
+
+
+def load_days(kit: Any, spec: DatasetSpec, url: str) -> None:
+    """Ten labelled days (one interval each), with a few unlabelled rows, then one unlabelled day to score."""
+    db.ensure_dataset_tables(spec, url)
+    for day in range(TRAIN_DAYS):
+        lo, hi = START + timedelta(days=day), START + timedelta(days=day + 1)
+        batch = kit.labelled_batch(spec, lo, hi, ROWS_PER_DAY)
+        if day == 4:  # labels that have not arrived yet must stay out of training
+            batch.loc[batch.index[:20], spec.label.name] = None
+        kit.load_warehouse(spec, batch, lo, hi, url)
+    batch = kit.labelled_batch(spec, SCORE_START, SCORE_END, SCORE_ROWS)
+    kit.load_warehouse(spec, unlabelled(spec, batch), SCORE_START, SCORE_END, url)
+
+
+def predictions(spec: DatasetSpec, url: str) -> pd.DataFrame:
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {}, prediction, predicted_label, model_name, model_version, _interval_start "
+                       "FROM {} ORDER BY 1").format(sql.Identifier(spec.key.name), db.predictions_table(spec))
+        )
+        columns = [c.name for c in cur.description]
+        return pd.DataFrame.from_records(cur.fetchall(), columns=columns)
+
+
+def warehouse_rows(spec: DatasetSpec, url: str, start: datetime) -> pd.DataFrame:
+    columns = [spec.key.name, *(f.name for f in spec.features)]
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM {} WHERE _interval_start = %s ORDER BY 1").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c in columns), db.warehouse_table(spec)
+            ),
+            (start,),
+        )
+        return pd.DataFrame.from_records(cur.fetchall(), columns=columns)
+
+
+@pytest.mark.parametrize("dataset", ["churn", "demand"])
+def test_train_promote_score_and_rescore(
+    dataset: str, kit: Any, mlflow_server: str, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = kit.make_spec(dataset, f"{dataset}_scoring")
+    load_days(kit, spec, warehouse_url)
+
+    frame = training.load_training_frame(spec, WINDOW_END, url=warehouse_url)
+    assert len(frame) == TRAIN_DAYS * ROWS_PER_DAY - 20  # labelled rows of the window only
+    assert list(frame.columns) == training.frame_columns(spec)
+    assert frame[spec.label.name].notna().all()
+    assert frame[spec.event_time].min() >= pd.Timestamp(START)
+    assert frame[spec.event_time].max() < pd.Timestamp(WINDOW_END)
+    assert frame[spec.event_time].is_monotonic_increasing
+
+    result = training.run_training(spec, frame, WINDOW_END)
+    record = registry.log_training_result(spec, result, trigger={"reason": "first model"}, airflow_context={})
+    decision = decide(spec.promotion, result.evaluation, None, result.baseline_evaluation)
+    assert decision.promote, decision.reasons
+    registry.promote(spec, record.model_version, decision, expected_champion=None, actor="test",
+                     reason="first model", url=warehouse_url)
+
+    batch_sizes: list[int] = []
+    real_predict = training.predict_scores
+
+    def counting_predict(spec_: DatasetSpec, model: Any, features: pd.DataFrame) -> np.ndarray:
+        batch_sizes.append(len(features))
+        return real_predict(spec_, model, features)
+
+    monkeypatch.setattr(training, "predict_scores", counting_predict)
+    scored = scoring.score_interval(spec, SCORE_START, SCORE_END, url=warehouse_url, chunk_rows=CHUNK_ROWS)
+    assert scored == scoring.ScoreResult(rows=SCORE_ROWS, model_version=record.model_version)
+    # Streamed: never more than one chunk of rows through the model at a time.
+    assert batch_sizes == [CHUNK_ROWS, CHUNK_ROWS, SCORE_ROWS - 2 * CHUNK_ROWS]
+
+    first = predictions(spec, warehouse_url)
+    source = warehouse_rows(spec, warehouse_url, SCORE_START)
+    assert first[spec.key.name].tolist() == source[spec.key.name].tolist()
+    assert set(first["model_version"]) == {record.model_version}
+    assert set(first["model_name"]) == {spec.registered_model_name}
+    assert (first["_interval_start"] == pd.Timestamp(SCORE_START)).all()
+    model = registry.load_model(spec, record.model_version)
+    expected = real_predict(spec, model, training.feature_frame(spec, source))
+    np.testing.assert_allclose(first["prediction"].to_numpy(), expected, rtol=1e-12)
+    if spec.task == "classification":
+        assert first["prediction"].between(0, 1).all()
+        assert (first["predicted_label"] == (first["prediction"] >= 0.5).astype(int)).all()
+    else:
+        assert first["predicted_label"].isna().all()
+
+    # A re-run (one big chunk this time) replaces the interval's predictions: same values, no duplicates.
+    again = scoring.score_interval(spec, SCORE_START, SCORE_END, url=warehouse_url)
+    assert again.rows == SCORE_ROWS
+    second = predictions(spec, warehouse_url)
+    pd.testing.assert_frame_equal(first, second)
+
+    # Another interval is scored next to it without touching it.
+    empty = scoring.score_interval(spec, SCORE_END, SCORE_END + timedelta(days=1), url=warehouse_url)
+    assert (empty.rows, empty.skipped) == (0, False)
+    assert len(predictions(spec, warehouse_url)) == SCORE_ROWS
+
+
+@pytest.mark.parametrize("dataset", ["churn", "demand"])
+def test_no_champion_means_skipped_with_a_reason(
+    dataset: str, kit: Any, mlflow_server: str, warehouse_url: str
+) -> None:
+    spec = kit.make_spec(dataset, f"{dataset}_unscored")
+    db.ensure_dataset_tables(spec, warehouse_url)
+    batch = kit.labelled_batch(spec, SCORE_START, SCORE_END, 50)
+    kit.load_warehouse(spec, unlabelled(spec, batch), SCORE_START, SCORE_END, warehouse_url)
+    result = scoring.score_interval(spec, SCORE_START, SCORE_END, url=warehouse_url)
+    assert result.skipped and result.rows == 0 and result.model_version is None
+    assert f"'{spec.registered_model_name}'" in result.skipped_reason
+    assert "no champion" in result.skipped_reason
+    assert predictions(spec, warehouse_url).empty
+
+
+def test_scoring_rejects_bad_arguments(kit: Any, warehouse_url: str) -> None:
+    spec = kit.make_spec("churn", "churn_args")
+    with pytest.raises(ValueError, match="naive datetime"):
+        scoring.score_interval(spec, datetime(2024, 1, 1), SCORE_END, url=warehouse_url)
+    with pytest.raises(ValueError, match="chunk_rows must be positive"):
+        scoring.write_predictions(spec, None, "1", SCORE_START, SCORE_END, url=warehouse_url, chunk_rows=0)
+    with pytest.raises(ValueError, match="empty interval"):
+        scoring.write_predictions(spec, None, "1", SCORE_END, SCORE_START, url=warehouse_url)
