@@ -39,7 +39,7 @@ def predictions_asset(dataset: str) -> Asset:
     return Asset(name=f"predictions_{dataset}", uri=f"x-nightly-ml://predictions/{dataset}", group="predictions")
 
 
-def _parse(value: Any) -> datetime:
+def parse_utc(value: Any) -> datetime:
     """A plain UTC ``datetime`` (Airflow hands out pendulum objects, which pandas mishandles)."""
     text = value.isoformat() if isinstance(value, datetime) else str(value)
     parsed = datetime.fromisoformat(text)
@@ -50,6 +50,11 @@ def _parse(value: Any) -> datetime:
 
 def interval_extra(start: datetime, end: datetime) -> dict[str, str]:
     return {"interval_start": start.isoformat(), "interval_end": end.isoformat()}
+
+
+def intervals_extra(intervals: list[tuple[datetime, datetime]]) -> dict[str, Any]:
+    """Asset-event extra for one or more intervals (the newest also as interval_start/interval_end)."""
+    return {**interval_extra(*intervals[-1]), "intervals": [[s.isoformat(), e.isoformat()] for s, e in intervals]}
 
 
 def resolve_intervals(context: Any) -> list[tuple[datetime, datetime]]:
@@ -65,15 +70,18 @@ def resolve_intervals(context: Any) -> list[tuple[datetime, datetime]]:
     start = conf.get("interval_start") or params.get("interval_start")
     end = conf.get("interval_end") or params.get("interval_end")
     if start and end:
-        return [(_parse(start), _parse(end))]
+        return [(parse_utc(start), parse_utc(end))]
 
     found: list[tuple[datetime, datetime]] = []
     events = context.get("triggering_asset_events") or {}
     for asset_events in events.values():
         for event in asset_events:
             extra = getattr(event, "extra", None) or {}
-            if "interval_start" in extra and "interval_end" in extra:
-                pair = (_parse(extra["interval_start"]), _parse(extra["interval_end"]))
+            pairs = extra.get("intervals") or (
+                [[extra["interval_start"], extra["interval_end"]]] if "interval_start" in extra else []
+            )
+            for raw_start, raw_end in pairs:
+                pair = (parse_utc(raw_start), parse_utc(raw_end))
                 if pair not in found:
                     found.append(pair)
     if found:
@@ -85,7 +93,7 @@ def resolve_intervals(context: Any) -> list[tuple[datetime, datetime]]:
             "cannot tell which data interval this run is about: give interval_start and interval_end "
             "in the run's conf, or trigger it from its Asset"
         )
-    return [(_parse(start), _parse(end))]
+    return [(parse_utc(start), parse_utc(end))]
 
 
 def resolve_interval(context: Any) -> tuple[datetime, datetime]:

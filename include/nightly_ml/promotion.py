@@ -182,7 +182,8 @@ def decide(
     guards_ok, guard_reasons = _guards(gate, challenger, champion)
     slices_ok, slice_reasons = _slices(gate, challenger, champion)
     promote = primary_ok and guards_ok and slices_ok
-    failed = [name for name, ok in (("primary metric", primary_ok), ("guards", guards_ok), ("slices", slices_ok))
-              if not ok]
+    failed = [
+        name for name, ok in (("primary metric", primary_ok), ("guards", guards_ok), ("slices", slices_ok)) if not ok
+    ]
     summary = "promote: every check passed." if promote else f"rejected: failed on {', '.join(failed)}."
     return GateDecision(promote, (summary, sentence, *guard_reasons, *slice_reasons), delta)

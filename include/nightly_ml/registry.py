@@ -23,6 +23,7 @@ from collections.abc import Generator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -144,11 +145,18 @@ def tracking_uri() -> str:
     return settings().mlflow_tracking_uri
 
 
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
 def _client() -> MlflowClient:
     """A client on the configured server; the fluent API (used to log runs) points there too."""
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        # The embedded default lives under the data dir, which may not exist yet on a fresh machine.
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -202,7 +210,7 @@ def _version(client: MlflowClient, name: str, version: str) -> ModelVersion | No
 
 
 def _existing_versions(client: MlflowClient, name: str) -> list[str]:
-    found = client.search_model_versions(f"name = '{name}'")
+    found = client.search_model_versions(f"name = {_quoted(name)}")
     return sorted((v.version for v in found), key=int)
 
 
@@ -270,19 +278,73 @@ def evaluate_champion_on(spec: DatasetSpec, holdout: pd.DataFrame) -> ChampionEv
     A champion that cannot score these rows (e.g. a feature it needs is gone) gets NaN
     metrics, which the gate reads as "broken champion".
     """
+    if holdout.empty:
+        raise ValueError(f"{spec.name}: cannot evaluate the champion on an empty holdout")
+    features = training.feature_frame(spec, holdout)
     loaded = load_champion_model(spec)
     if loaded is None:
         return None
     version, model = loaded
     try:
-        metrics = training.evaluate(spec, model, holdout)
-        slices = training.evaluate_slices(spec, model, holdout)
-    except (ValueError, KeyError) as error:
-        log.warning("champion %s v%s cannot score the holdout (%s); treating its metrics as NaN",
-                    spec.registered_model_name, version, error)
-        metrics = {m: math.nan for m in _task_metrics(spec)}
-        slices = {}
+        scores = training.predict_scores(spec, model, features)
+    except ValueError as error:  # sklearn's answer to missing or incompatible columns
+        log.warning(
+            "champion %s v%s cannot score the holdout (%s); treating its metrics as NaN",
+            spec.registered_model_name,
+            version,
+            error,
+        )
+        nan = {m: math.nan for m in _task_metrics(spec)}
+        return ChampionEvaluation(version=version, evaluation=Evaluation(metrics=nan, slices={}))
+    metrics = training.metrics_from_scores(spec, training.label_values(spec, holdout), scores)
+    slices = training.slices_from_scores(spec, holdout, scores)
     return ChampionEvaluation(version=version, evaluation=Evaluation(metrics=metrics, slices=slices))
+
+
+def _quoted(value: str) -> str:
+    """A value for an MLflow search filter (no escaping exists there, so pick the quote it lacks)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"cannot search MLflow for a value holding both quote characters: {value!r}")
+
+
+def version_for_airflow_run(spec: DatasetSpec, dag_id: str, run_id: str) -> str | None:
+    """The version an Airflow run already registered (newest, from a finished MLflow run), or ``None``.
+
+    Lets a retried training task reuse its earlier result instead of registering a duplicate.
+    """
+    client = _client()
+    name = spec.registered_model_name
+    with _mlflow(f"looking up the version registered by {dag_id}/{run_id}"):
+        experiment = client.get_experiment_by_name(spec.name)
+        if experiment is None:
+            return None
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.`{TAG_DAG_ID}` = {_quoted(dag_id)} and tags.`{TAG_RUN_ID}` = {_quoted(run_id)} "
+                "and attributes.status = 'FINISHED'"
+            ),
+        )
+        versions = [
+            int(v.version)
+            for run in runs
+            for v in client.search_model_versions(f"name = {_quoted(name)} and run_id = '{run.info.run_id}'")
+        ]
+    return str(max(versions)) if versions else None
+
+
+def run_url(run_id: str) -> str | None:
+    """The MLflow UI page of a run, when the tracking URI is a server (a local store has no UI address)."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    client = _client()
+    with _mlflow(f"looking up run {run_id}"):
+        experiment_id = client.get_run(run_id).info.experiment_id
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 # --------------------------------------------------------------------------- logging a run
@@ -332,6 +394,27 @@ class WarehouseDatasetSource(DatasetSource):
         return cls(**source_dict)
 
 
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    """The dataset's experiment, created on first use.
+
+    With a local store (the embedded default) artifacts go under the data dir rather than the
+    worker's current directory; a tracking server chooses its own artifact location.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if _is_local_store(tracking_uri()):
+        location = (settings().data_dir / "mlflow" / "artifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        # Another run created it first: use theirs.
+        return client.get_experiment_by_name(name).experiment_id
+
+
 def _metric_key(text: str) -> str:
     return re.sub(r"[^\w.\- /]", "_", text)
 
@@ -378,8 +461,12 @@ def _run_tags(
         TAG_DATA_WINDOW_START: _iso(airflow_context.get("data_interval_start") or window[0]),
         TAG_DATA_WINDOW_END: _iso(airflow_context.get("data_interval_end") or window[1]),
     }
-    for key, tag in (("dag_id", TAG_DAG_ID), ("run_id", TAG_RUN_ID), ("task_id", TAG_TASK_ID),
-                     ("try_number", TAG_TRY_NUMBER)):
+    for key, tag in (
+        ("dag_id", TAG_DAG_ID),
+        ("run_id", TAG_RUN_ID),
+        ("task_id", TAG_TASK_ID),
+        ("try_number", TAG_TRY_NUMBER),
+    ):
         if airflow_context.get(key) is not None:
             tags[tag] = str(airflow_context[key])
     for key, value in trigger.items():
@@ -410,16 +497,27 @@ def log_training_run(
     ``data_interval_start`` and ``data_interval_end``; ``trigger`` carries at least ``reason``.
     Returns the new registered version; it is not promoted here.
     """
-    _client()
+    client = _client()
     name = spec.registered_model_name
     holdout_start = window[1] - pd.Timedelta(days=spec.training.holdout_days)
     best = candidate or training.TrainedCandidate(
-        name=type(model[-1]).__name__, estimator=type(model[-1]).__name__, model=model, params=dict(params),
-        cv_metric=spec.promotion.primary_metric, cv_score=math.nan,
+        name=type(model[-1]).__name__,
+        estimator=type(model[-1]).__name__,
+        model=model,
+        params=dict(params),
+        cv_metric=spec.promotion.primary_metric,
+        cv_score=math.nan,
     )
     card = training.model_card(
-        spec, best=best, metrics=metrics, slice_metrics=slice_metrics, baseline=baseline,
-        train=train, holdout=holdout, window=window, candidates=candidates,
+        spec,
+        best=best,
+        metrics=metrics,
+        slice_metrics=slice_metrics,
+        baseline=baseline,
+        train=train,
+        holdout=holdout,
+        window=window,
+        candidates=candidates,
     )
     features = training.feature_frame(spec, train)
     example = _input_example(features)
@@ -431,13 +529,17 @@ def log_training_run(
         predict_fn = "predict"
     trusted = _skops_trusted_types(model)
     source = WarehouseDatasetSource(
-        dataset=spec.name, table=f"warehouse.{spec.warehouse_table}",
-        window_start=window[0].isoformat(), window_end=window[1].isoformat(),
+        dataset=spec.name,
+        table=f"warehouse.{spec.warehouse_table}",
+        window_start=window[0].isoformat(),
+        window_end=window[1].isoformat(),
         rows=f"labelled rows, event_time before {holdout_start.isoformat()}",
     )
     holdout_source = WarehouseDatasetSource(
-        dataset=spec.name, table=f"warehouse.{spec.warehouse_table}",
-        window_start=window[0].isoformat(), window_end=window[1].isoformat(),
+        dataset=spec.name,
+        table=f"warehouse.{spec.warehouse_table}",
+        window_start=window[0].isoformat(),
+        window_end=window[1].isoformat(),
         rows=f"labelled rows, event_time from {holdout_start.isoformat()}",
     )
     # Holdout numbers describe the model on the holdout dataset: they are linked to both.
@@ -468,16 +570,21 @@ def log_training_run(
     with _mlflow(f"logging a training run of {spec.name}"), warnings.catch_warnings():
         # The dataset frames keep the warehouse's integer columns on purpose; MLflow's hint about them is noise.
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing")
-        mlflow.set_experiment(spec.name)
+        experiment_id = _experiment_id(client, spec.name)
         run_name = f"{spec.name}-{window[1]:%Y%m%dT%H%M}"
-        with mlflow.start_run(run_name=run_name) as run:
-            mlflow.set_tags(_run_tags(spec, window=window, holdout_start=holdout_start, trigger=trigger,
-                                      airflow_context=airflow_context))
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            mlflow.set_tags(
+                _run_tags(
+                    spec, window=window, holdout_start=holdout_start, trigger=trigger, airflow_context=airflow_context
+                )
+            )
             mlflow.log_params({k: str(v) for k, v in run_params.items()})
-            training_data = mlflow.data.from_pandas(train, source=source, targets=spec.label.name,
-                                                    name=f"{spec.name}_training")
-            holdout_data = mlflow.data.from_pandas(holdout, source=holdout_source, targets=spec.label.name,
-                                                   name=f"{spec.name}_holdout")
+            training_data = mlflow.data.from_pandas(
+                train, source=source, targets=spec.label.name, name=f"{spec.name}_training"
+            )
+            holdout_data = mlflow.data.from_pandas(
+                holdout, source=holdout_source, targets=spec.label.name, name=f"{spec.name}_holdout"
+            )
             mlflow.log_input(training_data, context="training")
             mlflow.log_input(holdout_data, context="holdout")
             mlflow.log_text(card, "model_card.md")
@@ -501,7 +608,10 @@ def log_training_run(
 
 
 def log_training_result(
-    spec: DatasetSpec, result: training.TrainingResult, *, trigger: Mapping[str, Any],
+    spec: DatasetSpec,
+    result: training.TrainingResult,
+    *,
+    trigger: Mapping[str, Any],
     airflow_context: Mapping[str, Any],
 ) -> TrainingRecord:
     """:func:`log_training_run` for the output of :func:`nightly_ml.training.run_training`."""
@@ -594,9 +704,7 @@ class _AliasMove:
 
 
 @contextmanager
-def _champion_lock(
-    spec: DatasetSpec, url: str | None
-) -> Generator[tuple[psycopg2.extensions.cursor, _AliasMove]]:
+def _champion_lock(spec: DatasetSpec, url: str | None) -> Generator[tuple[psycopg2.extensions.cursor, _AliasMove]]:
     """Hold the dataset's advisory lock for one transaction; read the aliases inside it.
 
     If the transaction fails after the aliases moved (e.g. the commit), they are moved back,
@@ -682,12 +790,29 @@ def promote(
                     f"after the gate compared version {version} against it; re-evaluate against the new champion"
                 )
                 _tag(client, name, version, {TAG_REJECTED: stale})
-                history_id = _record(cur, spec, action="reject", from_version=move.old_champion, to_version=version,
-                                     actor=actor, reason="stale: champion moved", metrics=metrics,
-                                     gate_reasons=(stale, *decision.reasons))
+                history_id = _record(
+                    cur,
+                    spec,
+                    action="reject",
+                    from_version=move.old_champion,
+                    to_version=version,
+                    actor=actor,
+                    reason="stale: champion moved",
+                    metrics=metrics,
+                    gate_reasons=(stale, *decision.reasons),
+                )
                 return PromotionOutcome("reject", name, move.old_champion, version, stale, history_id)
-            history_id = _record(cur, spec, action="promote", from_version=move.old_champion, to_version=version,
-                                 actor=actor, reason=reason, metrics=metrics, gate_reasons=decision.reasons)
+            history_id = _record(
+                cur,
+                spec,
+                action="promote",
+                from_version=move.old_champion,
+                to_version=version,
+                actor=actor,
+                reason=reason,
+                metrics=metrics,
+                gate_reasons=decision.reasons,
+            )
             move.apply(version)
             _tag(client, name, version, {TAG_PROMOTED_BY: actor, TAG_PROMOTION_REASON: reason})
     log.info("%s: promoted version %s (was %s)", name, version, move.old_champion)
@@ -715,8 +840,17 @@ def reject(
             target = _require_version(client, spec, version, "reject")
             metrics = {**_version_metrics(client, spec, target), "primary_delta": decision.primary_delta}
             _tag(client, name, version, {TAG_REJECTED: " ".join(decision.reasons) or why})
-        history_id = _record(cur, spec, action="reject", from_version=move.old_champion, to_version=version,
-                             actor=actor, reason=why, metrics=metrics, gate_reasons=decision.reasons)
+        history_id = _record(
+            cur,
+            spec,
+            action="reject",
+            from_version=move.old_champion,
+            to_version=version,
+            actor=actor,
+            reason=why,
+            metrics=metrics,
+            gate_reasons=decision.reasons,
+        )
     return PromotionOutcome("reject", name, move.old_champion, version, why, history_id)
 
 
@@ -754,8 +888,16 @@ def rollback(
             if move.old_champion == wanted:
                 raise RollbackError(f"cannot roll back {name} to version {wanted}: it is already the champion")
             metrics = _version_metrics(client, spec, version)
-            history_id = _record(cur, spec, action="rollback", from_version=move.old_champion, to_version=wanted,
-                                 actor=actor, reason=reason, metrics=metrics)
+            history_id = _record(
+                cur,
+                spec,
+                action="rollback",
+                from_version=move.old_champion,
+                to_version=wanted,
+                actor=actor,
+                reason=reason,
+                metrics=metrics,
+            )
             move.apply(wanted)
             _tag(client, name, wanted, {TAG_ROLLED_BACK_BY: actor, TAG_PROMOTION_REASON: f"rollback: {reason}"})
     log.info("%s: rolled back to version %s (was %s)", name, wanted, move.old_champion)

@@ -94,7 +94,9 @@ def write_predictions(
         warehouse=db.warehouse_table(spec),
     )
     clear = db.compose(
-        "scoring_clear.sql", predictions=db.predictions_table(spec), warehouse=db.warehouse_table(spec),
+        "scoring_clear.sql",
+        predictions=db.predictions_table(spec),
+        warehouse=db.warehouse_table(spec),
         key=spec.key.name,
     )
     copy = db.compose(

@@ -271,14 +271,18 @@ def build_pipeline(spec: DatasetSpec, candidate: Candidate, params: Mapping[str,
             ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric)
         )
     if categorical:
-        transformers.append((
-            "categorical",
-            Pipeline([
-                ("impute", SimpleImputer(strategy="most_frequent")),
-                ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-            ]),
-            categorical,
-        ))
+        transformers.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                categorical,
+            )
+        )
     factory = ESTIMATORS[candidate.estimator]
     arguments = {**candidate.params, **(params or {})}
     if "random_state" in inspect.signature(factory).parameters:
@@ -384,9 +388,15 @@ def evaluate_slices(spec: DatasetSpec, model: Any, frame: pd.DataFrame) -> dict[
     """
     if frame.empty or not spec.promotion.slices:
         return {}
+    return slices_from_scores(spec, frame, predict_scores(spec, model, feature_frame(spec, frame)))
+
+
+def slices_from_scores(spec: DatasetSpec, frame: pd.DataFrame, scores: np.ndarray) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_slices` for scores already predicted for ``frame`` (same row order)."""
+    if frame.empty or not spec.promotion.slices:
+        return {}
     features = feature_frame(spec, frame)
     labels = label_values(spec, frame)
-    scores = predict_scores(spec, model, features)
     result: dict[str, dict[str, float]] = {}
     for column in spec.promotion.slices:
         values = features[column]
@@ -474,10 +484,13 @@ def model_card(
         f"({spec.training.cv_folds} time-ordered folds, seed {spec.training.seed}).",
     ]
     if candidates:
-        lines += ["", *_table(
-            ["candidate", "estimator", f"CV {spec.promotion.primary_metric}", "parameters"],
-            ([c.name, c.estimator, _fmt(c.cv_score), f"`{c.params}`"] for c in candidates),
-        )]
+        lines += [
+            "",
+            *_table(
+                ["candidate", "estimator", f"CV {spec.promotion.primary_metric}", "parameters"],
+                ([c.name, c.estimator, _fmt(c.cv_score), f"`{c.params}`"] for c in candidates),
+            ),
+        ]
     lines += [
         "",
         "## Holdout metrics",

@@ -57,16 +57,28 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
     # No GenAI job runner: one process less competing for the test machine's cores.
-    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                str(MLFLOW_BIN), "server",
-                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(port),
-                "--workers", "1",
+                str(MLFLOW_BIN),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -148,22 +160,27 @@ def _plain(value: object) -> object:
     return value
 
 
-def load_warehouse(spec: DatasetSpec, frame: pd.DataFrame, interval_start: datetime, interval_end: datetime,
-                   url: str) -> None:
+def load_warehouse(
+    spec: DatasetSpec, frame: pd.DataFrame, interval_start: datetime, interval_end: datetime, url: str
+) -> None:
     """Put rows straight into the warehouse table (what the merge step would do), via COPY."""
     columns = [spec.key.name, spec.event_time, *(f.name for f in spec.features), spec.label.name]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    integral = [spec.key.type == "integer", False, *(f.type == "integer" for f in spec.features),
-                spec.label.type == "integer"]
+    integral = [
+        spec.key.type == "integer",
+        False,
+        *(f.type == "integer" for f in spec.features),
+        spec.label.type == "integer",
+    ]
     for record in frame[columns].itertuples(index=False):
         values = [_plain(v) for v in record]
         # pandas turns an integer column with a None into floats; the table wants bigint text.
         values = [int(v) if wants_int and v is not None else v for v, wants_int in zip(values, integral, strict=True)]
         row_hash = hashlib.md5(repr(values).encode(), usedforsecurity=False).hexdigest()
-        writer.writerow([
-            "" if v is None else v for v in values
-        ] + [interval_start.isoformat(), interval_end.isoformat(), row_hash])
+        writer.writerow(
+            ["" if v is None else v for v in values] + [interval_start.isoformat(), interval_end.isoformat(), row_hash]
+        )
     buffer.seek(0)
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         db.warehouse_table(spec),

@@ -23,8 +23,14 @@ pytestmark = pytest.mark.integration
 START = datetime(2024, 5, 1, tzinfo=UTC)
 WINDOW_END = START + timedelta(days=10)
 FORCED = GateDecision(promote=True, reasons=("forced by the test.",), primary_delta=0.01)
-AIRFLOW = {"dag_id": "nightly_churn", "run_id": "scheduled__2024-05-11", "task_id": "train", "try_number": 1,
-           "data_interval_start": WINDOW_END - timedelta(days=1), "data_interval_end": WINDOW_END}
+AIRFLOW = {
+    "dag_id": "nightly_churn",
+    "run_id": "scheduled__2024-05-11",
+    "task_id": "train",
+    "try_number": 1,
+    "data_interval_start": WINDOW_END - timedelta(days=1),
+    "data_interval_end": WINDOW_END,
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,9 @@ def fresh_spec(kit: Any, name: str) -> DatasetSpec:
 
 
 def register(spec: DatasetSpec, result: training.TrainingResult, reason: str = "scheduled") -> str:
-    record = registry.log_training_result(spec, result, trigger={"reason": reason, "psi": 0.31},
-                                          airflow_context=AIRFLOW)
+    record = registry.log_training_result(
+        spec, result, trigger={"reason": reason, "psi": 0.31}, airflow_context=AIRFLOW
+    )
     return record.model_version
 
 
@@ -59,11 +66,12 @@ def alias(client: MlflowClient, spec: DatasetSpec, name: str) -> str | None:
 
 
 def test_training_run_is_logged_completely(
-    kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str
+    kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str, mlflow_server: str
 ) -> None:
     spec = fresh_spec(kit, "churn_logging")
-    record = registry.log_training_result(spec, trained, trigger={"reason": "drift", "psi": 0.31},
-                                          airflow_context=AIRFLOW)
+    record = registry.log_training_result(
+        spec, trained, trigger={"reason": "drift", "psi": 0.31}, airflow_context=AIRFLOW
+    )
     assert record.model_uri == f"models:/churn_logging_model/{record.model_version}"
     run = client.get_run(record.run_id)
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
@@ -108,6 +116,15 @@ def test_training_run_is_logged_completely(
     np.testing.assert_allclose(model.predict_proba(features), trained.best.model.predict_proba(features))
     assert history(spec, warehouse_url) == []  # logging never promotes
 
+    # A retried training task finds what its Airflow run registered; other runs find nothing.
+    assert registry.version_for_airflow_run(spec, "nightly_churn", "scheduled__2024-05-11") == record.model_version
+    assert registry.version_for_airflow_run(spec, "nightly_churn", "manual__2024-05-12") is None
+    assert registry.version_for_airflow_run(fresh_spec(kit, "churn_never_trained"), "d", "r") is None
+    assert (
+        registry.run_url(record.run_id)
+        == f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    )
+
 
 def test_first_promotion_then_rejected_then_better_challenger(
     kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str
@@ -119,8 +136,9 @@ def test_first_promotion_then_rejected_then_better_challenger(
     v1 = register(spec, trained)
     first = decide(spec.promotion, trained.evaluation, None, trained.baseline_evaluation)
     assert first.promote, first.reasons
-    outcome = registry.promote(spec, v1, first, expected_champion=None, actor="test", reason="first model",
-                               url=warehouse_url)
+    outcome = registry.promote(
+        spec, v1, first, expected_champion=None, actor="test", reason="first model", url=warehouse_url
+    )
     assert (outcome.action, outcome.from_version, outcome.to_version) == ("promote", None, v1)
     champion = registry.get_champion(spec)
     assert champion is not None and champion.version == v1
@@ -196,7 +214,10 @@ def test_rollback_to_previous_and_to_a_version(
 
 
 def test_racing_promotions_leave_one_champion_and_full_history(
-    kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str,
+    kit: Any,
+    trained: training.TrainingResult,
+    client: MlflowClient,
+    warehouse_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec = fresh_spec(kit, "churn_race")
@@ -215,8 +236,9 @@ def test_racing_promotions_leave_one_champion_and_full_history(
 
     def contend(version: str) -> registry.PromotionOutcome:
         barrier.wait(timeout=10)
-        return registry.promote(spec, version, FORCED, expected_champion=v1, actor=f"thread-{version}",
-                                reason="race", url=warehouse_url)
+        return registry.promote(
+            spec, version, FORCED, expected_champion=v1, actor=f"thread-{version}", reason="race", url=warehouse_url
+        )
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {version: pool.submit(contend, version) for version in (v2, v3)}
@@ -241,7 +263,10 @@ def test_racing_promotions_leave_one_champion_and_full_history(
 
 
 def test_failure_after_the_alias_moved_puts_it_back(
-    kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str,
+    kit: Any,
+    trained: training.TrainingResult,
+    client: MlflowClient,
+    warehouse_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec = fresh_spec(kit, "churn_undo")
@@ -262,8 +287,27 @@ def test_failure_after_the_alias_moved_puts_it_back(
     assert history(spec, warehouse_url) == before
 
 
+def test_a_champion_that_cannot_score_the_holdout_counts_as_broken(
+    kit: Any, trained: training.TrainingResult, warehouse_url: str
+) -> None:
+    spec = fresh_spec(kit, "churn_broken")
+    v1 = register(spec, trained)
+    registry.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
+    # A later spec version dropped a feature the champion still needs.
+    newer = spec.model_copy(update={"version": 2, "features": tuple(f for f in spec.features if f.name != "autopay")})
+    champion = registry.evaluate_champion_on(newer, trained.holdout)
+    assert champion is not None and champion.version == v1
+    assert all(np.isnan(v) for v in champion.evaluation.metrics.values())
+    decision = decide(newer.promotion, trained.evaluation, champion.evaluation, trained.baseline_evaluation)
+    assert decision.promote
+    assert "judged against the naive baseline instead" in " ".join(decision.reasons)
+
+
 def test_unreachable_mlflow_fails_fast_and_moves_nothing(
-    kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str,
+    kit: Any,
+    trained: training.TrainingResult,
+    client: MlflowClient,
+    warehouse_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec = fresh_spec(kit, "churn_outage")
@@ -283,8 +327,9 @@ def test_unreachable_mlflow_fails_fast_and_moves_nothing(
 
             patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the rest only needs to fail, quickly
             attempts = {
-                "promote": lambda: registry.promote(spec, v2, FORCED, expected_champion=v1, actor="t", reason="r",
-                                                    url=warehouse_url),
+                "promote": lambda: registry.promote(
+                    spec, v2, FORCED, expected_champion=v1, actor="t", reason="r", url=warehouse_url
+                ),
                 "rollback": lambda: registry.rollback(spec, v2, actor="t", reason="r", url=warehouse_url),
                 "reject": lambda: registry.reject(spec, v2, GateDecision(False, ("no.",), None), url=warehouse_url),
                 "log": lambda: registry.log_training_result(spec, trained, trigger={"reason": "r"}, airflow_context={}),

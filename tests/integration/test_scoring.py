@@ -45,8 +45,9 @@ def load_days(kit: Any, spec: DatasetSpec, url: str) -> None:
 def predictions(spec: DatasetSpec, url: str) -> pd.DataFrame:
     with db.transaction(url) as conn, conn.cursor() as cur:
         cur.execute(
-            sql.SQL("SELECT {}, prediction, predicted_label, model_name, model_version, _interval_start "
-                       "FROM {} ORDER BY 1").format(sql.Identifier(spec.key.name), db.predictions_table(spec))
+            sql.SQL(
+                "SELECT {}, prediction, predicted_label, model_name, model_version, _interval_start FROM {} ORDER BY 1"
+            ).format(sql.Identifier(spec.key.name), db.predictions_table(spec))
         )
         columns = [c.name for c in cur.description]
         return pd.DataFrame.from_records(cur.fetchall(), columns=columns)
@@ -83,8 +84,15 @@ def test_train_promote_score_and_rescore(
     record = registry.log_training_result(spec, result, trigger={"reason": "first model"}, airflow_context={})
     decision = decide(spec.promotion, result.evaluation, None, result.baseline_evaluation)
     assert decision.promote, decision.reasons
-    registry.promote(spec, record.model_version, decision, expected_champion=None, actor="test",
-                     reason="first model", url=warehouse_url)
+    registry.promote(
+        spec,
+        record.model_version,
+        decision,
+        expected_champion=None,
+        actor="test",
+        reason="first model",
+        url=warehouse_url,
+    )
 
     batch_sizes: list[int] = []
     real_predict = training.predict_scores

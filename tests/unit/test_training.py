@@ -63,15 +63,17 @@ def task_metrics(spec: DatasetSpec) -> set[str]:
 
 def test_feature_frame_gives_stable_types() -> None:
     spec = load_spec("churn")
-    raw = pd.DataFrame({
-        "tenure_months": [1, None, 3],
-        "monthly_charges": [10.5, 20.0, None],
-        "support_calls": pd.array([0, 2, None], dtype="Int64"),
-        "usage_hours": [1.0, 2.0, 3.0],
-        "plan": ["basic", None, "premium"],
-        "region": pd.Series(["north", "south", np.nan], dtype="str"),
-        "autopay": [True, None, np.False_],
-    })
+    raw = pd.DataFrame(
+        {
+            "tenure_months": [1, None, 3],
+            "monthly_charges": [10.5, 20.0, None],
+            "support_calls": pd.array([0, 2, None], dtype="Int64"),
+            "usage_hours": [1.0, 2.0, 3.0],
+            "plan": ["basic", None, "premium"],
+            "region": pd.Series(["north", "south", np.nan], dtype="str"),
+            "autopay": [True, None, np.False_],
+        }
+    )
     features = training.feature_frame(spec, raw)
     assert list(features.columns) == [f.name for f in spec.features]
     for column in spec.numeric_features:
@@ -110,8 +112,11 @@ def test_time_split_says_what_is_missing() -> None:
         training.time_split(spec, frame, WINDOW_END + timedelta(days=10))
     with pytest.raises(training.TrainingDataError, match="no labelled rows before the holdout"):
         training.time_split(spec, frame, START + timedelta(days=2))
-    with pytest.raises(training.TrainingDataError, match=r"only 1650 labelled training row\(s\).*min_rows requires "
-                                                         r"at least 5000"):
+    with pytest.raises(
+        training.TrainingDataError,
+        match=r"only 1650 labelled training row\(s\).*min_rows requires "
+        r"at least 5000",
+    ):
         training.time_split(small(spec, min_rows=5000), frame, WINDOW_END)
     with pytest.raises(training.TrainingDataError, match="holds no labelled rows"):
         training.time_split(spec, frame.iloc[0:0], WINDOW_END)
@@ -154,8 +159,10 @@ def test_pipelines_fit_for_the_shipped_specs(case: tuple[DatasetSpec, pd.DataFra
     assert set(result.baseline) == task_metrics(spec)
     # A real model must beat the naive one on the primary metric.
     primary = spec.promotion.primary_metric
-    better = result.metrics[primary] > result.baseline[primary] if spec.greater_is_better else (
-        result.metrics[primary] < result.baseline[primary]
+    better = (
+        result.metrics[primary] > result.baseline[primary]
+        if spec.greater_is_better
+        else (result.metrics[primary] < result.baseline[primary])
     )
     assert better, (result.metrics, result.baseline)
     searched = {k for c in spec.training.candidates if c.name == result.best.name for k in c.search}
@@ -168,8 +175,12 @@ def test_training_is_deterministic() -> None:
     spec = small(
         load_spec("churn"),
         candidates=(
-            Candidate(name="forest", estimator="random_forest_classifier", params={"n_estimators": 15},
-                      search={"max_depth": (4, 8)}),
+            Candidate(
+                name="forest",
+                estimator="random_forest_classifier",
+                params={"n_estimators": 15},
+                search={"max_depth": (4, 8)},
+            ),
         ),
     )
     frame = simulated(spec)
@@ -269,12 +280,26 @@ def test_model_card_tells_the_story(churn_model: ChurnModel) -> None:
     metrics = training.evaluate(spec, best.model, holdout)
     slices = training.evaluate_slices(spec, best.model, holdout)
     card = training.model_card(
-        spec, best=best, metrics=metrics, slice_metrics=slices,
-        baseline=training.baseline_metrics(spec, train, holdout), train=train, holdout=holdout,
-        window=training.training_window(spec, WINDOW_END), candidates=[best], model_version="7",
+        spec,
+        best=best,
+        metrics=metrics,
+        slice_metrics=slices,
+        baseline=training.baseline_metrics(spec, train, holdout),
+        train=train,
+        holdout=holdout,
+        window=training.training_window(spec, WINDOW_END),
+        candidates=[best],
+        model_version="7",
     )
     assert card.startswith("# Model card: churn_model v7")
-    for text in ("`churn` (spec version 1)", f"{len(train)} training, {len(holdout)} holdout",
-                 "2024-03-01T00:00:00+00:00 → 2024-03-15T00:00:00+00:00", "## Limitations", "naive baseline",
-                 f"{metrics['roc_auc']:.4f}", *(f"`{f.name}`" for f in spec.features), *slices):
+    for text in (
+        "`churn` (spec version 1)",
+        f"{len(train)} training, {len(holdout)} holdout",
+        "2024-03-01T00:00:00+00:00 → 2024-03-15T00:00:00+00:00",
+        "## Limitations",
+        "naive baseline",
+        f"{metrics['roc_auc']:.4f}",
+        *(f"`{f.name}`" for f in spec.features),
+        *slices,
+    ):
         assert text in card, text

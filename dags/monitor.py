@@ -1,0 +1,104 @@
+"""
+### Monitor: drift and live performance of each scored interval, and the branch into retraining
+
+One DAG per dataset (`monitor__<dataset>`), scheduled on the `predictions_<dataset>` Asset,
+so it runs once per landed interval, after the champion has scored it.
+
+- **check** compares the interval with the champion's reference (its training window):
+  PSI on reference-quantile bins, KS for numbers, chi-square and unseen categories for
+  categories — aggregated in PostgreSQL — plus prediction drift and live performance on
+  rows whose labels have arrived. Results go to `ops.drift_metrics` / `ops.monitoring_runs`
+  and to an HTML report (link on the task: "Drift report").
+- **decide** branches: drift or decay beyond the spec's thresholds, a failing soft
+  expectation, or no champion yet → **trigger_retrain** (with the reason, the interval and
+  the drifted features) and a mail to ops; a rejected interval → **stop** (never train on
+  bad data); otherwise → **no_action**.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, TriggerRule, dag, task
+
+from nightly_ml.dag_support import START_DATE, default_args, predictions_asset, resolve_intervals
+from nightly_ml.spec import DatasetSpec, load_all_specs
+
+INTERVAL_PARAMS = {
+    "interval_start": Param(None, type=["null", "string"], format="date-time",
+                            description="Start of the interval to monitor (ISO 8601, UTC). Empty: from the trigger."),
+    "interval_end": Param(None, type=["null", "string"], format="date-time",
+                          description="End of the interval to monitor (exclusive)."),
+}
+
+
+def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by @dag
+    dataset = spec.name
+
+    @dag(
+        dag_id=f"monitor__{dataset}",
+        schedule=[predictions_asset(dataset)],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(timeout_minutes=60),
+        params=INTERVAL_PARAMS,
+        tags=["nightly-ml", "monitor", dataset],
+        doc_md=__doc__,
+    )
+    def monitor() -> None:
+        @task(multiple_outputs=False)
+        def check(**context) -> dict:
+            from nightly_ml import nightly
+
+            summaries = [nightly.monitor(dataset, start, end, context["run_id"])
+                         for start, end in resolve_intervals(context)]
+            # One decision per run: retraining if any interval asks for it, on the newest such interval.
+            wanted = [s for s in summaries if s["action"] == "retrain"] or summaries
+            decision = wanted[-1]
+            if decision.get("report_path"):
+                context["ti"].xcom_push(key="drift_report_url", value=f"file://{decision['report_path']}")
+            return decision
+
+        @task.branch
+        def decide(summary: dict) -> str:
+            return {"retrain": "retrain_conf", "stop": "stop"}.get(summary["action"], "no_action")
+
+        @task(multiple_outputs=False)
+        def retrain_conf(summary: dict) -> dict:
+            return {
+                "reason": "; ".join(summary["reasons"]),
+                "interval_start": summary["interval_start"],
+                "interval_end": summary["interval_end"],
+                "drifted_features": summary.get("drifted_features", []),
+                "triggered_by": "monitor",
+            }
+
+        @task
+        def alert_ops(summary: dict) -> str | None:
+            from nightly_ml import nightly
+
+            return nightly.alert_retraining(summary)
+
+        summary = check()
+        branch = decide(summary)
+        conf = retrain_conf(summary)
+        trigger = TriggerDagRunOperator(
+            task_id="trigger_retrain",
+            trigger_dag_id=f"retrain__{dataset}",
+            conf=conf,
+            wait_for_completion=False,
+        )
+        stop = EmptyOperator(task_id="stop")
+        no_action = EmptyOperator(task_id="no_action")
+        done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+
+        branch >> [conf, stop, no_action]
+        conf >> trigger >> alert_ops(summary) >> done
+        [stop, no_action] >> done
+
+    return monitor()
+
+
+for _spec in load_all_specs():
+    globals()[f"monitor__{_spec.name}"] = build(_spec)

@@ -1,0 +1,67 @@
+"""
+### Score: batch predictions for every interval that lands in the warehouse
+
+One DAG per dataset (`score__<dataset>`), scheduled on the `warehouse_<dataset>` Asset that
+`ingest__<dataset>` updates after a merge. It streams the interval's rows through
+`models:/<dataset>_model@champion` in chunks and `COPY`s the predictions (with the model
+version) into `warehouse.<dataset>_predictions`, replacing the interval's earlier ones.
+
+With no champion yet, it skips with the reason in the log. Either way it updates the
+`predictions_<dataset>` Asset, on which monitoring is scheduled. Trigger it by hand with
+`interval_start`/`interval_end` to re-score a past interval.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from nightly_ml.dag_support import (
+    START_DATE,
+    default_args,
+    intervals_extra,
+    predictions_asset,
+    resolve_intervals,
+    warehouse_asset,
+)
+from nightly_ml.spec import DatasetSpec, load_all_specs
+
+INTERVAL_PARAMS = {
+    "interval_start": Param(None, type=["null", "string"], format="date-time",
+                            description="Start of the interval to process (ISO 8601, UTC). Empty: from the trigger."),
+    "interval_end": Param(None, type=["null", "string"], format="date-time",
+                          description="End of the interval to process (exclusive)."),
+}
+
+
+def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by @dag
+    dataset = spec.name
+    predictions = predictions_asset(dataset)
+
+    @dag(
+        dag_id=f"score__{dataset}",
+        schedule=[warehouse_asset(dataset)],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(timeout_minutes=60),
+        params=INTERVAL_PARAMS,
+        tags=["nightly-ml", "score", dataset],
+        doc_md=__doc__,
+    )
+    def score() -> None:
+        @task(outlets=[predictions], multiple_outputs=False)
+        def score_intervals(**context) -> list[dict]:
+            from nightly_ml import nightly
+
+            intervals = resolve_intervals(context)
+            results = [nightly.score(dataset, start, end) for start, end in intervals]
+            context["outlet_events"][predictions].extra = {"dataset": dataset, **intervals_extra(intervals)}
+            return results
+
+        score_intervals()
+
+    return score()
+
+
+for _spec in load_all_specs():
+    globals()[f"score__{_spec.name}"] = build(_spec)

@@ -1,0 +1,79 @@
+"""The steps after ingest: score an interval with the champion, then monitor it and decide.
+
+Functions take and return plain values so that they travel through XCom; each is
+idempotent for its interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from nightly_ml import alerts, db
+from nightly_ml.spec import load_spec
+
+log = logging.getLogger(__name__)
+
+
+def score(dataset: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Predictions for one interval from ``models:/<name>@champion``, replacing earlier ones."""
+    from nightly_ml import scoring
+
+    result = scoring.score_interval(load_spec(dataset), start, end)
+    return {
+        "interval_start": start.isoformat(),
+        "interval_end": end.isoformat(),
+        "rows": result.rows,
+        "model_version": result.model_version,
+        "skipped_reason": result.skipped_reason,
+    }
+
+
+def _load_status(dataset: str, start: datetime) -> str | None:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(db.load_sql("audit_status.sql"), {"dataset": dataset, "start": start})
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[str, Any]:
+    """Drift and performance of one interval against the champion; says whether to retrain and why."""
+    from nightly_ml import monitoring, registry
+
+    spec = load_spec(dataset)
+    base = {"dataset": dataset, "interval_start": start.isoformat(), "interval_end": end.isoformat()}
+    status = _load_status(dataset, start)
+    if status != "merged":
+        # Never train on bad data: a rejected (or missing) interval stops here.
+        return {**base, "action": "stop", "should_retrain": False,
+                "reasons": [f"the interval's load status is {status or 'missing'}, not merged"]}
+
+    champion = registry.get_champion(spec)
+    if champion is None or champion.reference_window is None:
+        verdict = monitoring.no_champion_verdict()
+        return {**base, "action": "retrain", "should_retrain": True, "reasons": list(verdict.reasons),
+                "drifted_features": [], "champion_version": None, "report_path": None}
+
+    reference_start, reference_end = champion.reference_window
+    result = monitoring.run_monitoring(
+        spec, start, end,
+        reference_start=reference_start, reference_end=reference_end,
+        champion_holdout_metrics=champion.metrics, champion_version=champion.version, run_id=run_id,
+        # The scoring DAG ran before this one, so tonight's predictions are there to compare.
+        prediction_interval_start=start,
+    )
+    summary = result.summary()
+    return {**base, **summary, "action": "retrain" if result.should_retrain else "none"}
+
+
+def alert_retraining(summary: dict[str, Any]) -> str | None:
+    """Mail ops that drift or decay triggered retraining (not for the bootstrap of a first model)."""
+    if not summary.get("champion_version"):
+        log.info("%s: no champion yet; retraining triggered without an alert", summary["dataset"])
+        return None
+    spec = load_spec(summary["dataset"])
+    start = datetime.fromisoformat(summary["interval_start"])
+    end = datetime.fromisoformat(summary["interval_end"])
+    return alerts.send(alerts.retraining_triggered(spec, start, end, list(summary["reasons"]),
+                                                   summary.get("report_path")), spec)

@@ -1,0 +1,7 @@
+-- One line per night: the load, and what monitoring decided.
+SELECT a.interval_start, a.status, a.rows_merged, a.rows_quarantined, m.drifted_features,
+       coalesce(m.should_retrain, false), m.reasons
+FROM ops.load_audit AS a
+LEFT JOIN ops.monitoring_runs AS m ON m.dataset = a.dataset AND m.interval_start = a.interval_start
+WHERE a.dataset = %(dataset)s
+ORDER BY a.interval_start;
