@@ -276,8 +276,11 @@ def public_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme == "file":
         return report_url(Path(unquote(parts.path))) or ""
+    from nightly_ml.config import settings
+
+    # read here, not in nightly_ml.config: only the API server's links need it
     ui_url = os.environ.get(MLFLOW_UI_URL_ENV, "").rstrip("/")
-    tracking = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/")
+    tracking = settings().mlflow_tracking_uri.rstrip("/")
     if ui_url and tracking.startswith(("http://", "https://")) and value.startswith(tracking):
         return ui_url + value[len(tracking) :]
     return value

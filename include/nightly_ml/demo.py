@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
+    # dag.test() waits out retry delays in-process: keep them short for a demo.
+    os.environ.setdefault("NIGHTLY_ML_RETRY_DELAY_SECONDS", "2")
+    settings.cache_clear()
     config = settings()
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)

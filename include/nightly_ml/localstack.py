@@ -71,7 +71,7 @@ def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Pla
     data_dir = settings().data_dir
     env: dict[str, str] = {key: value for key, value in DEFAULT_ENV.items() if key not in environ}
     env["NIGHTLY_ML_DATA_DIR"] = str(data_dir)
-    env.setdefault("AIRFLOW_HOME", environ.get("AIRFLOW_HOME") or str(data_dir / "airflow"))
+    env["AIRFLOW_HOME"] = environ.get("AIRFLOW_HOME") or str(data_dir / "airflow")
     venv_bin = str(Path(sys.executable).parent)
     path = environ.get("PATH", "")
     if venv_bin not in path.split(os.pathsep):
@@ -106,6 +106,12 @@ def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Pla
         ]
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     airflow = _tool("airflow")
+    urls = {
+        "Airflow UI": f"http://localhost:{airflow_port}",
+        "Nightly ML reports": f"http://localhost:{airflow_port}/nightly-ml/",
+    }
+    if tracking_uri.startswith(("http://", "https://")):
+        urls["MLflow UI"] = tracking_uri
     return Plan(
         data_dir=data_dir,
         env=env,
@@ -113,11 +119,7 @@ def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Pla
         mlflow_command=mlflow_command,
         migrate_command=[airflow, "db", "migrate"],
         standalone_command=[airflow, "standalone"],
-        urls={
-            "Airflow UI": f"http://localhost:{airflow_port}",
-            "Nightly ML reports": f"http://localhost:{airflow_port}/nightly-ml/",
-            "MLflow UI": tracking_uri,
-        },
+        urls=urls,
     )
 
 
@@ -156,41 +158,40 @@ def _wait_for_mlflow(process: subprocess.Popen[bytes], url: str) -> None:
     raise RuntimeError(f"mlflow server did not answer on {url}/health within {MLFLOW_START_TIMEOUT_S:.0f} s")
 
 
-def _stop(process: subprocess.Popen[bytes] | None, name: str, *, interrupted: bool, grace_s: float = 30.0) -> None:
-    """Stop a child the way Ctrl-C does (SIGINT, unless it already had one), then SIGTERM, then SIGKILL."""
-    if process is None:
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # A process group of its own: Ctrl-C reaches only us, and each child gets exactly one stop signal
+    # from us (airflow standalone then stops its parts); its components deadlock on SIGINT + SIGTERM.
+    return subprocess.Popen(command, env=env, process_group=0)
+
+
+def _stop(process: subprocess.Popen[bytes] | None, name: str, grace_s: float = 60.0) -> None:
+    """Stop a child as Ctrl-C would (SIGINT), then with SIGTERM, then SIGKILL."""
+    if process is None or process.poll() is not None:
         return
-    if not interrupted and process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    for action, wait_s in ((None, grace_s), (process.terminate, 10.0), (process.kill, None)):
-        if process.poll() is not None:
-            return
-        if action is not None:
-            print(f"{name} is still running: {action.__name__}", file=sys.stderr)
-            action()
+    process.send_signal(signal.SIGINT)
+    for escalate, wait_s in ((None, grace_s), (process.terminate, 10.0), (process.kill, None)):
+        if escalate is not None:
+            print(f"{name} is still running: {escalate.__name__}", file=sys.stderr)
+            escalate()
         try:
             process.wait(timeout=wait_s)
+            return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run(stack: Plan) -> int:
     """Start the stack and stay in the foreground until Airflow exits, Ctrl-C or SIGTERM."""
     from nightly_ml import db, embedded
 
-    children: list[subprocess.Popen[bytes]] = []
-
-    def forward_sigterm(signum: int, frame: object) -> None:
-        # `kill <pid>` reaches only this process: pass it on as SIGINT, the children's clean-stop signal.
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        raise KeyboardInterrupt
-
-    # A process started in the background inherits SIGINT ignored, and so would its children:
-    # a handler here gives them the default (a caught signal is reset at exec) and us KeyboardInterrupt.
+    # Also when started in the background, where SIGINT comes in ignored: Ctrl-C and `kill` both end
+    # in the `finally` below, which stops the children.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, forward_sigterm)
+    signal.signal(signal.SIGTERM, _interrupt)
 
     env = {**os.environ, **stack.env}
     if stack.start_embedded_warehouse:
@@ -200,12 +201,10 @@ def run(stack: Plan) -> int:
 
     mlflow: subprocess.Popen[bytes] | None = None
     standalone: subprocess.Popen[bytes] | None = None
-    interrupted = False
     try:
         if stack.mlflow_command:
             (stack.data_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-            mlflow = subprocess.Popen(stack.mlflow_command, env=env)
-            children.append(mlflow)
+            mlflow = _start(stack.mlflow_command, env)
         # migrate while the MLflow server starts: both take several seconds
         subprocess.run(stack.migrate_command, env=env, check=True)
         if mlflow is not None:
@@ -214,17 +213,14 @@ def run(stack: Plan) -> int:
             print(f"{name}: {url}")
         passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
         print(f"Airflow login: admin; the password is printed below on the first start, and kept in {passwords}")
-        standalone = subprocess.Popen(stack.standalone_command, env=env)
-        children.append(standalone)
+        standalone = _start(stack.standalone_command, env)
         return standalone.wait()
     except KeyboardInterrupt:
-        # Ctrl-C went to the whole process group, and SIGTERM was forwarded: the children are stopping.
-        interrupted = True
         print("\nStopping…", file=sys.stderr)
         return 130
     finally:
-        _stop(standalone, "airflow standalone", interrupted=interrupted)
-        _stop(mlflow, "mlflow server", interrupted=interrupted)
+        _stop(standalone, "airflow standalone")
+        _stop(mlflow, "mlflow server")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

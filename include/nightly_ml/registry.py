@@ -192,7 +192,10 @@ def _unavailable_message(action: str, error: Exception) -> str:
 def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(name, alias)
-    except RestException as error:
+    except MlflowException as error:
+        # A server answers with a RestException, a local (SQLite) store with a plain MlflowException.
+        if _is_unreachable(error):
+            raise
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None  # the registered model does not exist yet
         if error.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(error.message):
@@ -203,7 +206,9 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion 
 def _version(client: MlflowClient, name: str, version: str) -> ModelVersion | None:
     try:
         return client.get_model_version(name, version)
-    except RestException as error:
+    except MlflowException as error:
+        if _is_unreachable(error):
+            raise
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise

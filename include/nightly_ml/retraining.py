@@ -27,25 +27,17 @@ def _spec_for_family(spec: DatasetSpec, model_family: str | None) -> DatasetSpec
 
 
 def labelled_rows(dataset: str, window_end: datetime) -> dict[str, Any]:
-    """Labelled rows before and inside the holdout, and whether that is enough to train and evaluate."""
-    from datetime import timedelta
-
+    """Whether the window holds enough labelled rows to train and evaluate, with the split's own rules."""
     from nightly_ml import training
 
     spec = load_spec(dataset)
-    start, end = training.training_window(spec, window_end)
-    holdout_start = end - timedelta(days=spec.training.holdout_days)
-    with db.transaction() as conn, conn.cursor() as cur:
-        cur.execute(db.compose("training_labelled_count.sql", warehouse=db.warehouse_table(spec),
-                               event_time=spec.event_time, label=spec.label.name),
-                    {"start": start, "end": end, "holdout_start": holdout_start})
-        train_rows, holdout_rows = (int(n) for n in cur.fetchone())
-    enough = train_rows >= spec.training.min_rows and holdout_rows > 0
-    reason = f"{train_rows} labelled rows to train on and {holdout_rows} in the holdout of [{start:%Y-%m-%d}, {end:%Y-%m-%d})"
-    if not enough:
-        reason += (f": the spec needs {spec.training.min_rows} to train and some to evaluate; "
-                   "waiting for more labels")
-    return {"train_rows": train_rows, "holdout_rows": holdout_rows, "enough": enough, "reason": reason}
+    frame = training.load_training_frame(spec, window_end)
+    try:
+        train_rows, holdout = training.time_split(spec, frame, window_end)
+    except training.TrainingDataError as error:
+        return {"rows": len(frame), "enough": False, "reason": f"not training yet: {error}"}
+    return {"rows": len(frame), "enough": True,
+            "reason": f"{len(train_rows)} labelled rows to train on, {len(holdout)} in the holdout"}
 
 
 def existing_version(dataset: str, dag_id: str, run_id: str) -> str | None:

@@ -222,6 +222,19 @@ def _sorted_by_time(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values([spec.event_time, spec.key.name], kind="mergesort").reset_index(drop=True)
 
 
+def holdout_start_of(spec: DatasetSpec, frame: pd.DataFrame, window_end: datetime | None = None) -> datetime:
+    """Start of the holdout: ``holdout_days`` before the end of the newest *labelled* day in the frame.
+
+    Labels arrive late, so the newest days of a window are often unlabelled: the holdout is
+    the newest labelled data (capped at ``window_end``), not the window's last days.
+    """
+    times = pd.to_datetime(frame[spec.event_time], utc=True)
+    end = times.max().floor("D") + pd.Timedelta(days=1) if len(times) else pd.Timestamp(_utc(window_end))
+    if window_end is not None:
+        end = min(end, pd.Timestamp(_utc(window_end)))
+    return (end - pd.Timedelta(days=spec.training.holdout_days)).to_pydatetime()
+
+
 def time_split(
     spec: DatasetSpec, frame: pd.DataFrame, window_end: datetime | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -234,8 +247,8 @@ def time_split(
     if frame.empty:
         raise TrainingDataError(f"{spec.name}: the training window holds no labelled rows")
     times = pd.to_datetime(frame[spec.event_time], utc=True)
-    end = pd.Timestamp(_utc(window_end)) if window_end is not None else times.max()
-    holdout_start = end - pd.Timedelta(days=spec.training.holdout_days)
+    holdout_start = pd.Timestamp(holdout_start_of(spec, frame, window_end))
+    end = holdout_start + pd.Timedelta(days=spec.training.holdout_days)
     is_holdout = times >= holdout_start
     train = _sorted_by_time(spec, frame[~is_holdout])
     holdout = _sorted_by_time(spec, frame[is_holdout])
@@ -456,7 +469,8 @@ def model_card(
 ) -> str:
     """A Markdown model card: data, window, features, chosen model, metrics overall and per slice, limits."""
     start, end = window
-    holdout_start = end - timedelta(days=spec.training.holdout_days)
+    holdout_start = (pd.to_datetime(holdout[spec.event_time], utc=True).min().to_pydatetime() if len(holdout)
+                     else end - timedelta(days=spec.training.holdout_days))
     metric_names = list(metrics)
     labels = label_values(spec, pd.concat([train, holdout])) if len(train) + len(holdout) else np.array([])
     if spec.task == "classification":
@@ -549,5 +563,5 @@ def run_training(spec: DatasetSpec, frame: pd.DataFrame, window_end: datetime) -
         train=train,
         holdout=holdout,
         window=window,
-        holdout_start=window[1] - timedelta(days=spec.training.holdout_days),
+        holdout_start=holdout_start_of(spec, frame, window_end),
     )

@@ -100,16 +100,27 @@ def test_time_split_respects_time(case: tuple[DatasetSpec, pd.DataFrame]) -> Non
 def test_time_split_without_window_end_uses_the_newest_row(case: tuple[DatasetSpec, pd.DataFrame]) -> None:
     spec, frame = case
     train, holdout = training.time_split(spec, frame)
-    newest = frame[spec.event_time].max()
-    assert holdout[spec.event_time].min() >= newest - pd.Timedelta(days=spec.training.holdout_days)
-    assert train[spec.event_time].max() < newest - pd.Timedelta(days=spec.training.holdout_days)
+    # The holdout is the newest labelled days, aligned to the end of the newest labelled day.
+    holdout_start = frame[spec.event_time].max().floor("D") + pd.Timedelta(days=1 - spec.training.holdout_days)
+    assert holdout[spec.event_time].min() >= holdout_start
+    assert train[spec.event_time].max() < holdout_start
+
+
+def test_holdout_is_the_newest_labelled_data_when_labels_lag() -> None:
+    """Late labels leave a window's last days unlabelled: the holdout moves back onto labelled days."""
+    spec = small(load_spec("churn"))
+    frame = simulated(spec)
+    train, holdout = training.time_split(spec, frame, WINDOW_END + timedelta(days=10))
+    assert len(holdout) > 0
+    assert holdout[spec.event_time].min() >= frame[spec.event_time].max().floor("D") - pd.Timedelta(
+        days=spec.training.holdout_days - 1
+    )
+    assert len(train) + len(holdout) == len(frame)
 
 
 def test_time_split_says_what_is_missing() -> None:
     spec = small(load_spec("churn"))
     frame = simulated(spec)
-    with pytest.raises(training.TrainingDataError, match="no labelled rows in the holdout"):
-        training.time_split(spec, frame, WINDOW_END + timedelta(days=10))
     with pytest.raises(training.TrainingDataError, match="no labelled rows before the holdout"):
         training.time_split(spec, frame, START + timedelta(days=2))
     with pytest.raises(

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# First start of an empty Postgres volume (the postgres image runs /docker-entrypoint-initdb.d/*.sh):
+# one server, and for each tenant its own login role and database, owned by that role:
+#   airflow    – Airflow's metadata database (and the Celery result backend)
+#   warehouse  – the pipeline's warehouse (WAREHOUSE_URL)
+#   mlflow     – MLflow's tracking and registry store; mlflow_auth – its login store
+# Passwords come from the environment (docker/.env); psql binds them as variables, never as SQL text.
+# No `set -u` or `exit`: the image may source this file into its own entrypoint shell.
+set -eo pipefail
+
+: "${AIRFLOW_DB_PASSWORD:?set it in docker/.env}"
+: "${WAREHOUSE_DB_PASSWORD:?set it in docker/.env}"
+: "${MLFLOW_DB_PASSWORD:?set it in docker/.env}"
+
+create_role() {
+  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
+    --set=role="$1" --set=password="$2" <<'SQL'
+CREATE ROLE :"role" LOGIN PASSWORD :'password';
+SQL
+}
+
+create_database() {
+  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
+    --set=database="$1" --set=owner="$2" <<'SQL'
+CREATE DATABASE :"database" OWNER :"owner";
+REVOKE ALL ON DATABASE :"database" FROM PUBLIC;
+SQL
+}
+
+create_role airflow "$AIRFLOW_DB_PASSWORD"
+create_role warehouse "$WAREHOUSE_DB_PASSWORD"
+create_role mlflow "$MLFLOW_DB_PASSWORD"
+create_database airflow airflow
+create_database warehouse warehouse
+create_database mlflow mlflow
+create_database mlflow_auth mlflow
