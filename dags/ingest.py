@@ -80,7 +80,12 @@ def build(spec: DatasetSpec):
                     dataset, start, end, staged["stage"], context["run_id"], steps.reference_profile(dataset)
                 )
             except BatchRejected as rejected:
+                docs = steps.data_docs_url(dataset, start)
+                if docs:
+                    context["ti"].xcom_push(key="data_docs_url", value=docs)
                 raise AirflowFailException(str(rejected)) from rejected
+            if report.get("data_docs_url"):
+                context["ti"].xcom_push(key="data_docs_url", value=report["data_docs_url"])
             return {**staged, "validation": report}
 
         @task(outlets=[asset], multiple_outputs=False)

@@ -49,11 +49,21 @@ def start(data_dir: Path, database: str = "warehouse") -> str:
 
 
 def stop(data_dir: Path) -> None:
-    import pgserver
+    """Stop the server kept in ``DATA_DIR/pgdata`` (whichever process started it)."""
+    import subprocess
+
+    from pgserver._commands import pg_ctl
 
     pgdata = data_dir / "pgdata"
-    if pgdata.exists():
-        pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    server = _server(pgdata)
+    # pgserver stops a server only from the last process holding a handle to it, which the
+    # process that started it for Airflow is not: ask pg_ctl, as the server's own user.
+    try:
+        pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user)
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(f"could not stop the embedded PostgreSQL in {pgdata}: {error.stderr or error}") from error
 
 
 def main(argv: list[str]) -> int:

@@ -137,6 +137,12 @@ def validate(
     }
 
 
+def data_docs_url(dataset: str, start: datetime) -> str | None:
+    """The Data Docs page of the interval's latest validation, if one was built."""
+    docs = validation.data_docs_index(load_spec(dataset), start)
+    return docs.as_uri() if docs.exists() else None
+
+
 def merge(
     dataset: str,
     start: datetime,

@@ -50,7 +50,6 @@ REQUIRED_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}$")
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 TELEMETRY = (
     "AIRFLOW__CORE__LOAD_EXAMPLES",
-    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED",
     "GX_ANALYTICS_ENABLED",
     "MLFLOW_ENABLE_TELEMETRY",
     "DO_NOT_TRACK",
@@ -58,11 +57,7 @@ TELEMETRY = (
 # [section]s that belong to providers the image has and this venv has not.
 PROVIDER_SECTIONS = {"celery": "apache-airflow-providers-celery", "fab": "apache-airflow-providers-fab"}
 # Settings Airflow no longer has, kept on purpose.
-RETIRED_OPTIONS = {
-    # Airflow 3.3 has no usage-data collection left to switch off; set anyway, as the Makefile does,
-    # so that an image of an older Airflow stays quiet too.
-    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED",
-}
+RETIRED_OPTIONS: set[str] = set()
 
 
 def load_compose() -> dict[str, Any]:

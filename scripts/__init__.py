@@ -1,0 +1,1 @@
+"""Developer scripts (``make bench``, ``make eval-drift``); importable so that tests can drive them."""
