@@ -1,25 +1,12 @@
-"""A real MLflow tracking server for the integration tests, one per test session.
-
-SQLite backend store and proxied artifacts in a temporary directory, on a free
-127.0.0.1 port; ``MLFLOW_TRACKING_URI`` points at it while the session runs.
-"""
+"""Helpers for the integration tests (the MLflow server fixture lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -29,97 +16,13 @@ from nightly_ml import db
 from nightly_ml.simulator import generate_batch, generate_labels
 from nightly_ml.spec import DatasetSpec, load_spec
 
-MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
-STARTUP_TIMEOUT_S = 90
+# --------------------------------------------------------------------------- shared helpers
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start ``mlflow server``; yield its URL; stop it at the end of the session."""
-    from nightly_ml.config import settings
-
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    # No GenAI job runner: one process less competing for the test machine's cores.
-    env = {
-        **os.environ,
-        "MLFLOW_ENABLE_TELEMETRY": "false",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(MLFLOW_BIN),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'mlflow.db'}",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=root,
-            start_new_session=True,  # its own process group: uvicorn and the job runner stop with it
-        )
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not _healthy(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop(process)
-            pytest.fail(f"mlflow server did not become healthy at {url}:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.25)
-
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = url
-    settings.cache_clear()
-    try:
-        yield url
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-        settings.cache_clear()
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server and the children it spawned (its process group, which only it leads)."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-# --------------------------------------------------------------------------- shared helpers
 
 
 def make_spec(name: str, new_name: str, **training_overrides: object) -> DatasetSpec:

@@ -1,0 +1,644 @@
+"""``make eval-drift``: how well the monitor's drift rule detects each simulated change, over many seeds.
+
+Everything runs in memory with the statistics and the decision rule the monitor uses
+(:mod:`nightly_ml.drift`); only the aggregation that the monitor does in PostgreSQL is done
+with numpy here, with the same definitions (see ``tests/unit/test_drift.py`` and the SQL
+equality tests in ``tests/integration/test_monitoring.py``):
+
+* reference quantiles: ``percentile_disc`` (``np.quantile(method="inverted_cdf")``) for integer
+  features, ``percentile_cont`` (``method="linear"``) for floats and predictions; bin edges
+  from :func:`~nightly_ml.drift.reference_bin_edges`, counts from
+  :func:`~nightly_ml.drift.histogram_counts`;
+* the KS statistic from ``scipy.stats.ks_2samp`` on the raw values (equal to the SQL KS);
+* per-category counts (booleans as ``true``/``false``); nulls left out of the tests.
+
+One *run* is one dataset, scenario and seed:
+
+* the champion was trained just before night 0 on the ``--reference-nights`` nights before it
+  (default: the spec's ``training.window_days``), which are also the drift reference (the
+  monitor's reference window is the champion's training window). Champion = each of the
+  spec's candidates at the first point of its search grid, fitted on the window minus the
+  holdout days; the best on the holdout (the spec's primary metric) wins, and its holdout
+  value is the one live performance is compared with (``--model first`` uses the first
+  candidate only);
+* nights ``0 .. --nights-1`` are monitored; the scenario's change starts on ``--drift-night``;
+* per night: feature drift of every monitored feature (``monitor_drift: false`` skipped),
+  prediction drift against the (up to 7) nights scored before it, live performance on the
+  labelled nights of the last 14 days, and the soft mean-shift check, combined by
+  :func:`~nightly_ml.drift.decide` exactly as the monitor does;
+* labels arrive ``label_delay_days`` late (the spec's value): on night ``d`` only nights
+  ``<= d - label_delay_days`` have labels, so a concept change cannot be seen before night
+  ``drift + label_delay_days``. Batches are generated with the delay set to 0 (so every row
+  carries its true label) and the delay is applied here;
+* each seed shifts the simulator's seed and the calendar (night 0 of seed ``i`` is
+  ``--start`` plus ``i * 365 / seeds`` days), so the seeds cover the whole year's seasons.
+
+Nights before the change are the same in every scenario (the simulator only acts from
+``drift_start``), so they are computed once per seed and shared.
+
+Metrics per dataset and scenario
+    detection rate   share of seeds whose first flag on or after the drift night falls within
+                     the first ``within`` monitored nights of the change (night ``drift`` to
+                     ``drift + within - 1``). Default ``within``: 1 for sudden_covariate and
+                     new_category (the drift night's own run), the ramp length for
+                     gradual_covariate, label delay + 2 for concept (the first two nights
+                     whose labels can show it);
+    nights to detect first flagged night minus the drift night (0: the drift night's run),
+                     mean and max over the seeds that flagged at all before the last night;
+    false alarms     share of the nights before the drift night that were flagged (all nights
+                     for stationary).
+
+Targets (from the issue): detection >= 95% within one night of a sudden change, false alarms
+<= 5% of stationary nights. The detection bar is applied to every drift scenario with its own
+``within``; the false-alarm bar to every row (pre-drift nights are stationary nights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nightly_ml import drift, simulator, training
+from nightly_ml.monitoring import DEFAULT_LOOKBACK_DAYS, DEFAULT_PREDICTION_REFERENCE_INTERVALS, monitored_features
+from nightly_ml.spec import Column, DatasetSpec, SimulatorSource, load_spec
+
+SCENARIOS = ("stationary", "sudden_covariate", "gradual_covariate", "concept", "new_category")
+DATASETS = ("churn", "demand")
+DEFAULT_START = date(2025, 1, 6)
+DETECTION_TARGET = 0.95
+FALSE_ALARM_TARGET = 0.05
+DAY = timedelta(days=1)
+# What made a night ask for retraining, in the order the verdict lists its reasons.
+TRIGGERS = ("features", "prediction", "performance", "soft")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    seeds: int = 20
+    nights: int = 21
+    drift_night: int = 10
+    datasets: tuple[str, ...] = DATASETS
+    scenarios: tuple[str, ...] = SCENARIOS
+    within: int | None = None  # one window for every drift scenario instead of the defaults
+    ramp_days: int = 7
+    reference_nights: int | None = None  # None: the spec's training.window_days
+    rows: int | None = None  # None: the spec's rows_per_interval
+    start: date = DEFAULT_START
+    model: str = "best"  # "best" of the spec's candidates, or the "first" candidate only
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or self.nights < 1:
+            raise ValueError("seeds and nights must be at least 1")
+        if not 0 <= self.drift_night < self.nights:
+            raise ValueError(f"drift night {self.drift_night} must be within the {self.nights} nights")
+        unknown = sorted(set(self.scenarios) - set(SCENARIOS))
+        if unknown:
+            raise ValueError(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
+        if self.model not in ("best", "first"):
+            raise ValueError("model must be 'best' or 'first'")
+
+
+def within_nights(spec: DatasetSpec, scenario: str, config: EvalConfig) -> int | None:
+    """How many monitored nights from the drift night on count as a timely detection (None: stationary)."""
+    if scenario == "stationary":
+        return None
+    if config.within is not None:
+        return config.within
+    if scenario == "gradual_covariate":
+        return config.ramp_days
+    if scenario == "concept":
+        return label_delay(spec) + 2
+    return 1
+
+
+def label_delay(spec: DatasetSpec) -> int:
+    return _source(spec).label_delay_days
+
+
+def _source(spec: DatasetSpec) -> SimulatorSource:
+    if not isinstance(spec.source, SimulatorSource):
+        raise ValueError(f"dataset {spec.name!r} does not use the simulator")
+    return spec.source
+
+
+def night_zero(config: EvalConfig, seed: int) -> datetime:
+    """Night 0 of a seed: seeds are spread over a year so that every season is covered."""
+    day = config.start + timedelta(days=(seed * 365) // config.seeds)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def run_spec(spec: DatasetSpec, scenario: str, seed: int, drift_start: datetime, ramp_days: int) -> DatasetSpec:
+    """The spec the simulator plays one run with: own seed, the scenario, and labels that are never late."""
+    source = _source(spec)
+    changes: dict[str, Any] = {"seed": source.seed + 1000 * seed, "scenario": scenario, "label_delay_days": 0}
+    if scenario != "stationary":
+        changes |= {"drift_start": drift_start.date(), "drift_ramp_days": ramp_days}
+    return spec.model_copy(update={"source": source.model_copy(update=changes)})
+
+
+# --------------------------------------------------------------------------- drift statistics
+
+
+@dataclass(frozen=True)
+class NumericReference:
+    values: np.ndarray  # non-null reference values
+    edges: tuple[float, ...]
+    counts: np.ndarray
+    stats: drift.SampleStats
+
+
+@dataclass(frozen=True)
+class CategoricalReference:
+    counts: dict[str, int]
+    stats: drift.SampleStats
+
+
+Reference = dict[str, NumericReference | CategoricalReference]
+
+
+def numeric_values(column: Column, series: pd.Series) -> np.ndarray:
+    return pd.to_numeric(series.astype(object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def category_values(column: Column, series: pd.Series) -> pd.Series:
+    """Category text as PostgreSQL's ``CAST(v AS text)`` gives it (booleans ``true``/``false``); nulls dropped."""
+    present = series.dropna()
+    if column.type == "boolean":
+        return present.map(lambda v: "true" if bool(v) else "false")
+    return present.astype(str)
+
+
+def _numeric_stats(rows: int, values: np.ndarray) -> drift.SampleStats:
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    sd = float(values.std(ddof=1)) if n > 1 else math.nan  # stddev_samp
+    return drift.SampleStats(rows=rows, non_null=n, mean=mean, sd=sd)
+
+
+def build_reference(spec: DatasetSpec, frame: pd.DataFrame) -> Reference:
+    """Bin edges, counts and moments of every monitored feature over the reference window."""
+    reference: Reference = {}
+    levels = drift.quantile_levels(spec.drift.bins)
+    for column in monitored_features(spec):
+        series = frame[column.name]
+        if column.is_numeric:
+            raw = numeric_values(column, series)
+            values = raw[~np.isnan(raw)]
+            method = "inverted_cdf" if column.type == "integer" else "linear"
+            quantiles = np.quantile(values, levels, method=method) if len(values) else None
+            edges = drift.reference_bin_edges(None if quantiles is None else quantiles.tolist())
+            reference[column.name] = NumericReference(
+                values, edges, drift.histogram_counts(values, edges), _numeric_stats(len(raw), values)
+            )
+        else:
+            values = category_values(column, series)
+            counts = {str(k): int(v) for k, v in values.value_counts().items()}
+            reference[column.name] = CategoricalReference(counts, drift.SampleStats(len(series), len(values)))
+    return reference
+
+
+def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
+    """The exact two-sample KS statistic (what the monitor computes in SQL); NaN if a sample is empty."""
+    from scipy import stats
+
+    if len(reference) == 0 or len(current) == 0:
+        return math.nan
+    return float(stats.ks_2samp(reference, current, method="asymp").statistic)
+
+
+def feature_drifts(spec: DatasetSpec, reference: Reference, batch: pd.DataFrame) -> list[drift.FeatureDrift]:
+    """Per-feature drift of one night against the reference, by the monitor's rule."""
+    results = []
+    for column in monitored_features(spec):
+        ref = reference[column.name]
+        series = batch[column.name]
+        if isinstance(ref, NumericReference):
+            raw = numeric_values(column, series)
+            values = raw[~np.isnan(raw)]
+            results.append(
+                drift.numeric_feature_drift(
+                    column.name,
+                    ref.edges,
+                    ref.counts,
+                    drift.histogram_counts(values, ref.edges),
+                    ks_statistic(ref.values, values),
+                    spec.drift,
+                    reference=ref.stats,
+                    current=_numeric_stats(len(raw), values),
+                )
+            )
+        else:
+            values = category_values(column, series)
+            counts = {str(k): int(v) for k, v in values.value_counts().items()}
+            results.append(
+                drift.categorical_feature_drift(
+                    column.name,
+                    ref.counts,
+                    counts,
+                    spec.drift,
+                    reference=ref.stats,
+                    current=drift.SampleStats(len(series), len(values)),
+                )
+            )
+    return results
+
+
+def prediction_drift(
+    spec: DatasetSpec, earlier: Sequence[np.ndarray], tonight: np.ndarray
+) -> drift.PredictionDrift | None:
+    """Tonight's predictions against the nights scored before (as the monitor does after scoring)."""
+    if not earlier:
+        return None
+    reference = np.concatenate(list(earlier))
+    edges = drift.reference_bin_edges(np.quantile(reference, drift.quantile_levels(spec.drift.bins)).tolist())
+    return drift.prediction_drift(
+        edges, drift.histogram_counts(reference, edges), drift.histogram_counts(tonight, edges), spec.drift
+    )
+
+
+# --------------------------------------------------------------------------- champion
+
+
+@dataclass(frozen=True)
+class Champion:
+    name: str
+    model: Any
+    holdout_metrics: dict[str, float]
+
+
+def train_champion(spec: DatasetSpec, frame: pd.DataFrame, window_end: datetime, model: str = "best") -> Champion:
+    """Fit the candidates (first grid point each) on the window minus the holdout; the best on the holdout wins."""
+    train, holdout = training.time_split(spec, frame, window_end)
+    features, labels = training.feature_frame(spec, train), training.label_values(spec, train)
+    candidates = spec.training.candidates if model == "best" else spec.training.candidates[:1]
+    sign = 1.0 if spec.greater_is_better else -1.0
+    best: Champion | None = None
+    for candidate in candidates:
+        params = {name: values[0] for name, values in candidate.search.items()}
+        pipeline = training.build_pipeline(spec, candidate, params).fit(features, labels)
+        metrics = training.evaluate(spec, pipeline, holdout)
+        score = metrics[spec.promotion.primary_metric]
+        if best is None or sign * score > sign * best.holdout_metrics[spec.promotion.primary_metric]:
+            best = Champion(candidate.name, pipeline, metrics)
+    assert best is not None  # the spec guarantees at least one candidate
+    return best
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass(frozen=True)
+class Night:
+    """One monitored night: the verdict's outcome, and what later nights need from it."""
+
+    index: int
+    should_retrain: bool
+    triggers: tuple[str, ...]
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+def triggers_of(spec: DatasetSpec, verdict: drift.DriftVerdict) -> tuple[str, ...]:
+    """Which parts of the rule asked for retraining (see :func:`nightly_ml.drift.decide`)."""
+    found = []
+    if verdict.drifted_features and len(verdict.drifted_features) >= spec.drift.min_drifted_features:
+        found.append("features")
+    if verdict.prediction_drifted:
+        found.append("prediction")
+    if verdict.performance_decay:
+        found.append("performance")
+    if verdict.soft_failures:
+        found.append("soft")
+    return tuple(t for t in TRIGGERS if t in found)
+
+
+def monitor_night(
+    spec: DatasetSpec,
+    run: DatasetSpec,
+    reference: Reference,
+    champion: Champion,
+    earlier: Sequence[Night],
+    index: int,
+    start: datetime,
+    rows: int,
+) -> Night:
+    """Generate night ``index`` of a run and judge it as the monitor would on that night."""
+    batch = simulator.generate_batch(run, start, start + DAY, rows=rows)
+    features = feature_drifts(spec, reference, batch)
+    scores = training.predict_scores(spec, champion.model, training.feature_frame(spec, batch))
+    labels = training.label_values(spec, batch).astype(np.float64)
+
+    scored_before = [n.scores for n in earlier[-DEFAULT_PREDICTION_REFERENCE_INTERVALS:]]
+    prediction = prediction_drift(spec, scored_before, scores)
+
+    # Live performance: nights of the last 14 days whose labels have arrived by tonight.
+    nights = [*earlier, Night(index, False, (), scores, labels)]
+    labelled = [n for n in nights if index - DEFAULT_LOOKBACK_DAYS < n.index <= index - label_delay(spec)]
+    pairs_y = np.concatenate([n.labels for n in labelled]) if labelled else np.empty(0)
+    pairs_p = np.concatenate([n.scores for n in labelled]) if labelled else np.empty(0)
+    live = drift.live_metrics(spec.task, pairs_y, pairs_p)
+    performance = drift.performance_check(
+        spec.promotion.primary_metric, live, champion.holdout_metrics, len(pairs_y), spec.drift
+    )
+
+    verdict = drift.decide(spec, features, prediction=prediction, performance=performance)
+    return Night(index, verdict.should_retrain, triggers_of(spec, verdict), scores, labels)
+
+
+@dataclass
+class SeedSetup:
+    """What every scenario of one seed shares: night 0, the reference, the champion, the pre-drift nights."""
+
+    seed: int
+    night0: datetime
+    reference: Reference
+    champion: Champion
+    pre_drift: list[Night] = field(default_factory=list)
+
+
+def setup_seed(spec: DatasetSpec, seed: int, config: EvalConfig) -> SeedSetup:
+    night0 = night_zero(config, seed)
+    window = config.reference_nights or spec.training.window_days
+    rows = config.rows or _source(spec).rows_per_interval
+    stationary = run_spec(spec, "stationary", seed, night0, config.ramp_days)
+    frame = pd.concat(
+        [
+            simulator.generate_batch(
+                stationary, night0 - (window - i) * DAY, night0 - (window - i - 1) * DAY, rows=rows
+            )
+            for i in range(window)
+        ],
+        ignore_index=True,
+    )
+    return SeedSetup(seed, night0, build_reference(spec, frame), train_champion(spec, frame, night0, config.model))
+
+
+def play(spec: DatasetSpec, scenario: str, setup: SeedSetup, config: EvalConfig) -> list[Night]:
+    """All monitored nights of one run; nights before the change are computed once per seed and reused."""
+    drift_start = setup.night0 + config.drift_night * DAY
+    run = run_spec(spec, scenario, setup.seed, drift_start, config.ramp_days)
+    rows = config.rows or _source(spec).rows_per_interval
+    nights = list(setup.pre_drift[: config.drift_night])
+    for index in range(len(nights), config.nights):
+        night = monitor_night(
+            spec, run, setup.reference, setup.champion, nights, index, setup.night0 + index * DAY, rows
+        )
+        nights.append(night)
+        if index < config.drift_night and len(setup.pre_drift) == index:
+            setup.pre_drift.append(night)
+    return nights
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+@dataclass
+class ScenarioSummary:
+    dataset: str
+    scenario: str
+    seeds: int
+    drift_night: int
+    nights: int
+    within: int | None
+    detected_within: int = 0
+    nights_to_detect: list[int] = field(default_factory=list)  # seeds that flagged on or after the drift night
+    never: int = 0
+    false_alarm_nights: int = 0
+    clean_nights: int = 0
+    detection_triggers: Counter[str] = field(default_factory=Counter)
+    false_alarm_triggers: Counter[str] = field(default_factory=Counter)
+    champions: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def is_drift(self) -> bool:
+        return self.within is not None
+
+    @property
+    def detection_rate(self) -> float:
+        return self.detected_within / self.seeds if self.is_drift else math.nan
+
+    @property
+    def false_alarm_rate(self) -> float:
+        return self.false_alarm_nights / self.clean_nights if self.clean_nights else math.nan
+
+    @property
+    def passed(self) -> bool:
+        false_alarms_ok = not self.clean_nights or self.false_alarm_rate <= FALSE_ALARM_TARGET
+        detection_ok = not self.is_drift or self.detection_rate >= DETECTION_TARGET
+        return false_alarms_ok and detection_ok
+
+    def add(self, nights: Sequence[Night], champion: str) -> None:
+        self.champions[champion] += 1
+        clean = nights if not self.is_drift else nights[: self.drift_night]
+        self.clean_nights += len(clean)
+        for night in clean:
+            if night.should_retrain:
+                self.false_alarm_nights += 1
+                self.false_alarm_triggers.update(night.triggers)
+        if not self.is_drift:
+            return
+        first = next((n for n in nights[self.drift_night :] if n.should_retrain), None)
+        if first is None:
+            self.never += 1
+            return
+        delay = first.index - self.drift_night
+        self.nights_to_detect.append(delay)
+        self.detection_triggers.update(first.triggers)
+        if self.within is not None and delay < self.within:
+            self.detected_within += 1
+
+
+def evaluate_dataset(spec: DatasetSpec, config: EvalConfig, *, log: Any = None) -> list[ScenarioSummary]:
+    """Every scenario of ``config`` over every seed for one dataset."""
+    summaries = {
+        s: ScenarioSummary(
+            spec.name, s, config.seeds, config.drift_night, config.nights, within_nights(spec, s, config)
+        )
+        for s in config.scenarios
+    }
+    for seed in range(config.seeds):
+        started = time.perf_counter()
+        setup = setup_seed(spec, seed, config)
+        # Stationary first: its nights before the change are every scenario's nights before it.
+        for scenario in sorted(config.scenarios, key=lambda s: s != "stationary"):
+            summaries[scenario].add(play(spec, scenario, setup, config), setup.champion.name)
+        if log:
+            log(
+                f"{spec.name}: seed {seed + 1}/{config.seeds} (night 0 {setup.night0:%Y-%m-%d}, champion "
+                f"{setup.champion.name}) done in {time.perf_counter() - started:.1f}s"
+            )
+    return [summaries[s] for s in config.scenarios]
+
+
+def run_evaluation(config: EvalConfig, *, log: Any = None) -> list[ScenarioSummary]:
+    results: list[ScenarioSummary] = []
+    for name in config.datasets:
+        results += evaluate_dataset(load_spec(name), config, log=log)
+    return results
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _percent(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{k} {counter[k]}" for k in TRIGGERS if counter[k]) or "-"
+
+
+def _row(s: ScenarioSummary) -> list[str]:
+    if s.is_drift:
+        detection = f"{_percent(s.detection_rate)} ({s.detected_within}/{s.seeds})"
+        if s.nights_to_detect:
+            mean_ntd = f"{np.mean(s.nights_to_detect):.2f}"
+            max_ntd = str(max(s.nights_to_detect))
+        else:
+            mean_ntd = max_ntd = "-"
+        if s.never:
+            max_ntd += f" (+{s.never} never)"
+        within = str(s.within)
+    else:
+        detection, mean_ntd, max_ntd, within = "-", "-", "-", "-"
+    false_alarms = f"{_percent(s.false_alarm_rate)} ({s.false_alarm_nights}/{s.clean_nights})"
+    return [
+        s.dataset,
+        s.scenario,
+        within,
+        detection,
+        mean_ntd,
+        max_ntd,
+        false_alarms,
+        _counts(s.detection_triggers),
+        _counts(s.false_alarm_triggers),
+        "PASS" if s.passed else "FAIL",
+    ]
+
+
+HEADER = (
+    "dataset",
+    "scenario",
+    "within",
+    "detected in window",
+    "mean nights",
+    "max nights",
+    "false alarms",
+    "first detection by",
+    "false alarms by",
+    "result",
+)
+
+
+def render_table(summaries: Iterable[ScenarioSummary], config: EvalConfig | None = None) -> str:
+    summaries = list(summaries)
+    rows = [_row(s) for s in summaries]
+    widths = [max(len(r[i]) for r in [list(HEADER), *rows]) for i in range(len(HEADER))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    out: list[str] = []
+    if config is not None:
+        out += [
+            f"drift evaluation: {config.seeds} seed(s) x {config.nights} night(s), change on night "
+            f"{config.drift_night}, reference = the "
+            + (f"{config.reference_nights}" if config.reference_nights else "spec's training window of")
+            + f" nights before night 0; champion = {config.model} candidate(s)",
+        ]
+    out += [
+        f"targets: detection >= {DETECTION_TARGET:.0%} within the row's window (the issue states it for sudden "
+        f"changes; applied to every drift scenario); false alarms <= {FALSE_ALARM_TARGET:.0%} of pre-drift nights "
+        "(all nights for stationary)",
+        "within = monitored nights from the drift night on that count (1 = the drift night's own run); "
+        "nights = first flag minus drift night",
+        "",
+        line(HEADER),
+        line(["-" * w for w in widths]),
+    ]
+    previous = None
+    for summary, row in zip(summaries, rows, strict=True):
+        if previous is not None and summary.dataset != previous:
+            out.append("")
+        out.append(line(row))
+        previous = summary.dataset
+    champions = {s.dataset: s.champions for s in summaries}
+    out.append("")
+    out += [f"champions ({name}): {dict(counter)}" for name, counter in champions.items()]
+    failed = [s for s in summaries if not s.passed]
+    out.append(
+        "all rows PASS"
+        if not failed
+        else f"{len(failed)} row(s) FAIL: " + ", ".join(f"{s.dataset}/{s.scenario}" for s in failed)
+    )
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
+    parser = argparse.ArgumentParser(prog="eval_drift.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, help="seeds per scenario (default 20; --quick: 3)")
+    parser.add_argument("--nights", type=int, help="monitored nights per run (default 21; --quick: 12)")
+    parser.add_argument("--drift-night", type=int, help="night the change starts (default 10; --quick: 6)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), help="datasets (default: churn demand)")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--within", type=int, help="one detection window (nights) for every drift scenario")
+    parser.add_argument("--ramp-days", type=int, default=7, help="gradual_covariate ramp length (default 7)")
+    parser.add_argument("--reference-nights", type=int, help="reference window (default: spec training.window_days)")
+    parser.add_argument("--rows", type=int, help="rows per night (default: the spec's rows_per_interval)")
+    parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START, help="night 0 of seed 0")
+    parser.add_argument("--model", choices=("best", "first"), default="best", help="champion: best or first candidate")
+    parser.add_argument("--quick", action="store_true", help="3 seeds, 12 nights, change on night 6 (for tests)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+
+    def pick(value: int | None, normal: int, fast: int) -> int:
+        return value if value is not None else (fast if quick else normal)
+
+    return EvalConfig(
+        seeds=pick(args.seeds, 20, 3),
+        nights=pick(args.nights, 21, 12),
+        drift_night=pick(args.drift_night, 10, 6),
+        datasets=tuple(args.datasets),
+        scenarios=tuple(args.scenarios),
+        within=args.within,
+        ramp_days=args.ramp_days,
+        reference_nights=args.reference_nights,
+        rows=args.rows,
+        start=args.start,
+        model=args.model,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    began = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[eval-drift {time.monotonic() - began:6.1f}s] {message}", flush=True)
+
+    log(f"{config.seeds} seeds x {config.nights} nights, datasets {list(config.datasets)}")
+    summaries = run_evaluation(config, log=log)
+    print()
+    print(render_table(summaries, config), flush=True)
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
