@@ -25,14 +25,19 @@ from nightly_ml.dag_support import START_DATE, default_args, predictions_asset, 
 from nightly_ml.spec import DatasetSpec, load_all_specs
 
 INTERVAL_PARAMS = {
-    "interval_start": Param(None, type=["null", "string"], format="date-time",
-                            description="Start of the interval to monitor (ISO 8601, UTC). Empty: from the trigger."),
-    "interval_end": Param(None, type=["null", "string"], format="date-time",
-                          description="End of the interval to monitor (exclusive)."),
+    "interval_start": Param(
+        None,
+        type=["null", "string"],
+        format="date-time",
+        description="Start of the interval to monitor (ISO 8601, UTC). Empty: from the trigger.",
+    ),
+    "interval_end": Param(
+        None, type=["null", "string"], format="date-time", description="End of the interval to monitor (exclusive)."
+    ),
 }
 
 
-def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by @dag
+def build(spec: DatasetSpec):
     dataset = spec.name
 
     @dag(
@@ -51,8 +56,9 @@ def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by 
         def check(**context) -> dict:
             from nightly_ml import nightly
 
-            summaries = [nightly.monitor(dataset, start, end, context["run_id"])
-                         for start, end in resolve_intervals(context)]
+            summaries = [
+                nightly.monitor(dataset, start, end, context["run_id"]) for start, end in resolve_intervals(context)
+            ]
             # One decision per run: retraining if any interval asks for it, on the newest such interval.
             wanted = [s for s in summaries if s["action"] == "retrain"] or summaries
             decision = wanted[-1]
@@ -83,7 +89,7 @@ def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by 
         summary = check()
         branch = decide(summary)
         conf = retrain_conf(summary)
-        trigger = TriggerDagRunOperator(
+        trigger_retrain = TriggerDagRunOperator(
             task_id="trigger_retrain",
             trigger_dag_id=f"retrain__{dataset}",
             conf=conf,
@@ -94,7 +100,7 @@ def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by 
         done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
 
         branch >> [conf, stop, no_action]
-        conf >> trigger >> alert_ops(summary) >> done
+        conf >> trigger_retrain >> alert_ops(summary) >> done
         [stop, no_action] >> done
 
     return monitor()

@@ -26,12 +26,21 @@ from nightly_ml.spec import DatasetSpec, load_all_specs
 def params_for(spec: DatasetSpec) -> dict[str, Param]:
     return {
         "reason": Param("manual retrain", type="string", minLength=3, description="Why this run retrains."),
-        "force": Param(False, type="boolean",
-                       description="Train a new version even if this run already registered one."),
-        "window_end": Param(None, type=["null", "string"], format="date-time",
-                            description="End of the training window (UTC). Empty: the newest merged interval."),
-        "model_family": Param("all", type="string", enum=["all", *(c.name for c in spec.training.candidates)],
-                              description="Train only this candidate from the spec, or all of them."),
+        "force": Param(
+            False, type="boolean", description="Train a new version even if this run already registered one."
+        ),
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            description="End of the training window (UTC). Empty: the newest merged interval.",
+        ),
+        "model_family": Param(
+            "all",
+            type="string",
+            enum=["all", *(c.name for c in spec.training.candidates)],
+            description="Train only this candidate from the spec, or all of them.",
+        ),
         "interval_start": Param(None, type=["null", "string"], description="Set by monitoring: the interval."),
         "interval_end": Param(None, type=["null", "string"], description="Set by monitoring: the interval."),
         "drifted_features": Param([], type="array", description="Set by monitoring: features that drifted."),
@@ -39,7 +48,7 @@ def params_for(spec: DatasetSpec) -> dict[str, Param]:
     }
 
 
-def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by @dag
+def build(spec: DatasetSpec):
     dataset = spec.name
     schedule = CronTriggerTimetable(spec.training.schedule, timezone="UTC") if spec.training.schedule else None
 
@@ -62,7 +71,7 @@ def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by 
             window_end = retraining.resolve_window_end(dataset, context["params"])
             found = retraining.labelled_rows(dataset, window_end)
             context["ti"].xcom_push(key="window_end", value=window_end.isoformat())
-            print(found["reason"])  # noqa: T201 - shown in the task log
+            print(found["reason"])
             return bool(found["enough"])
 
         @task(multiple_outputs=False)
@@ -84,11 +93,21 @@ def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by 
                 "drifted_features": params["drifted_features"],
                 "model_family": params["model_family"],
             }
-            airflow_context = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
-                               "try_number": ti.try_number, "data_interval_start": params["interval_start"],
-                               "data_interval_end": params["interval_end"]}
-            result = retraining.train(dataset, window_end, trigger=trigger, airflow_context=airflow_context,
-                                      model_family=params["model_family"])
+            airflow_context = {
+                "dag_id": ti.dag_id,
+                "run_id": ti.run_id,
+                "task_id": ti.task_id,
+                "try_number": ti.try_number,
+                "data_interval_start": params["interval_start"],
+                "data_interval_end": params["interval_end"],
+            }
+            result = retraining.train(
+                dataset,
+                window_end,
+                trigger=trigger,
+                airflow_context=airflow_context,
+                model_family=params["model_family"],
+            )
             ti.xcom_push(key="mlflow_run_url", value=result["mlflow_run_url"])
             return result
 
@@ -99,8 +118,11 @@ def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by 
             from nightly_ml import retraining
 
             return retraining.gate_and_promote(
-                dataset, trained["version"], datetime.fromisoformat(trained["window_end"]),
-                actor=f"airflow:{context['ti'].dag_id}/{context['ti'].run_id}", reason=context["params"]["reason"],
+                dataset,
+                trained["version"],
+                datetime.fromisoformat(trained["window_end"]),
+                actor=f"airflow:{context['ti'].dag_id}/{context['ti'].run_id}",
+                reason=context["params"]["reason"],
             )
 
         promote(check_data() >> train())

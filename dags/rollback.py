@@ -16,13 +16,17 @@ from nightly_ml.dag_support import START_DATE, default_args
 from nightly_ml.spec import DatasetSpec, load_all_specs
 
 PARAMS = {
-    "target": Param("previous", type="string", pattern=r"^(previous|[1-9][0-9]*)$",
-                    description="'previous', or the model version number to make champion."),
+    "target": Param(
+        "previous",
+        type="string",
+        pattern=r"^(previous|[1-9][0-9]*)$",
+        description="'previous', or the model version number to make champion.",
+    ),
     "reason": Param(type="string", minLength=3, description="Why: recorded in the promotion history and the mail."),
 }
 
 
-def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by @dag
+def build(spec: DatasetSpec):
     dataset = spec.name
 
     @dag(
@@ -42,8 +46,12 @@ def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by 
             from nightly_ml import retraining
 
             ti = context["ti"]
-            return retraining.rollback(dataset, context["params"]["target"],
-                                       actor=f"airflow:{ti.dag_id}/{ti.run_id}", reason=context["params"]["reason"])
+            return retraining.rollback(
+                dataset,
+                context["params"]["target"],
+                actor=f"airflow:{ti.dag_id}/{ti.run_id}",
+                reason=context["params"]["reason"],
+            )
 
         move_champion()
 

@@ -26,14 +26,19 @@ from nightly_ml.dag_support import (
 from nightly_ml.spec import DatasetSpec, load_all_specs
 
 INTERVAL_PARAMS = {
-    "interval_start": Param(None, type=["null", "string"], format="date-time",
-                            description="Start of the interval to process (ISO 8601, UTC). Empty: from the trigger."),
-    "interval_end": Param(None, type=["null", "string"], format="date-time",
-                          description="End of the interval to process (exclusive)."),
+    "interval_start": Param(
+        None,
+        type=["null", "string"],
+        format="date-time",
+        description="Start of the interval to process (ISO 8601, UTC). Empty: from the trigger.",
+    ),
+    "interval_end": Param(
+        None, type=["null", "string"], format="date-time", description="End of the interval to process (exclusive)."
+    ),
 }
 
 
-def build(spec: DatasetSpec):  # noqa: ANN201 - returns the DAG object built by @dag
+def build(spec: DatasetSpec):
     dataset = spec.name
     predictions = predictions_asset(dataset)
 

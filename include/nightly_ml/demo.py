@@ -58,8 +58,7 @@ def ensure_warehouse(data_dir: Path) -> str:
     return url
 
 
-def write_demo_specs(data_dir: Path, start: date, scenarios: dict[str, tuple[str, int]],
-                     datasets: list[str]) -> Path:
+def write_demo_specs(data_dir: Path, start: date, scenarios: dict[str, tuple[str, int]], datasets: list[str]) -> Path:
     """Copies of the shipped specs with the demo's drift scenarios switched on."""
     target = data_dir / "demo_specs"
     target.mkdir(parents=True, exist_ok=True)
@@ -114,8 +113,9 @@ def play_night(bag: Any, dataset: str, night: date) -> NightOutcome:
     outcome.score = _state(bag.dags[f"score__{dataset}"].test(logical_date=None, run_conf=interval))
     monitor = bag.dags[f"monitor__{dataset}"].test(logical_date=None, run_conf=interval)
     states = _task_states(monitor)
-    outcome.monitor = next((t for t in ("trigger_retrain", "no_action", "stop") if states.get(t) == "success"),
-                           _state(monitor))
+    outcome.monitor = next(
+        (t for t in ("trigger_retrain", "no_action", "stop") if states.get(t) == "success"), _state(monitor)
+    )
     for conf in _queued_runs(f"retrain__{dataset}"):
         retrain = bag.dags[f"retrain__{dataset}"].test(logical_date=None, run_conf=conf)
         retrain_states = _task_states(retrain)
@@ -152,8 +152,10 @@ def summary(datasets: list[str], outcomes: list[NightOutcome]) -> str:
             lines.append(f"\n=== {name} ({spec.task}) ===")
             cur.execute(db.load_sql("demo_load_summary.sql"), {"dataset": name})
             merged, rejected, rows, quarantined, labels = cur.fetchone()
-            lines.append(f"nights merged: {merged}, rejected: {rejected}; rows landed: {rows}, "
-                         f"quarantined: {quarantined}, late labels applied: {labels}")
+            lines.append(
+                f"nights merged: {merged}, rejected: {rejected}; rows landed: {rows}, "
+                f"quarantined: {quarantined}, late labels applied: {labels}"
+            )
             cur.execute(db.load_sql("demo_quarantine_rules.sql"), {"dataset": name})
             for rule, count in cur.fetchall():
                 lines.append(f"  quarantined by {rule}: {count}")
@@ -210,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     from nightly_ml import db
 
     db.migrate()
-    print(f"warehouse migrated; MLflow at {settings().mlflow_tracking_uri}; Airflow home {os.environ.get('AIRFLOW_HOME')}")
+    print(
+        f"warehouse migrated; MLflow at {settings().mlflow_tracking_uri}; Airflow home {os.environ.get('AIRFLOW_HOME')}"
+    )
     migrate_airflow()
 
     from airflow.dag_processing.dagbag import DagBag
@@ -225,11 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in datasets:
             outcome = play_night(bag, dataset, night)
             outcomes.append(outcome)
-            print(f"{night} {dataset:>8}: ingest {outcome.ingest}, score {outcome.score}, "
-                  f"monitor {outcome.monitor}, retrain {outcome.retrain}", flush=True)
+            print(
+                f"{night} {dataset:>8}: ingest {outcome.ingest}, score {outcome.score}, "
+                f"monitor {outcome.monitor}, retrain {outcome.retrain}",
+                flush=True,
+            )
     print(summary(datasets, outcomes))
-    print(f"\nreports: {settings().reports_dir}\nalerts written to: {settings().outbox_dir} (no SMTP connection set)"
-          if not os.environ.get("AIRFLOW_CONN_SMTP_ALERTS") else "")
+    print(
+        f"\nreports: {settings().reports_dir}\nalerts written to: {settings().outbox_dir} (no SMTP connection set)"
+        if not os.environ.get("AIRFLOW_CONN_SMTP_ALERTS")
+        else ""
+    )
     return 0
 
 

@@ -46,20 +46,36 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
     status = _load_status(dataset, start)
     if status != "merged":
         # Never train on bad data: a rejected (or missing) interval stops here.
-        return {**base, "action": "stop", "should_retrain": False,
-                "reasons": [f"the interval's load status is {status or 'missing'}, not merged"]}
+        return {
+            **base,
+            "action": "stop",
+            "should_retrain": False,
+            "reasons": [f"the interval's load status is {status or 'missing'}, not merged"],
+        }
 
     champion = registry.get_champion(spec)
     if champion is None or champion.reference_window is None:
         verdict = monitoring.no_champion_verdict()
-        return {**base, "action": "retrain", "should_retrain": True, "reasons": list(verdict.reasons),
-                "drifted_features": [], "champion_version": None, "report_path": None}
+        return {
+            **base,
+            "action": "retrain",
+            "should_retrain": True,
+            "reasons": list(verdict.reasons),
+            "drifted_features": [],
+            "champion_version": None,
+            "report_path": None,
+        }
 
     reference_start, reference_end = champion.reference_window
     result = monitoring.run_monitoring(
-        spec, start, end,
-        reference_start=reference_start, reference_end=reference_end,
-        champion_holdout_metrics=champion.metrics, champion_version=champion.version, run_id=run_id,
+        spec,
+        start,
+        end,
+        reference_start=reference_start,
+        reference_end=reference_end,
+        champion_holdout_metrics=champion.metrics,
+        champion_version=champion.version,
+        run_id=run_id,
         # The scoring DAG ran before this one, so tonight's predictions are there to compare.
         prediction_interval_start=start,
     )
@@ -75,5 +91,6 @@ def alert_retraining(summary: dict[str, Any]) -> str | None:
     spec = load_spec(summary["dataset"])
     start = datetime.fromisoformat(summary["interval_start"])
     end = datetime.fromisoformat(summary["interval_end"])
-    return alerts.send(alerts.retraining_triggered(spec, start, end, list(summary["reasons"]),
-                                                   summary.get("report_path")), spec)
+    return alerts.send(
+        alerts.retraining_triggered(spec, start, end, list(summary["reasons"]), summary.get("report_path")), spec
+    )

@@ -36,8 +36,11 @@ def labelled_rows(dataset: str, window_end: datetime) -> dict[str, Any]:
         train_rows, holdout = training.time_split(spec, frame, window_end)
     except training.TrainingDataError as error:
         return {"rows": len(frame), "enough": False, "reason": f"not training yet: {error}"}
-    return {"rows": len(frame), "enough": True,
-            "reason": f"{len(train_rows)} labelled rows to train on, {len(holdout)} in the holdout"}
+    return {
+        "rows": len(frame),
+        "enough": True,
+        "reason": f"{len(train_rows)} labelled rows to train on, {len(holdout)} in the holdout",
+    }
 
 
 def existing_version(dataset: str, dag_id: str, run_id: str) -> str | None:
@@ -47,8 +50,14 @@ def existing_version(dataset: str, dag_id: str, run_id: str) -> str | None:
     return registry.version_for_airflow_run(load_spec(dataset), dag_id, run_id)
 
 
-def train(dataset: str, window_end: datetime, *, trigger: dict[str, Any], airflow_context: dict[str, Any],
-          model_family: str | None = None) -> dict[str, Any]:
+def train(
+    dataset: str,
+    window_end: datetime,
+    *,
+    trigger: dict[str, Any],
+    airflow_context: dict[str, Any],
+    model_family: str | None = None,
+) -> dict[str, Any]:
     """Fit the spec's candidates on the window, log everything to MLflow and register the best."""
     from nightly_ml import registry, training
 
@@ -56,15 +65,27 @@ def train(dataset: str, window_end: datetime, *, trigger: dict[str, Any], airflo
     frame = training.load_training_frame(spec, window_end)
     result = training.run_training(spec, frame, window_end)
     record = registry.log_training_result(spec, result, trigger=trigger, airflow_context=airflow_context)
-    log.info("%s: registered version %s (%s, %s) — holdout %s", dataset, record.model_version,
-             result.best.name, result.best.params, result.metrics)
-    return {"version": record.model_version, "run_id": record.run_id, "model_uri": record.model_uri,
-            "candidate": result.best.name, "metrics": result.metrics, "baseline": result.baseline,
-            "window_end": window_end.isoformat(), "mlflow_run_url": registry.run_url(record.run_id)}
+    log.info(
+        "%s: registered version %s (%s, %s) — holdout %s",
+        dataset,
+        record.model_version,
+        result.best.name,
+        result.best.params,
+        result.metrics,
+    )
+    return {
+        "version": record.model_version,
+        "run_id": record.run_id,
+        "model_uri": record.model_uri,
+        "candidate": result.best.name,
+        "metrics": result.metrics,
+        "baseline": result.baseline,
+        "window_end": window_end.isoformat(),
+        "mlflow_run_url": registry.run_url(record.run_id),
+    }
 
 
-def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor: str,
-                     reason: str) -> dict[str, Any]:
+def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor: str, reason: str) -> dict[str, Any]:
     """Compare the challenger and the champion on the same holdout; move the alias only if the gate passes."""
     from nightly_ml import promotion, registry, training
 
@@ -76,25 +97,42 @@ def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor:
     frame = training.load_training_frame(spec, window_end)
     train_rows, holdout = training.time_split(spec, frame, window_end)
     challenger_model = registry.load_model(spec, version)
-    challenger = promotion.Evaluation(metrics=training.evaluate(spec, challenger_model, holdout),
-                                      slices=training.evaluate_slices(spec, challenger_model, holdout))
+    challenger = promotion.Evaluation(
+        metrics=training.evaluate(spec, challenger_model, holdout),
+        slices=training.evaluate_slices(spec, challenger_model, holdout),
+    )
     baseline = promotion.Evaluation(metrics=training.baseline_metrics(spec, train_rows, holdout), slices={})
     champion = registry.evaluate_champion_on(spec, holdout)
     decision = promotion.decide(spec.promotion, challenger, champion.evaluation if champion else None, baseline)
     reasons = list(decision.reasons)
     if decision.promote:
-        outcome = registry.promote(spec, version, decision, expected_champion=champion.version if champion else None,
-                                   actor=actor, reason=reason)
+        outcome = registry.promote(
+            spec,
+            version,
+            decision,
+            expected_champion=champion.version if champion else None,
+            actor=actor,
+            reason=reason,
+        )
     else:
         outcome = registry.reject(spec, version, decision, actor=actor, reason=reason)
     if outcome.action == "promote":
-        alerts.send(alerts.model_moved(spec, "promote", outcome.from_version, outcome.to_version, reasons,
-                                       registry.tracking_uri()), spec)
+        alerts.send(
+            alerts.model_moved(
+                spec, "promote", outcome.from_version, outcome.to_version, reasons, registry.tracking_uri()
+            ),
+            spec,
+        )
     else:
         alerts.send(alerts.challenger_rejected(spec, str(version), [outcome.reason, *reasons]), spec)
-    return {"action": outcome.action, "version": str(version), "from_version": outcome.from_version,
-            "reasons": reasons, "challenger": challenger.metrics,
-            "champion": champion.evaluation.metrics if champion else None}
+    return {
+        "action": outcome.action,
+        "version": str(version),
+        "from_version": outcome.from_version,
+        "reasons": reasons,
+        "challenger": challenger.metrics,
+        "champion": champion.evaluation.metrics if champion else None,
+    }
 
 
 def rollback(dataset: str, target: str, *, actor: str, reason: str) -> dict[str, Any]:
@@ -102,8 +140,12 @@ def rollback(dataset: str, target: str, *, actor: str, reason: str) -> dict[str,
 
     spec = load_spec(dataset)
     outcome = registry.rollback(spec, target, actor=actor, reason=reason)
-    alerts.send(alerts.model_moved(spec, "rollback", outcome.from_version, outcome.to_version, [reason],
-                                   registry.tracking_uri()), spec)
+    alerts.send(
+        alerts.model_moved(
+            spec, "rollback", outcome.from_version, outcome.to_version, [reason], registry.tracking_uri()
+        ),
+        spec,
+    )
     return {"action": outcome.action, "from_version": outcome.from_version, "to_version": outcome.to_version}
 
 

@@ -469,8 +469,11 @@ def model_card(
 ) -> str:
     """A Markdown model card: data, window, features, chosen model, metrics overall and per slice, limits."""
     start, end = window
-    holdout_start = (pd.to_datetime(holdout[spec.event_time], utc=True).min().to_pydatetime() if len(holdout)
-                     else end - timedelta(days=spec.training.holdout_days))
+    holdout_start = (
+        pd.to_datetime(holdout[spec.event_time], utc=True).min().to_pydatetime()
+        if len(holdout)
+        else end - timedelta(days=spec.training.holdout_days)
+    )
     metric_names = list(metrics)
     labels = label_values(spec, pd.concat([train, holdout])) if len(train) + len(holdout) else np.array([])
     if spec.task == "classification":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,14 +16,16 @@ def test_ingest_dag_runs_nights_and_updates_the_asset(dag_bag, warehouse_url: st
     from airflow.utils.session import create_session
 
     dag = dag_bag.dags["ingest__demand"]
-    for night in (datetime(2026, 2, 2, tzinfo=timezone.utc), datetime(2026, 2, 3, tzinfo=timezone.utc)):
+    for night in (datetime(2026, 2, 2, tzinfo=UTC), datetime(2026, 2, 3, tzinfo=UTC)):
         run = dag.test(logical_date=night)
         assert run.state == "success"
         assert (run.data_interval_end - run.data_interval_start).days == 1
 
     with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT interval_start, status, rows_merged, checksum FROM ops.load_audit "
-                    "WHERE dataset = 'demand' ORDER BY interval_start")
+        cur.execute(
+            "SELECT interval_start, status, rows_merged, checksum FROM ops.load_audit "
+            "WHERE dataset = 'demand' ORDER BY interval_start"
+        )
         audit = cur.fetchall()
         cur.execute('SELECT count(*) FROM warehouse."demand"')
         rows = cur.fetchone()[0]
@@ -49,7 +51,7 @@ def test_a_rejected_batch_fails_the_dag_without_updating_the_asset(dag_bag, ware
         return original(*args, **kwargs).drop(columns=["zone"])
 
     monkeypatch.setattr(simulator, "generate_batch", without_a_column)
-    run = dag_bag.dags["ingest__demand"].test(logical_date=datetime(2026, 2, 10, tzinfo=timezone.utc))
+    run = dag_bag.dags["ingest__demand"].test(logical_date=datetime(2026, 2, 10, tzinfo=UTC))
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["validate"] == "failed"

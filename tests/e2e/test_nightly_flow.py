@@ -40,16 +40,28 @@ def flow_specs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     spec_dir = tmp_path_factory.mktemp("flow_specs")
     churn = _light_spec(
         "churn",
-        {"rows_per_interval": 600, "label_delay_days": 1, "scenario": "sudden_covariate",
-         "drift_start": (FIRST_NIGHT + timedelta(days=DRIFT_NIGHT)).isoformat()},
+        {
+            "rows_per_interval": 600,
+            "label_delay_days": 1,
+            "scenario": "sudden_covariate",
+            "drift_start": (FIRST_NIGHT + timedelta(days=DRIFT_NIGHT)).isoformat(),
+        },
         {"name": "logreg", "estimator": "logistic_regression", "params": {"max_iter": 300}, "search": {"C": [1.0]}},
     )
     demand = _light_spec(
         "demand",
-        {"rows_per_interval": 480, "label_delay_days": 0, "scenario": "bad_data",
-         "drift_start": (FIRST_NIGHT + timedelta(days=BAD_NIGHT)).isoformat()},
-        {"name": "hgb", "estimator": "hist_gradient_boosting_regressor", "params": {"max_iter": 60},
-         "search": {"learning_rate": [0.1]}},
+        {
+            "rows_per_interval": 480,
+            "label_delay_days": 0,
+            "scenario": "bad_data",
+            "drift_start": (FIRST_NIGHT + timedelta(days=BAD_NIGHT)).isoformat(),
+        },
+        {
+            "name": "hgb",
+            "estimator": "hist_gradient_boosting_regressor",
+            "params": {"max_iter": 60},
+            "search": {"learning_rate": [0.1]},
+        },
     )
     for raw in (churn, demand):
         (spec_dir / f"{raw['name']}.yaml").write_text(yaml.safe_dump(raw))
@@ -99,16 +111,25 @@ def test_a_champion_was_trained_promoted_and_scores_the_warehouse(played: dict, 
     spec = load_spec(dataset)
     champion = registry.get_champion(spec)
     assert champion is not None, f"{dataset}: no champion after {NIGHTS} nights"
-    promotions = rows("SELECT to_version, gate_reasons FROM ops.promotion_history "
-                      "WHERE dataset = %(d)s AND action = 'promote' ORDER BY id", {"d": dataset})
+    promotions = rows(
+        "SELECT to_version, gate_reasons FROM ops.promotion_history "
+        "WHERE dataset = %(d)s AND action = 'promote' ORDER BY id",
+        {"d": dataset},
+    )
     assert promotions, "the champion must have come through the gate"
     assert promotions[-1][0] == champion.version
 
-    scored = rows(f'SELECT p._interval_start, count(*), min(p.model_version), max(p.model_version) '  # noqa: S608
-                  f'FROM warehouse."{dataset}_predictions" p GROUP BY 1 ORDER BY 1')
+    scored = rows(
+        f"SELECT p._interval_start, count(*), min(p.model_version), max(p.model_version) "  # noqa: S608
+        f'FROM warehouse."{dataset}_predictions" p GROUP BY 1 ORDER BY 1'
+    )
     assert scored, f"{dataset}: nothing was scored"
-    merged = dict(rows("SELECT interval_start, rows_merged FROM ops.load_audit "
-                       "WHERE dataset = %(d)s AND status = 'merged'", {"d": dataset}))
+    merged = dict(
+        rows(
+            "SELECT interval_start, rows_merged FROM ops.load_audit WHERE dataset = %(d)s AND status = 'merged'",
+            {"d": dataset},
+        )
+    )
     for interval_start, count, low, high in scored:
         assert count == merged[interval_start], "every merged row of a scored interval has a prediction"
         assert low == high, "one model version per scored interval"
@@ -116,14 +137,18 @@ def test_a_champion_was_trained_promoted_and_scores_the_warehouse(played: dict, 
     first_scored = scored[0][0]
     assert all(start in {s[0] for s in scored} for start in merged if start >= first_scored)
     if spec.task == "classification":
-        labels = rows(f'SELECT count(*) FROM warehouse."{dataset}_predictions" '  # noqa: S608
-                      "WHERE predicted_label NOT IN (0, 1) OR prediction < 0 OR prediction > 1")
+        labels = rows(
+            f'SELECT count(*) FROM warehouse."{dataset}_predictions" '  # noqa: S608
+            "WHERE predicted_label NOT IN (0, 1) OR prediction < 0 OR prediction > 1"
+        )
         assert labels == [(0,)]
 
 
 def test_sudden_drift_is_detected_on_its_first_night_and_triggers_retraining(played: dict) -> None:
-    runs = rows("SELECT interval_start, should_retrain, drifted_features, reasons FROM ops.monitoring_runs "
-                "WHERE dataset = 'churn' ORDER BY interval_start")
+    runs = rows(
+        "SELECT interval_start, should_retrain, drifted_features, reasons FROM ops.monitoring_runs "
+        "WHERE dataset = 'churn' ORDER BY interval_start"
+    )
     by_night = {r[0]: r for r in runs}
     drift_night = by_night[night_start(DRIFT_NIGHT)]
     assert drift_night[1] is True
@@ -141,8 +166,10 @@ def test_the_champion_moved_only_when_the_gate_passed(played: dict) -> None:
     from nightly_ml import registry
     from nightly_ml.spec import load_spec
 
-    history = rows("SELECT action, from_version, to_version, gate_reasons FROM ops.promotion_history "
-                   "WHERE dataset = 'churn' ORDER BY id")
+    history = rows(
+        "SELECT action, from_version, to_version, gate_reasons FROM ops.promotion_history "
+        "WHERE dataset = 'churn' ORDER BY id"
+    )
     decided_after_drift = [h for h in history if h[0] in ("promote", "reject")]
     assert len(decided_after_drift) >= 2, history
     champion = None
@@ -171,10 +198,14 @@ def test_the_bad_data_night_stops_before_training(played: dict) -> None:
     bad = played[("demand", BAD_NIGHT)]
     assert bad.ingest == "failed"
     assert (bad.score, bad.monitor, bad.retrain) == ("-", "-", "-")
-    status = rows("SELECT status, reason FROM ops.load_audit WHERE dataset = 'demand' AND interval_start = %(s)s",
-                  {"s": night_start(BAD_NIGHT)})
+    status = rows(
+        "SELECT status, reason FROM ops.load_audit WHERE dataset = 'demand' AND interval_start = %(s)s",
+        {"s": night_start(BAD_NIGHT)},
+    )
     assert status[0][0] == "rejected" and "too many bad rows" in status[0][1]
-    assert rows("SELECT count(*) FROM ops.monitoring_runs WHERE dataset = 'demand' AND interval_start = %(s)s",
-                {"s": night_start(BAD_NIGHT)}) == [(0,)]
+    assert rows(
+        "SELECT count(*) FROM ops.monitoring_runs WHERE dataset = 'demand' AND interval_start = %(s)s",
+        {"s": night_start(BAD_NIGHT)},
+    ) == [(0,)]
     # The next night is clean again and flows on.
     assert played[("demand", BAD_NIGHT + 1)].ingest == "success"

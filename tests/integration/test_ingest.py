@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +24,7 @@ from nightly_ml.staging import BatchRejected
 pytestmark = pytest.mark.integration
 
 PROJECT_SPECS = Path(__file__).resolve().parents[2] / "include" / "specs"
-DAY0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
 COLUMNS = load_spec("churn", PROJECT_SPECS).input_columns
 
 
@@ -84,17 +84,28 @@ def interval_rows(dataset: str, start: datetime) -> int:
 
 
 def quarantine_rules(dataset: str, start: datetime) -> dict[str, int]:
-    rows = query("SELECT rule, count(*) FROM ops.quarantine WHERE dataset = %s AND interval_start = %s GROUP BY rule",
-                 (dataset, start))
+    rows = query(
+        "SELECT rule, count(*) FROM ops.quarantine WHERE dataset = %s AND interval_start = %s GROUP BY rule",
+        (dataset, start),
+    )
     return dict(rows)
 
 
 def audit(dataset: str, start: datetime) -> dict:
-    rows = query("SELECT status, rows_in, rows_merged, rows_quarantined, checksum, reason FROM ops.load_audit "
-                 "WHERE dataset = %s AND interval_start = %s", (dataset, start))
+    rows = query(
+        "SELECT status, rows_in, rows_merged, rows_quarantined, checksum, reason FROM ops.load_audit "
+        "WHERE dataset = %s AND interval_start = %s",
+        (dataset, start),
+    )
     status, rows_in, merged, quarantined, checksum, reason = rows[0]
-    return {"status": status, "rows_in": rows_in, "merged": merged, "quarantined": quarantined,
-            "checksum": checksum, "reason": reason}
+    return {
+        "status": status,
+        "rows_in": rows_in,
+        "merged": merged,
+        "quarantined": quarantined,
+        "checksum": checksum,
+        "reason": reason,
+    }
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -119,8 +130,11 @@ def test_clean_night_merges_every_row_and_archives_the_raw_input(file_specs: Pat
 
 def test_typed_values_land_as_the_spec_says(file_specs: Path) -> None:
     start, _ = day(0)
-    row = query('SELECT tenure_months, monthly_charges, plan, autopay, event_time FROM warehouse."churn" '
-                "WHERE _interval_start = %s ORDER BY snapshot_id LIMIT 1", (start,))[0]
+    row = query(
+        'SELECT tenure_months, monthly_charges, plan, autopay, event_time FROM warehouse."churn" '
+        "WHERE _interval_start = %s ORDER BY snapshot_id LIMIT 1",
+        (start,),
+    )[0]
     expected = good_rows(start).sort_values("snapshot_id").iloc[0]
     assert row[0] == expected["tenure_months"]
     assert row[1] == pytest.approx(expected["monthly_charges"])
@@ -157,8 +171,10 @@ def test_backfilling_a_week_twice_gives_identical_counts_and_checksums(file_spec
     def backfill(tag: str) -> list[tuple]:
         for start, end in nights:
             run_night("sim", start, end, f"{tag}-{start:%d}")
-        return query("SELECT interval_start, rows_merged, rows_quarantined, labels_applied, checksum "
-                     "FROM ops.load_audit WHERE dataset = 'sim' ORDER BY interval_start")
+        return query(
+            "SELECT interval_start, rows_merged, rows_quarantined, labels_applied, checksum "
+            "FROM ops.load_audit WHERE dataset = 'sim' ORDER BY interval_start"
+        )
 
     first = backfill("one")
     labelled_first = query('SELECT count(*), sum(churned) FROM warehouse."sim" WHERE churned IS NOT NULL')
@@ -242,8 +258,11 @@ def test_row_level_faults_are_quarantined_with_their_rule(file_specs: Path, case
     rules = quarantine_rules("churn", start)
     assert rules.get(rule) == count, rules
     assert interval_rows("churn", start) == 300 - count
-    row = query("SELECT row_data, source_file, detail FROM ops.quarantine WHERE dataset = 'churn' "
-                "AND interval_start = %s AND rule = %s LIMIT 1", (start, rule))[0]
+    row = query(
+        "SELECT row_data, source_file, detail FROM ops.quarantine WHERE dataset = 'churn' "
+        "AND interval_start = %s AND rule = %s LIMIT 1",
+        (start, rule),
+    )[0]
     assert row[0]["snapshot_id"] is not None or rule.startswith("not_null")
     assert row[1] == "part-0.csv"
     assert row[2]
@@ -279,8 +298,9 @@ def test_malformed_csv_line_is_quarantined_with_its_line_number(file_specs: Path
     _raw_line_case(start, folder, b"broken,line,with,far,too,many,fields,a,b,c,d,e\n")
     run_night("churn", start, end)
     assert quarantine_rules("churn", start) == {"malformed_line": 1}
-    line = query("SELECT line_number, raw_line FROM ops.quarantine WHERE dataset = 'churn' AND interval_start = %s",
-                 (start,))[0]
+    line = query(
+        "SELECT line_number, raw_line FROM ops.quarantine WHERE dataset = 'churn' AND interval_start = %s", (start,)
+    )[0]
     assert line == (302, "broken,line,with,far,too,many,fields,a,b,c,d,e")
     assert interval_rows("churn", start) == 300
 
@@ -363,14 +383,20 @@ def test_a_rejected_rerun_leaves_the_earlier_merge_untouched(file_specs: Path) -
     start, end = day(58)
     write_csv(good_rows(start), drop_folder(start) / "part-0.csv")
     run_night("churn", start, end)
-    before = query('SELECT md5(string_agg(_row_hash, \'\' ORDER BY snapshot_id)) FROM warehouse."churn" '
-                   "WHERE _interval_start = %s", (start,))
+    before = query(
+        "SELECT md5(string_agg(_row_hash, '' ORDER BY snapshot_id)) FROM warehouse.\"churn\" "
+        "WHERE _interval_start = %s",
+        (start,),
+    )
     shutil.rmtree(sources.archive_folder(load_spec("churn"), start))
     write_csv(good_rows(start).drop(columns=["region"]), drop_folder(start) / "part-0.csv")
     with pytest.raises(BatchRejected):
         run_night("churn", start, end)
-    after = query('SELECT md5(string_agg(_row_hash, \'\' ORDER BY snapshot_id)) FROM warehouse."churn" '
-                  "WHERE _interval_start = %s", (start,))
+    after = query(
+        "SELECT md5(string_agg(_row_hash, '' ORDER BY snapshot_id)) FROM warehouse.\"churn\" "
+        "WHERE _interval_start = %s",
+        (start,),
+    )
     assert before == after
 
 
