@@ -19,22 +19,10 @@ from __future__ import annotations
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, TriggerRule, dag, task
+from airflow.sdk import TriggerRule, dag, task
 
-from nightly_ml.dag_support import START_DATE, default_args, predictions_asset, resolve_intervals
+from nightly_ml.dag_support import START_DATE, default_args, interval_params, predictions_asset, resolve_intervals
 from nightly_ml.spec import DatasetSpec, load_all_specs
-
-INTERVAL_PARAMS = {
-    "interval_start": Param(
-        None,
-        type=["null", "string"],
-        format="date-time",
-        description="Start of the interval to monitor (ISO 8601, UTC). Empty: from the trigger.",
-    ),
-    "interval_end": Param(
-        None, type=["null", "string"], format="date-time", description="End of the interval to monitor (exclusive)."
-    ),
-}
 
 
 def build(spec: DatasetSpec):
@@ -47,7 +35,7 @@ def build(spec: DatasetSpec):
         catchup=False,
         max_active_runs=1,
         default_args=default_args(timeout_minutes=60),
-        params=INTERVAL_PARAMS,
+        params=interval_params("monitor"),
         tags=["nightly-ml", "monitor", dataset],
         doc_md=__doc__,
     )

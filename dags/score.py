@@ -13,29 +13,18 @@ With no champion yet, it skips with the reason in the log. Either way it updates
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from nightly_ml.dag_support import (
     START_DATE,
     default_args,
+    interval_params,
     intervals_extra,
     predictions_asset,
     resolve_intervals,
     warehouse_asset,
 )
 from nightly_ml.spec import DatasetSpec, load_all_specs
-
-INTERVAL_PARAMS = {
-    "interval_start": Param(
-        None,
-        type=["null", "string"],
-        format="date-time",
-        description="Start of the interval to process (ISO 8601, UTC). Empty: from the trigger.",
-    ),
-    "interval_end": Param(
-        None, type=["null", "string"], format="date-time", description="End of the interval to process (exclusive)."
-    ),
-}
 
 
 def build(spec: DatasetSpec):
@@ -49,7 +38,7 @@ def build(spec: DatasetSpec):
         catchup=False,
         max_active_runs=1,
         default_args=default_args(timeout_minutes=60),
-        params=INTERVAL_PARAMS,
+        params=interval_params("score"),
         tags=["nightly-ml", "score", dataset],
         doc_md=__doc__,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
 from nightly_ml.alerts import on_task_failure
 from nightly_ml.config import settings
@@ -26,6 +26,21 @@ def default_args(timeout_minutes: int = 30) -> dict[str, Any]:
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(minutes=timeout_minutes),
         "on_failure_callback": on_task_failure,
+    }
+
+
+def interval_params(verb: str) -> dict[str, Param]:
+    """The form fields of a DAG that can be run by hand for one past interval."""
+    return {
+        "interval_start": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            description=f"Start of the interval to {verb} (ISO 8601, UTC). Empty: from the trigger.",
+        ),
+        "interval_end": Param(
+            None, type=["null", "string"], format="date-time", description=f"End of the interval to {verb} (exclusive)."
+        ),
     }
 
 

@@ -201,5 +201,20 @@ def finish(dataset: str, start: datetime, stage_summary: dict[str, Any]) -> str 
 
 
 def reference_profile(dataset: str) -> dict[str, tuple[float, float]] | None:
-    """Mean and sd of each numeric feature over the champion's training window (None: no champion)."""
-    return None
+    """Mean and sd of each numeric feature over the champion's training window (None: no champion).
+
+    These feed the soft distribution expectations. They are advisory — the monitor checks the
+    same shift — so an unreachable registry skips them with a warning instead of failing ingest.
+    """
+    from nightly_ml import registry
+
+    spec = load_spec(dataset)
+    try:
+        champion = registry.get_champion(spec)
+    except registry.RegistryUnavailable as error:
+        log.warning("%s: soft distribution checks skipped tonight, the registry is unreachable: %s", dataset, error)
+        return None
+    if champion is None or champion.reference_window is None:
+        return None
+    with db.transaction() as conn:
+        return validation.reference_profile_from_warehouse(conn, spec, *champion.reference_window)
