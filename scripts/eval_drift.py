@@ -17,10 +17,11 @@ One *run* is one dataset, scenario and seed:
 * the champion was trained just before night 0 on the ``--reference-nights`` nights before it
   (default: the spec's ``training.window_days``), which are also the drift reference (the
   monitor's reference window is the champion's training window). Champion = each of the
-  spec's candidates at the first point of its search grid, fitted on the window minus the
-  holdout days; the best on the holdout (the spec's primary metric) wins, and its holdout
-  value is the one live performance is compared with (``--model first`` uses the first
-  candidate only);
+  spec's candidates at the first point of its search grid, fitted on the window's labelled
+  nights (the last ``label_delay_days`` nights had no labels yet when it was trained) minus
+  the holdout (``training.time_split``: the newest labelled ``holdout_days``); the best on the
+  holdout (the spec's primary metric) wins, and its holdout value is the one live
+  performance is compared with (``--model first`` uses the first candidate only);
 * nights ``0 .. --nights-1`` are monitored; the scenario's change starts on ``--drift-night``;
 * per night: feature drift of every monitored feature (``monitor_drift: false`` skipped),
   prediction drift against the (up to 7) nights scored before it, live performance on the
@@ -31,7 +32,8 @@ One *run* is one dataset, scenario and seed:
   ``drift + label_delay_days``. Batches are generated with the delay set to 0 (so every row
   carries its true label) and the delay is applied here;
 * each seed shifts the simulator's seed and the calendar (night 0 of seed ``i`` is
-  ``--start`` plus ``i * 365 / seeds`` days), so the seeds cover the whole year's seasons.
+  ``--start`` plus ``i * --spread-days / seeds`` days, default 365), so the seeds cover the
+  whole year's seasons; ``--spread-days 0`` starts every seed on ``--start``.
 
 Nights before the change are the same in every scenario (the simulator only acts from
 ``drift_start``), so they are computed once per seed and shared.
@@ -100,6 +102,7 @@ class EvalConfig:
     reference_nights: int | None = None  # None: the spec's training.window_days
     rows: int | None = None  # None: the spec's rows_per_interval
     start: date = DEFAULT_START
+    spread_days: int = 365  # night 0 of the seeds spreads over this many days (0: all on `start`)
     model: str = "best"  # "best" of the spec's candidates, or the "first" candidate only
 
     def __post_init__(self) -> None:
@@ -138,8 +141,8 @@ def _source(spec: DatasetSpec) -> SimulatorSource:
 
 
 def night_zero(config: EvalConfig, seed: int) -> datetime:
-    """Night 0 of a seed: seeds are spread over a year so that every season is covered."""
-    day = config.start + timedelta(days=(seed * 365) // config.seeds)
+    """Night 0 of a seed: seeds are spread over a year (``spread_days``) so that every season is covered."""
+    day = config.start + timedelta(days=(seed * config.spread_days) // config.seeds)
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
@@ -283,7 +286,7 @@ class Champion:
 
 
 def train_champion(spec: DatasetSpec, frame: pd.DataFrame, window_end: datetime, model: str = "best") -> Champion:
-    """Fit the candidates (first grid point each) on the window minus the holdout; the best on the holdout wins."""
+    """Fit the candidates (first grid point each) on the labelled rows minus the holdout; the best on it wins."""
     train, holdout = training.time_split(spec, frame, window_end)
     features, labels = training.feature_frame(spec, train), training.label_values(spec, train)
     candidates = spec.training.candidates if model == "best" else spec.training.candidates[:1]
@@ -310,6 +313,7 @@ class Night:
     index: int
     should_retrain: bool
     triggers: tuple[str, ...]
+    causes: tuple[str, ...]  # drifted feature names, then the other triggers
     scores: np.ndarray
     labels: np.ndarray
 
@@ -348,7 +352,7 @@ def monitor_night(
     prediction = prediction_drift(spec, scored_before, scores)
 
     # Live performance: nights of the last 14 days whose labels have arrived by tonight.
-    nights = [*earlier, Night(index, False, (), scores, labels)]
+    nights = [*earlier, Night(index, False, (), (), scores, labels)]
     labelled = [n for n in nights if index - DEFAULT_LOOKBACK_DAYS < n.index <= index - label_delay(spec)]
     pairs_y = np.concatenate([n.labels for n in labelled]) if labelled else np.empty(0)
     pairs_p = np.concatenate([n.scores for n in labelled]) if labelled else np.empty(0)
@@ -358,7 +362,9 @@ def monitor_night(
     )
 
     verdict = drift.decide(spec, features, prediction=prediction, performance=performance)
-    return Night(index, verdict.should_retrain, triggers_of(spec, verdict), scores, labels)
+    triggers = triggers_of(spec, verdict)
+    causes = (*verdict.drifted_features, *(t for t in triggers if t != "features"))
+    return Night(index, verdict.should_retrain, triggers, causes, scores, labels)
 
 
 @dataclass
@@ -386,7 +392,10 @@ def setup_seed(spec: DatasetSpec, seed: int, config: EvalConfig) -> SeedSetup:
         ],
         ignore_index=True,
     )
-    return SeedSetup(seed, night0, build_reference(spec, frame), train_champion(spec, frame, night0, config.model))
+    # At training time the labels of the window's last label_delay_days nights have not arrived yet.
+    labelled = frame[frame[spec.event_time] < pd.Timestamp(night0 - label_delay(spec) * DAY)]
+    champion = train_champion(spec, labelled, night0, config.model)
+    return SeedSetup(seed, night0, build_reference(spec, frame), champion)
 
 
 def play(spec: DatasetSpec, scenario: str, setup: SeedSetup, config: EvalConfig) -> list[Night]:
@@ -450,7 +459,7 @@ class ScenarioSummary:
         for night in clean:
             if night.should_retrain:
                 self.false_alarm_nights += 1
-                self.false_alarm_triggers.update(night.triggers)
+                self.false_alarm_triggers.update(night.causes)
         if not self.is_drift:
             return
         first = next((n for n in nights[self.drift_night :] if n.should_retrain), None)
@@ -470,7 +479,8 @@ class Outcome:
 
     index: int
     should_retrain: bool
-    triggers: tuple[str, ...]
+    triggers: tuple[str, ...]  # kinds: features, prediction, performance, soft
+    causes: tuple[str, ...] = ()  # drifted feature names and the other kinds
 
 
 @dataclass(frozen=True)
@@ -496,7 +506,7 @@ def evaluate_seed(dataset: str, seed: int, config: EvalConfig) -> SeedResult:
         # Stationary first: its nights before the change are every scenario's nights before it.
         for scenario in sorted(config.scenarios, key=lambda s: s != "stationary"):
             nights = play(spec, scenario, setup, config)
-            outcomes[scenario] = tuple(Outcome(n.index, n.should_retrain, n.triggers) for n in nights)
+            outcomes[scenario] = tuple(Outcome(n.index, n.should_retrain, n.triggers, n.causes) for n in nights)
     return SeedResult(dataset, seed, setup.night0, setup.champion.name, outcomes, time.perf_counter() - started)
 
 
@@ -541,7 +551,7 @@ def _percent(value: float) -> str:
 
 
 def _counts(counter: Counter[str]) -> str:
-    return ", ".join(f"{k} {counter[k]}" for k in TRIGGERS if counter[k]) or "-"
+    return ", ".join(f"{k} {n}" for k, n in counter.most_common() if n) or "-"
 
 
 def _row(s: ScenarioSummary) -> list[str]:
@@ -600,7 +610,8 @@ def render_table(summaries: Iterable[ScenarioSummary], config: EvalConfig | None
             f"drift evaluation: {config.seeds} seed(s) x {config.nights} night(s), change on night "
             f"{config.drift_night}, reference = the "
             + (f"{config.reference_nights}" if config.reference_nights else "spec's training window of")
-            + f" nights before night 0; champion = {config.model} candidate(s)",
+            + f" nights before night 0; champion = {config.model} candidate(s); night 0 from {config.start}"
+            + (f", spread over {config.spread_days} days" if config.spread_days else ""),
         ]
     out += [
         f"targets: detection >= {DETECTION_TARGET:.0%} within the row's window (the issue states it for sudden "
@@ -646,6 +657,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[EvalConfig, int]:
     parser.add_argument("--reference-nights", type=int, help="reference window (default: spec training.window_days)")
     parser.add_argument("--rows", type=int, help="rows per night (default: the spec's rows_per_interval)")
     parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START, help="night 0 of seed 0")
+    parser.add_argument(
+        "--spread-days", type=int, default=365, help="spread night 0 of the seeds over this many days (0: none)"
+    )
     parser.add_argument("--model", choices=("best", "first"), default="best", help="champion: best or first candidate")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     parser.add_argument("--quick", action="store_true", help="3 seeds, 12 nights, change on night 6 (for tests)")
@@ -666,6 +680,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[EvalConfig, int]:
         reference_nights=args.reference_nights,
         rows=args.rows,
         start=args.start,
+        spread_days=args.spread_days,
         model=args.model,
     )
     return config, max(1, args.jobs)

@@ -31,7 +31,7 @@ log = logging.getLogger("nightly_ml.demo")
 
 DEFAULT_START = date(2026, 1, 1)
 # The demo's story: churn sees a sudden covariate shift, demand a change in the label's relation.
-DEFAULT_SCENARIOS = {"churn": ("sudden_covariate", 12), "demand": ("concept", 12)}
+DEFAULT_SCENARIOS = {"churn": ("sudden_covariate", 10), "demand": ("concept", 10)}
 
 
 @dataclass
@@ -188,7 +188,7 @@ def _champion_line(spec: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nights", type=int, default=int(os.environ.get("DEMO_NIGHTS", "21")))
+    parser.add_argument("--nights", type=int, default=int(os.environ.get("DEMO_NIGHTS", "18")))
     parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START)
     parser.add_argument("--datasets", default="churn,demand")
     parser.add_argument("--stationary", action="store_true", help="no drift scenario")

@@ -209,3 +209,28 @@ def test_the_bad_data_night_stops_before_training(played: dict) -> None:
     ) == [(0,)]
     # The next night is clean again and flows on.
     assert played[("demand", BAD_NIGHT + 1)].ingest == "success"
+
+
+def test_rollback_dag_moves_the_champion_back_and_records_it(played: dict) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from nightly_ml import registry
+    from nightly_ml.spec import load_spec
+
+    spec = load_spec("churn")
+    before = registry.get_champion(spec).version
+    previous = rows(
+        "SELECT from_version FROM ops.promotion_history WHERE dataset = 'churn' "
+        "AND action IN ('promote', 'rollback') ORDER BY id DESC LIMIT 1"
+    )[0][0]
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    run = bag.dags["rollback__churn"].test(
+        logical_date=None, run_conf={"target": "previous", "reason": "e2e: undo the last promotion"}
+    )
+    assert run.state == "success"
+    assert registry.get_champion(spec).version == previous != before
+    last = rows(
+        "SELECT action, from_version, to_version, reason FROM ops.promotion_history "
+        "WHERE dataset = 'churn' ORDER BY id DESC LIMIT 1"
+    )[0]
+    assert last == ("rollback", before, previous, "e2e: undo the last promotion")

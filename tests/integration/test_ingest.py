@@ -6,6 +6,7 @@ input is still there afterwards, and a rejected interval has nothing merged.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -410,3 +411,44 @@ def test_specs_are_what_the_tests_think(file_specs: Path) -> None:
     spec: DatasetSpec = load_spec("churn")
     assert spec.source.kind == "files"
     assert spec.input_columns == COLUMNS
+
+
+def test_database_source_reads_the_interval_by_its_bounds(file_specs: Path, warehouse_url: str) -> None:
+    """A source table in another database, read with bound interval limits into a raw file."""
+    start, end = day(70)
+    frame = pd.concat([good_rows(start - timedelta(days=1), 50), good_rows(start, 120), good_rows(end, 40)])
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA IF NOT EXISTS source_system")
+        cur.execute("DROP TABLE IF EXISTS source_system.churn_events")
+        cur.execute(
+            "CREATE TABLE source_system.churn_events (snapshot_id text, event_time timestamptz, tenure_months bigint, "
+            "monthly_charges double precision, support_calls bigint, usage_hours double precision, plan text, "
+            "region text, autopay boolean, churned bigint)"
+        )
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False, header=False)
+        buffer.seek(0)
+        cur.copy_expert("COPY source_system.churn_events FROM STDIN WITH (FORMAT csv)", buffer)
+    raw = yaml.safe_load((PROJECT_SPECS / "churn.yaml").read_text())
+    raw["name"] = "churn_db"
+    raw["source"] = {"kind": "database", "url_env": "TEST_SOURCE_DB_URL", "table": "source_system.churn_events"}
+    (file_specs / "churn_db.yaml").write_text(yaml.safe_dump(raw))
+    os.environ["TEST_SOURCE_DB_URL"] = warehouse_url
+    try:
+        result = run_night("churn_db", start, end)
+    finally:
+        os.environ.pop("TEST_SOURCE_DB_URL")
+    assert result["validation"]["rows_in"] == 120
+    assert interval_rows("churn_db", start) == 120
+    archived = sources.archive_folder(load_spec("churn_db"), start) / "part-0.csv"
+    assert archived.exists()
+
+
+def test_database_source_without_its_url_says_which_variable(file_specs: Path) -> None:
+    start, end = day(71)
+    raw = yaml.safe_load((PROJECT_SPECS / "churn.yaml").read_text())
+    raw["name"] = "churn_nourl"
+    raw["source"] = {"kind": "database", "url_env": "NO_SUCH_SOURCE_URL", "table": "events"}
+    (file_specs / "churn_nourl.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(RuntimeError, match="NO_SUCH_SOURCE_URL is not set"):
+        ingest.extract("churn_nourl", start, end)

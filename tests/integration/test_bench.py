@@ -1,0 +1,109 @@
+"""``make bench`` at a tiny scale against the test server: every section runs and reports positive rates.
+
+No wall-clock thresholds: the numbers depend on the machine; only their presence and sign are checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scripts import bench
+
+pytestmark = pytest.mark.integration
+
+ROWS = 20_000
+PSQL_MISSING = "psql is not on PATH: the loader-vs-psql \\copy comparison cannot run here"
+
+
+@pytest.fixture(scope="module")
+def output(pg_admin_url: str) -> str:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = bench.main(["--quick", "--rows", str(ROWS), "--admin-url", pg_admin_url])
+    assert code == 0
+    return buffer.getvalue()
+
+
+def table_rows(output: str) -> dict[str, list[str]]:
+    """The final table's rows by measurement name: section, measurement, rows, seconds, rows/s, peak, note."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("section "))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            continue
+        if not line.startswith(("load ", "ingest ", "score ", "monitor ")):
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[1]] = cells
+    return rows
+
+
+def rate(row: list[str]) -> float:
+    return float(row[4].replace(",", ""))
+
+
+def find(rows: dict[str, list[str]], prefix: str) -> list[str]:
+    return next(cells for name, cells in rows.items() if name.startswith(prefix))
+
+
+def test_loader_and_to_sql_report_positive_rates(output: str) -> None:
+    rows = table_rows(output)
+    loader = find(rows, "loader: staging.stage_files")
+    to_sql = find(rows, "pandas read_csv + DataFrame.to_sql")
+    assert int(loader[2].replace(",", "")) == ROWS
+    assert rate(loader) > 0
+    assert rate(to_sql) > 0
+    assert "rows/s" in output
+
+
+def test_psql_copy_reports_a_positive_rate_and_the_ratio(output: str) -> None:
+    if shutil.which("psql") is None:
+        pytest.skip(PSQL_MISSING)
+    psql = find(table_rows(output), "psql \\copy")
+    assert rate(psql) > 0
+    ratio = re.search(r"loader / psql \\copy = ([0-9.]+) \(issue target >= 0\.50\): (PASS|FAIL)", output)
+    assert ratio is not None and float(ratio.group(1)) > 0
+
+
+def test_scoring_and_monitoring_sections_report_rates_and_memory(output: str) -> None:
+    rows = table_rows(output)
+    streamed = find(rows, "scoring.write_predictions")
+    in_memory = find(rows, "model.predict_proba")
+    small = find(rows, f"compute_monitoring, {ROWS // 10:,}-row interval")
+    large = find(rows, f"compute_monitoring, {ROWS:,}-row interval")
+    for row in (streamed, in_memory, small, large):
+        assert rate(row) > 0
+        assert float(row[5]) >= 0  # task peak MiB
+    assert int(streamed[2].replace(",", "")) == ROWS
+    assert "monitoring memory: task peak" in output
+
+
+def test_ingest_section_validates_and_merges(output: str, pg_admin_url: str) -> None:
+    if not bench.has_tcp_host(pg_admin_url):
+        pytest.skip("Great Expectations rejects a Unix-socket URL: the bench skips validation on this server")
+    rows = table_rows(output)
+    assert rate(find(rows, "validation.validate")) > 0
+    assert rate(find(rows, "warehouse.merge_interval")) > 0
+
+
+def test_the_bench_database_is_dropped_and_the_environment_restored(output: str, pg_admin_url: str) -> None:
+    conn = psycopg2.connect(pg_admin_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (f"nightly_ml_bench_{os.getpid()}",))
+            assert cur.fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert "nightly_ml_bench_" not in os.environ.get("WAREHOUSE_URL", "")
