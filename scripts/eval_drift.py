@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from nightly_ml import drift, simulator, training
-from nightly_ml.monitoring import DEFAULT_LOOKBACK_DAYS, DEFAULT_PREDICTION_REFERENCE_INTERVALS, monitored_features
+from nightly_ml.monitoring import DEFAULT_PREDICTION_REFERENCE_INTERVALS, monitored_features
 from nightly_ml.spec import Column, DatasetSpec, SimulatorSource, load_spec
 
 SCENARIOS = ("stationary", "sudden_covariate", "gradual_covariate", "concept", "new_category")
@@ -353,7 +353,9 @@ def monitor_night(
 
     # Live performance: nights of the last 14 days whose labels have arrived by tonight.
     nights = [*earlier, Night(index, False, (), (), scores, labels)]
-    labelled = [n for n in nights if index - DEFAULT_LOOKBACK_DAYS < n.index <= index - label_delay(spec)]
+    labelled = [
+        n for n in nights if index - spec.drift.performance_lookback_days < n.index <= index - label_delay(spec)
+    ]
     pairs_y = np.concatenate([n.labels for n in labelled]) if labelled else np.empty(0)
     pairs_p = np.concatenate([n.scores for n in labelled]) if labelled else np.empty(0)
     live = drift.live_metrics(spec.task, pairs_y, pairs_p)

@@ -78,6 +78,7 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
         run_id=run_id,
         # The scoring DAG ran before this one, so tonight's predictions are there to compare.
         prediction_interval_start=start,
+        lookback_days=spec.drift.performance_lookback_days,
     )
     summary = result.summary()
     return {**base, **summary, "action": "retrain" if result.should_retrain else "none"}

@@ -159,6 +159,9 @@ class DriftRules(_Strict):
     # champion's holdout value before it triggers retraining.
     performance_tolerance: Annotated[float, Field(ge=0)] = 0.05
     min_labelled_rows: Annotated[int, Field(ge=1)] = 200
+    # Live performance uses rows of the last this-many days whose labels have arrived: long
+    # enough to hold labelled rows despite the label delay, short enough not to dilute a change.
+    performance_lookback_days: Annotated[int, Field(ge=1, le=90)] = 7
 
 
 class Candidate(_Strict):

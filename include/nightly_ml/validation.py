@@ -3,7 +3,7 @@
 Two passes over the staging table:
 
 1. **Batch rules** (schema matches the spec, enough rows): a failure rejects the batch.
-2. **Row rules** on a typed view of the staging table (types, nulls, ranges, categories,
+2. **Row rules** on a typed copy of the staging table (types, nulls, ranges, categories,
    key unique in the batch and new to the warehouse, event time inside the interval):
    GX returns, for each failed rule, the SQL selecting the failing rows; those rows go to
    ``ops.quarantine`` with the rule. If the share of bad rows exceeds the spec's threshold
@@ -68,7 +68,7 @@ class ValidationReport:
         return [o for o in self.outcomes if not o.success]
 
 
-def view_name(stage: StageResult) -> str:
+def typed_table(stage: StageResult) -> str:
     return f"{stage.rows_table}__v"
 
 
@@ -89,10 +89,10 @@ def typed_expression(name: str, kind: str) -> sql.Composable:
     return raw
 
 
-def create_typed_view(
+def create_typed_table(
     conn: psycopg2.extensions.connection, spec: DatasetSpec, stage: StageResult, start: datetime, end: datetime
 ) -> None:
-    """A view over the staging table with a typed ``<column>__value`` beside each raw column."""
+    """A typed copy of the staging table: a ``<column>__value`` beside each raw column."""
     items: list[sql.Composable] = [sql.SQL("s.*")]
     key_kind = "integer" if spec.key.type == "integer" else "string"
     items.append(
@@ -122,8 +122,8 @@ def create_typed_view(
         items=sql.SQL(", ").join(items), staging=sql.Identifier("staging", stage.rows_table)
     )
     statement = db.compose(
-        "validation_view.sql",
-        view=sql.Identifier("staging", view_name(stage)),
+        "validation_typed_table.sql",
+        typed=sql.Identifier("staging", typed_table(stage)),
         typed_select=typed,
         event_time=spec.event_time,
         timestamp_pattern=sql.Literal(TIMESTAMP_PATTERN),
@@ -457,7 +457,7 @@ def validate(
                 f"too few rows: {outcome.observed} staged, the spec requires at least {spec.validation.min_rows}"
             )
 
-    create_typed_view(conn, spec, stage, start, end)
+    create_typed_table(conn, spec, stage, start, end)
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("DROP TABLE IF EXISTS {bad}; CREATE UNLOGGED TABLE {bad} (_row_id bigint PRIMARY KEY)").format(
@@ -467,7 +467,7 @@ def validate(
     conn.commit()
 
     rules = row_rules(spec) + soft_rules(spec, reference_profile)
-    checked = gx_run.run(view_name(stage), f"{spec.name}_rows", rules)
+    checked = gx_run.run(typed_table(stage), f"{spec.name}_rows", rules)
     outcomes = [_outcome(rule, result) for rule, result in checked]
     with conn.cursor() as cur:
         for (rule, result), outcome in zip(checked, outcomes, strict=True):

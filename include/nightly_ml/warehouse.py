@@ -21,8 +21,8 @@ from nightly_ml.staging import StageResult
 from nightly_ml.validation import (
     bad_rows_table,
     typed_expression,
+    typed_table,
     value_column,
-    view_name,
 )
 
 
@@ -69,7 +69,7 @@ def merge_interval(
     statement = db.compose(
         "merge_interval.sql",
         warehouse=db.warehouse_table(spec),
-        view=sql.Identifier("staging", view_name(stage)),
+        typed=sql.Identifier("staging", typed_table(stage)),
         bad=sql.Identifier("staging", bad_rows_table(stage)),
         key=spec.key.name,
         key_value=value_column(spec.key.name),
@@ -188,7 +188,7 @@ def quarantine_summary(conn: psycopg2.extensions.connection, spec: DatasetSpec, 
 
 
 def drop_staging(conn: psycopg2.extensions.connection, stage_table: str) -> None:
-    """Drop an interval's staging tables and views (safe to call twice)."""
+    """Drop an interval's staging tables (safe to call twice)."""
     with conn.cursor() as cur:
-        for name in (stage_table, f"{stage_table}__labels", f"{stage_table}__bad"):
+        for name in (stage_table, f"{stage_table}__v", f"{stage_table}__labels", f"{stage_table}__bad"):
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier("staging", name)))

@@ -1,7 +1,7 @@
--- Replace one interval's rows with the batch's good rows (staging view minus quarantined rows).
+-- Replace one interval's rows with the batch's good rows (typed staging rows minus quarantined ones).
 -- Rows of the interval that are no longer in the batch are deleted; the rest are upserted on the key.
 WITH good AS (
-    SELECT v.* FROM {view} AS v
+    SELECT v.* FROM {typed} AS v
     WHERE NOT EXISTS (SELECT 1 FROM {bad} AS b WHERE b._row_id = v._row_id)
 ),
 deleted AS (
