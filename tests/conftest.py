@@ -1,7 +1,8 @@
 """Shared fixtures: one throw-away PostgreSQL database per test session, and a private data dir.
 
 The database comes from, in order: ``TEST_POSTGRES_ADMIN_URL``; the machine's server at
-127.0.0.1:5432 (user postgres); else an embedded server from the ``pgserver`` wheel.
+127.0.0.1:5432 (user postgres), unless ``TEST_EMBEDDED_POSTGRES=1``; else an embedded server
+from the ``pgserver`` wheel (a real PostgreSQL, on a Unix socket).
 Each session creates its own database and drops it at the end.
 """
 
@@ -60,11 +61,16 @@ def pg_admin_url(session_dir: Path) -> Iterator[str]:
     if explicit:
         yield explicit
         return
-    if _reachable(LOCAL_ADMIN_URL):
+    # TEST_EMBEDDED_POSTGRES=1 rehearses a machine without a PostgreSQL server.
+    if not os.environ.get("TEST_EMBEDDED_POSTGRES") and _reachable(LOCAL_ADMIN_URL):
         yield LOCAL_ADMIN_URL
         return
+    import logging
+
     from nightly_ml import embedded
 
+    # pgserver logs from an atexit hook, after pytest has closed its capture streams.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     server = embedded._server(session_dir / "pgdata")
     yield server.get_uri()
     server.cleanup()
