@@ -1,0 +1,108 @@
+"""Alert mails through a real SMTP server (aiosmtpd on a free local port), and the outbox fallback."""
+
+from __future__ import annotations
+
+import email
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from nightly_ml import alerts
+from nightly_ml.config import settings
+from nightly_ml.spec import load_spec
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    inbox = Inbox()
+    port = _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", f"smtp://127.0.0.1:{port}?from_email=nightly%40example.com")
+    monkeypatch.setenv("ALERT_EMAILS", "oncall@example.com")
+    settings.cache_clear()
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+        settings.cache_clear()
+
+
+def test_a_rejected_batch_mail_says_what_where_and_what_to_do(smtp_server: Inbox, tmp_path) -> None:
+    spec = load_spec("churn")
+    alert = alerts.batch_rejected(
+        spec,
+        START,
+        START + timedelta(days=1),
+        "schema broken: missing column(s) ['plan']",
+        raw_folder=tmp_path,
+        data_docs_url="file:///reports/index.html",
+    )
+    where = alerts.send(alert, spec)
+    assert where.startswith("smtp://127.0.0.1:")
+    [message] = smtp_server.messages
+    assert message["Subject"] == "[nightly-ml] churn: batch for 2026-05-01 rejected"
+    assert message["From"] == "nightly@example.com"
+    assert set(message["To"].split(", ")) == {"oncall@example.com", *spec.alert_emails}
+    assert message["X-Nightly-ML-Severity"] == "error"
+    body = message.get_payload(decode=True).decode()
+    for part in (
+        "What happened",
+        "missing column(s) ['plan']",
+        "Where to look",
+        str(tmp_path),
+        "file:///reports/index.html",
+        "ops.quarantine",
+        "What to do",
+        "re-run",
+    ):
+        assert part in body
+
+
+def test_the_failure_callback_mails_the_task_and_its_error(smtp_server: Inbox) -> None:
+    class TaskInstance:
+        dag_id, task_id, run_id = "ingest__churn", "merge", "scheduled__2026-05-01"
+
+    alerts.on_task_failure({"ti": TaskInstance(), "exception": RuntimeError("connection refused")})
+    [message] = smtp_server.messages
+    assert message["Subject"] == "[nightly-ml] task ingest__churn.merge failed"
+    assert "connection refused" in message.get_payload(decode=True).decode()
+
+
+def test_without_an_smtp_connection_the_alert_lands_in_the_outbox(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_ALERTS", raising=False)
+    monkeypatch.setenv("NIGHTLY_ML_DATA_DIR", str(tmp_path))
+    settings.cache_clear()
+    try:
+        spec = load_spec("demand")
+        where = alerts.send(
+            alerts.model_moved(spec, "promote", "3", "4", ["promote: every check passed."], "http://mlflow:5000"), spec
+        )
+    finally:
+        settings.cache_clear()
+    saved = email.message_from_bytes((tmp_path / "outbox" / where.rsplit("/", 1)[-1]).read_bytes())
+    assert saved["Subject"] == "[nightly-ml] demand: model version 4 promoted"
+    assert "rollback__demand" in saved.get_payload(decode=True).decode()
