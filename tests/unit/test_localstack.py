@@ -104,9 +104,13 @@ def test_mask_hides_url_passwords() -> None:
     )
 
 
-def child(code: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-c", code], process_group=0)
-    time.sleep(0.3)  # let it install its signal handlers
+def child(code: str, *, ignore_sigint: bool = False) -> subprocess.Popen[bytes]:
+    """A Python child with a known SIGINT disposition (a background shell starts children with SIGINT
+    ignored) that has said it is ready, so no signal arrives before its handler is in place."""
+    handler = "signal.SIG_IGN" if ignore_sigint else "signal.default_int_handler"
+    script = f"import signal\nsignal.signal(signal.SIGINT, {handler})\nprint('ready', flush=True)\n{code}"
+    process = subprocess.Popen([sys.executable, "-c", script], process_group=0, stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
     return process
 
 
@@ -117,7 +121,7 @@ def test_stop_sends_sigint_first() -> None:
 
 
 def test_stop_escalates_when_sigint_is_ignored() -> None:
-    process = child("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)")
+    process = child("import time; time.sleep(60)", ignore_sigint=True)
     started = time.monotonic()
     localstack._stop(process, "child", grace_s=0.5)
     assert process.returncode is not None and time.monotonic() - started < 10
