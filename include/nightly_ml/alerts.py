@@ -225,5 +225,14 @@ def send(alert: Alert, spec: DatasetSpec | None = None) -> str:
 
 
 def on_task_failure(context: Any) -> None:
-    """Airflow ``on_failure_callback``: runs once a task has failed for good (after its retries)."""
+    """Airflow ``on_failure_callback``: runs once a task has failed for good (after its retries).
+
+    A rejected batch already sent its own, more useful mail: no second one for the same failure.
+    """
+    from nightly_ml.staging import BatchRejected
+
+    error = context.get("exception")
+    if isinstance(getattr(error, "__cause__", None), BatchRejected):
+        log.info("batch rejection already mailed; no task-failure alert")
+        return
     send(task_failed(context))

@@ -106,3 +106,19 @@ def test_without_an_smtp_connection_the_alert_lands_in_the_outbox(monkeypatch, t
     saved = email.message_from_bytes((tmp_path / "outbox" / where.rsplit("/", 1)[-1]).read_bytes())
     assert saved["Subject"] == "[nightly-ml] demand: model version 4 promoted"
     assert "rollback__demand" in saved.get_payload(decode=True).decode()
+
+
+def test_a_rejected_batch_is_not_mailed_twice(smtp_server: Inbox) -> None:
+    from nightly_ml.staging import BatchRejected
+
+    class TaskInstance:
+        dag_id, task_id, run_id = "ingest__churn", "validate", "scheduled__2026-05-01"
+
+    try:
+        try:
+            raise BatchRejected("empty batch")
+        except BatchRejected as rejected:
+            raise RuntimeError("empty batch") from rejected
+    except RuntimeError as failure:
+        alerts.on_task_failure({"ti": TaskInstance(), "exception": failure})
+    assert smtp_server.messages == []
