@@ -6,8 +6,9 @@ idempotent for its interval.
 
 from __future__ import annotations
 
+import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from nightly_ml import alerts, db
@@ -81,7 +82,38 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
         lookback_days=spec.drift.performance_lookback_days,
     )
     summary = result.summary()
-    return {**base, **summary, "action": "retrain" if result.should_retrain else "none"}
+    action = "retrain" if result.should_retrain else "none"
+    if result.should_retrain and not result.verdict.performance_decay:
+        since = _recent_trigger(dataset, start, spec.drift.retrain_cooldown_days)
+        if since is not None:
+            action = "cooldown"
+            summary["reasons"] = [
+                *summary["reasons"],
+                f"retraining not triggered again: drift already triggered it for "
+                f"{since:%Y-%m-%d}, within the {spec.drift.retrain_cooldown_days}-day cool-down",
+            ]
+    if action == "retrain":
+        _record_trigger(dataset, start, end, summary["reasons"])
+    return {**base, **summary, "action": action}
+
+
+def _recent_trigger(dataset: str, start: datetime, cooldown_days: int) -> datetime | None:
+    if cooldown_days <= 0:
+        return None
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("retrain_trigger_recent.sql"),
+            {"dataset": dataset, "start": start, "since": start - timedelta(days=cooldown_days)},
+        )
+        return cur.fetchone()[0]
+
+
+def _record_trigger(dataset: str, start: datetime, end: datetime, reasons: list[str]) -> None:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("retrain_trigger_record.sql"),
+            {"dataset": dataset, "start": start, "end": end, "reasons": json.dumps(reasons)},
+        )
 
 
 def alert_retraining(summary: dict[str, Any]) -> str | None:

@@ -162,6 +162,9 @@ class DriftRules(_Strict):
     # Live performance uses rows of the last this-many days whose labels have arrived: long
     # enough to hold labelled rows despite the label delay, short enough not to dilute a change.
     performance_lookback_days: Annotated[int, Field(ge=1, le=90)] = 7
+    # After drift triggered retraining, further drift (not performance decay) does not trigger
+    # again for this many days: the new challenger needs post-shift data to be any better.
+    retrain_cooldown_days: Annotated[int, Field(ge=0, le=60)] = 0
 
 
 class Candidate(_Strict):

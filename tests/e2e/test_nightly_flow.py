@@ -234,3 +234,17 @@ def test_rollback_dag_moves_the_champion_back_and_records_it(played: dict) -> No
         "WHERE dataset = 'churn' ORDER BY id DESC LIMIT 1"
     )[0]
     assert last == ("rollback", before, previous, "e2e: undo the last promotion")
+
+
+def test_lasting_drift_does_not_retrain_every_night(played: dict) -> None:
+    """After drift triggered a retrain, the same drift waits out the spec's cool-down (no nightly mails)."""
+    triggers = rows("SELECT interval_start FROM ops.retrain_triggers WHERE dataset = 'churn' ORDER BY 1")
+    assert triggers[0][0] == night_start(DRIFT_NIGHT)
+    for offset in (DRIFT_NIGHT + 1, DRIFT_NIGHT + 2):
+        assert played[("churn", offset)].monitor == "no_action"
+        assert played[("churn", offset)].retrain == "-"
+    still_drifting = rows(
+        "SELECT should_retrain FROM ops.monitoring_runs WHERE dataset = 'churn' AND interval_start = %(s)s",
+        {"s": night_start(DRIFT_NIGHT + 1)},
+    )
+    assert still_drifting == [(True,)], "the monitor still reports the drift; only the trigger waits"
