@@ -151,3 +151,18 @@ def test_run_spec_sets_the_scenario_and_removes_the_label_delay() -> None:
     assert run.source.label_delay_days == 0 and run.source.seed != spec.source.seed
     batch = simulator.generate_batch(run, start, start + eval_drift.DAY, rows=50)
     assert pd.notna(batch[spec.label.name]).all()
+
+
+def test_concept_drift_is_caught_by_the_performance_check_once_labels_arrive() -> None:
+    """Same inputs, a new relation to the label: no feature test can see it; live performance does,
+    once labels arrive (demand's labels come with the rows)."""
+    quick, _ = eval_drift.parse_args(["--quick", "--datasets", "demand", "--model", "first"])
+    config = eval_drift.EvalConfig(**{**quick.__dict__, "scenarios": ("concept",)})
+    spec = load_spec("demand")
+    for seed in range(2):
+        nights = eval_drift.evaluate_seed("demand", seed, config).outcomes["concept"]
+        first = next(n for n in nights if n.should_retrain)
+        # within a night of the labels' arrival (a single night of drifted labels can sit at the tolerance)
+        assert first.index - config.drift_night <= spec.source.label_delay_days + 1
+        assert "performance" in first.triggers
+        assert not any(n.should_retrain for n in nights[: config.drift_night])
