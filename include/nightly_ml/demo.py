@@ -166,9 +166,11 @@ def summary(datasets: list[str], outcomes: list[NightOutcome]) -> str:
                 parts = [f"  {night:%Y-%m-%d}: {status} {rows_merged} rows ({quarantined} quarantined)"]
                 if drifted:
                     parts.append(f"drifted: {', '.join(drifted)}")
-                if should_retrain:
-                    parts.append("retrain: " + (reasons[0][:100] if reasons else "requested"))
                 retrain = retrains.get(night.date(), "-")
+                if should_retrain and retrain == "-":
+                    parts.append("still drifting; retrain cool-down")
+                elif should_retrain:
+                    parts.append("retrain: " + (reasons[0][:100] if reasons else "requested"))
                 if retrain != "-":
                     parts.append(f"→ {retrain[:160]}")
                 lines.append(" | ".join(parts))
