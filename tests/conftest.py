@@ -21,8 +21,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
+
+from nightly_ml.scratch import LOCAL_ADMIN_URL, reachable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,16 +40,6 @@ os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
 os.environ["NIGHTLY_ML_TASK_RETRIES"] = "1"
 os.environ["NIGHTLY_ML_RETRY_DELAY_SECONDS"] = "0.1"
 
-LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _reachable(url: str) -> bool:
-    try:
-        psycopg2.connect(url, connect_timeout=3).close()
-    except psycopg2.OperationalError:
-        return False
-    return True
-
 
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -62,7 +53,7 @@ def pg_admin_url(session_dir: Path) -> Iterator[str]:
         yield explicit
         return
     # TEST_EMBEDDED_POSTGRES=1 rehearses a machine without a PostgreSQL server.
-    if not os.environ.get("TEST_EMBEDDED_POSTGRES") and _reachable(LOCAL_ADMIN_URL):
+    if not os.environ.get("TEST_EMBEDDED_POSTGRES") and reachable(LOCAL_ADMIN_URL):
         yield LOCAL_ADMIN_URL
         return
     import logging
@@ -76,23 +67,6 @@ def pg_admin_url(session_dir: Path) -> Iterator[str]:
     server.cleanup()
 
 
-def _admin(url: str, statement: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-
-
-def database_url(admin_url: str, database: str) -> str:
-    """The admin URL with its database swapped (works for TCP and Unix-socket URLs)."""
-    head, _, tail = admin_url.partition("?")
-    base = head.rsplit("/", 1)[0]
-    return f"{base}/{database}" + (f"?{tail}" if tail else "")
-
-
 @pytest.fixture(scope="session")
 def data_dir(session_dir: Path) -> Path:
     path = session_dir / "data"
@@ -103,27 +77,10 @@ def data_dir(session_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def warehouse_url(pg_admin_url: str, data_dir: Path) -> Iterator[str]:
     """A fresh, migrated database for this test session; the environment points everything at it."""
-    from nightly_ml import db
-    from nightly_ml.config import settings
+    from nightly_ml.scratch import scratch_database
 
-    name = f"nightly_ml_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
-    url = database_url(pg_admin_url, name)
-    previous = {k: os.environ.get(k) for k in ("WAREHOUSE_URL", "NIGHTLY_ML_DATA_DIR")}
-    os.environ["WAREHOUSE_URL"] = url
-    os.environ["NIGHTLY_ML_DATA_DIR"] = str(data_dir)
-    settings.cache_clear()
-    db.migrate(url)
-    try:
+    with scratch_database(pg_admin_url, f"nightly_ml_test_{os.getpid()}_{uuid.uuid4().hex[:8]}", data_dir) as url:
         yield url
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        settings.cache_clear()
-        _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --------------------------------------------------------------------------- a real MLflow server

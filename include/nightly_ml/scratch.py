@@ -1,0 +1,68 @@
+"""Throw-away databases for tests and benchmarks: create, migrate, point the environment at it, drop.
+
+Shared by ``tests/conftest.py`` and ``scripts/bench.py`` so that both clean up the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg2
+
+LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def reachable(url: str) -> bool:
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.OperationalError:
+        return False
+    return True
+
+
+def database_url(admin_url: str, database: str) -> str:
+    """The admin URL with its database swapped (TCP and Unix-socket URLs alike)."""
+    head, _, tail = admin_url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}" + (f"?{tail}" if tail else "")
+
+
+def admin_execute(admin_url: str, statement: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def scratch_database(admin_url: str, name: str, data_dir: Path) -> Generator[str]:
+    """A fresh, migrated database; ``WAREHOUSE_URL`` and ``NIGHTLY_ML_DATA_DIR`` point at it (and
+    ``settings()`` is refreshed) while the block runs; dropped and the environment restored after."""
+    from nightly_ml import db
+    from nightly_ml.config import settings
+
+    admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_execute(admin_url, f'CREATE DATABASE "{name}"')
+    url = database_url(admin_url, name)
+    previous = {k: os.environ.get(k) for k in ("WAREHOUSE_URL", "NIGHTLY_ML_DATA_DIR")}
+    try:
+        os.environ["WAREHOUSE_URL"] = url
+        os.environ["NIGHTLY_ML_DATA_DIR"] = str(data_dir)
+        settings.cache_clear()
+        db.migrate(url)
+        yield url
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        settings.cache_clear()
+        admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
