@@ -13,7 +13,6 @@ import io
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any
 
 import pandas as pd
@@ -26,7 +25,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 50_000
 # Leading columns of every fetched row, before the features.
-_META = 3  # key, event_time, _interval_start
 
 
 @dataclass(frozen=True)
@@ -46,26 +44,16 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _prediction_columns(spec: DatasetSpec) -> list[str]:
-    columns = [spec.key.name, spec.event_time, "_interval_start", "prediction"]
-    if spec.task == "classification":
-        columns.append("predicted_label")
-    return [*columns, "model_name", "model_version"]
-
-
-def _chunk_csv(spec: DatasetSpec, rows: list[tuple[Any, ...]], scores: list[float], version: str) -> io.StringIO:
-    """CSV for COPY: strings quoted (an empty key is not NULL), numbers bare, no NULLs anywhere."""
+def _chunk_csv(spec: DatasetSpec, rows: list[tuple[Any, ...]], scores: list[float]) -> io.StringIO:
+    """CSV for COPY into the temporary ``scored`` table: key (quoted: an empty key is not NULL), score, label."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     keys = [row[0] for row in rows]
-    times = [row[1].isoformat() for row in rows]
-    intervals = [row[2].isoformat() for row in rows]
-    name = repeat(spec.registered_model_name)
     if spec.task == "classification":
         labels = [int(score >= training.DECISION_THRESHOLD) for score in scores]
-        writer.writerows(zip(keys, times, intervals, scores, labels, name, repeat(version), strict=False))
+        writer.writerows(zip(keys, scores, labels, strict=True))
     else:
-        writer.writerows(zip(keys, times, intervals, scores, name, repeat(version), strict=False))
+        writer.writerows(zip(keys, scores, strict=True))
     buffer.seek(0)
     return buffer
 
@@ -88,9 +76,7 @@ def write_predictions(
     features = [f.name for f in spec.features]
     select = db.compose(
         "scoring_rows.sql",
-        columns=sql.SQL(", ").join(
-            sql.Identifier(c) for c in (spec.key.name, spec.event_time, "_interval_start", *features)
-        ),
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in (spec.key.name, *features)),
         warehouse=db.warehouse_table(spec),
     )
     clear = db.compose(
@@ -99,25 +85,33 @@ def write_predictions(
         warehouse=db.warehouse_table(spec),
         key=spec.key.name,
     )
-    copy = db.compose(
-        "scoring_copy.sql",
-        predictions=db.predictions_table(spec),
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in _prediction_columns(spec)),
+    scored_columns = ["prediction", "predicted_label"] if spec.task == "classification" else ["prediction"]
+    copy = sql.SQL("COPY scored ({}) FROM STDIN WITH (FORMAT csv)").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in (spec.key.name, *scored_columns))
     )
+    identifiers = {"key": spec.key.name, "predictions": db.predictions_table(spec)}
     bounds = {"start": start, "end": end}
     total = 0
     with db.transaction(url) as conn:
         with conn.cursor() as cur:
-            cur.execute(clear, bounds)
+            cur.execute(db.compose("scoring_copy.sql", key_type=sql.SQL(db.key_pg_type(spec)), **identifiers))
         copy_statement = copy.as_string(conn)
         with conn.cursor(name=f"scoring_{spec.name}") as reader, conn.cursor() as writer:
             reader.itersize = chunk_rows
             reader.execute(select, bounds)
             while rows := reader.fetchmany(chunk_rows):
-                frame = pd.DataFrame.from_records([row[_META:] for row in rows], columns=features)
+                frame = pd.DataFrame.from_records([row[1:] for row in rows], columns=features)
                 scores = training.predict_scores(spec, model, training.feature_frame(spec, frame)).tolist()
-                writer.copy_expert(copy_statement, _chunk_csv(spec, rows, scores, model_version))
+                writer.copy_expert(copy_statement, _chunk_csv(spec, rows, scores))
                 total += len(rows)
+        with conn.cursor() as cur:
+            cur.execute(clear, bounds)
+            cur.execute(
+                db.compose(
+                    "scoring_publish.sql", event_time=spec.event_time, warehouse=db.warehouse_table(spec), **identifiers
+                ),
+                {"model_name": spec.registered_model_name, "model_version": model_version},
+            )
     log.info("%s: scored %d row(s) of [%s, %s) with version %s", spec.name, total, start, end, model_version)
     return total
 
