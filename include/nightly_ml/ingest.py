@@ -29,7 +29,7 @@ def _reject(
 ) -> BatchRejected:
     """Record a rejected batch (audit row + alert) and return the exception to raise."""
     with db.transaction() as conn:
-        quarantined = sum(warehouse.quarantine_summary(conn, spec, start).values())
+        quarantined = warehouse.quarantined_rows(conn, spec, start)
         warehouse.record_audit(
             conn,
             spec=spec,

@@ -187,6 +187,13 @@ def quarantine_summary(conn: psycopg2.extensions.connection, spec: DatasetSpec, 
         return {rule: int(count) for rule, count in cur.fetchall()}
 
 
+def quarantined_rows(conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime) -> int:
+    """Distinct input rows of the interval in quarantine (a row that broke several rules counts once)."""
+    with conn.cursor() as cur:
+        cur.execute(db.load_sql("quarantine_row_count.sql"), {"dataset": spec.name, "start": start})
+        return int(cur.fetchone()[0])
+
+
 def drop_staging(conn: psycopg2.extensions.connection, stage_table: str) -> None:
     """Drop an interval's staging tables (safe to call twice)."""
     with conn.cursor() as cur:

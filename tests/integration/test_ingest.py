@@ -377,6 +377,7 @@ def test_too_many_bad_rows_reject_and_nothing_is_merged(file_specs: Path) -> Non
     write_csv(_set("plan", None, slice(0, 60))(good_rows(start), start), drop_folder(start) / "part-0.csv")
     _reject(start, end, r"too many bad rows: 60 of 300 \(20.0%\)")
     assert quarantine_rules("churn", start) == {"not_null:plan": 60}
+    assert audit("churn", start)["quarantined"] == 60
 
 
 def test_a_rejected_rerun_leaves_the_earlier_merge_untouched(file_specs: Path) -> None:
