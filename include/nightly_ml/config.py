@@ -40,10 +40,6 @@ class Settings:
         return self.data_dir / "reports"
 
     @property
-    def gx_dir(self) -> Path:
-        return self.data_dir / "gx"
-
-    @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
 
