@@ -165,7 +165,7 @@ def merge(
             status="merged",
             rows_in=validation_summary["rows_in"],
             rows_merged=result.interval_rows,
-            rows_quarantined=validation_summary["bad_rows"] + result.labels_in - result.labels_applied,
+            rows_quarantined=warehouse.quarantined_rows(conn, spec, start),
             labels_in=result.labels_in,
             labels_applied=result.labels_applied,
             checksum=result.checksum,

@@ -19,7 +19,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -189,29 +189,29 @@ def _unavailable_message(action: str, error: Exception) -> str:
     )
 
 
-def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as error:
-        # A server answers with a RestException, a local (SQLite) store with a plain MlflowException.
-        if _is_unreachable(error):
-            raise
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None  # the registered model does not exist yet
-        if error.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(error.message):
-            return None  # the model exists but nothing carries the alias
-        raise
+def _none_if_missing(lookup: Callable[[], ModelVersion]) -> ModelVersion | None:
+    """``lookup()``, or None when the registry says the model, version or alias does not exist.
 
-
-def _version(client: MlflowClient, name: str, version: str) -> ModelVersion | None:
+    A server answers with a RestException, a local (SQLite) store with a plain MlflowException.
+    """
     try:
-        return client.get_model_version(name, version)
+        return lookup()
     except MlflowException as error:
         if _is_unreachable(error):
             raise
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
+        if error.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(error.message):
+            return None  # the model exists but nothing carries the alias
         raise
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    return _none_if_missing(lambda: client.get_model_version_by_alias(name, alias))
+
+
+def _version(client: MlflowClient, name: str, version: str) -> ModelVersion | None:
+    return _none_if_missing(lambda: client.get_model_version(name, version))
 
 
 def _existing_versions(client: MlflowClient, name: str) -> list[str]:

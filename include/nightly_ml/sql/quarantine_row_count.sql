@@ -1,4 +1,5 @@
--- Quarantined input rows of one interval: a row that broke several rules counts once.
-SELECT count(DISTINCT (source_file, line_number, row_data::text, raw_line))
+-- Quarantined input rows of one interval: a staging row that broke several rules counts once;
+-- unreadable lines and unusable late labels count one each.
+SELECT count(DISTINCT staging_row_id) + count(*) FILTER (WHERE staging_row_id IS NULL)
 FROM ops.quarantine
-WHERE dataset = %(dataset)s AND interval_start = %(start)s AND rule NOT LIKE 'label%%';
+WHERE dataset = %(dataset)s AND interval_start = %(start)s;
