@@ -36,10 +36,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 run: venv ## Install, start the embedded defaults (unless WAREHOUSE_URL is set) and play the nightly demo
-	$(BIN)/python -m nightly_ml.demo
+	$(BIN)/python -m nightly_ml.devtools.demo
 
 up: venv ## Start the Airflow UI (standalone, port AIRFLOW_PORT) and the MLflow UI (port MLFLOW_PORT) locally
-	$(BIN)/python -m nightly_ml.localstack --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
+	$(BIN)/python -m nightly_ml.devtools.localstack --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
 
 test: venv ## Run the whole test suite (unit, DAG integrity, integration, end-to-end)
 	$(BIN)/python -m pytest
@@ -72,5 +72,5 @@ lock: ## Re-resolve requirements.in into a fully pinned requirements.txt (needs 
 	rm -rf $(CURDIR)/.lock-venv
 
 clean: ## Stop the embedded PostgreSQL and remove local data (keeps the venv)
-	-$(BIN)/python -m nightly_ml.embedded stop $(DATA_DIR)
+	-$(BIN)/python -m nightly_ml.devtools.embedded stop $(DATA_DIR)
 	rm -rf $(DATA_DIR)

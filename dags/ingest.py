@@ -1,9 +1,15 @@
 """
 ### Ingest: one night of a dataset into the warehouse
 
-One DAG per dataset spec in `include/specs/` (`ingest__<dataset>`), on the spec's schedule,
-one run per data interval `[data_interval_start, data_interval_end)`.
+One DAG per dataset spec in `include/specs/` (`ingest__<dataset>`), on the spec's schedule in
+its own time zone (local days, DST-correct), from the spec's `start_date`; one run per data
+interval. Triggered by hand, the form takes a day or an interval; left empty, the run loads
+the latest complete interval.
 
+0. **wait_for_input** (a sensor in reschedule mode: no worker slot is held while it waits)
+   waits for the interval's input up to its deadline (interval end + `source.wait_hours`);
+   past it, ops get one mail and the run fails. An interval outside the spec's range (before
+   its `start_date`, or not over yet) fails here at once, saying what to change.
 1. **extract** brings the interval's raw files into the landing folder (simulator, dropped
    CSV/Parquet files, or a source table read by interval bounds).
 2. **stage** streams them into a staging table with `COPY`; unreadable lines are quarantined.
@@ -21,10 +27,20 @@ clean run. Data rejections fail at once (no retries); infrastructure errors are 
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from datetime import timedelta
 
-from nightly_ml.dag_support import START_DATE, default_args, interval_extra, resolve_interval, warehouse_asset
+from airflow.sdk import PokeReturnValue, dag, task
+
+from nightly_ml.intervals import interval_extra
 from nightly_ml.spec import DatasetSpec, load_all_specs
+from nightly_ml.tasks.common import (
+    dag_start,
+    default_args,
+    ingest_timetable,
+    interval_params,
+    resolve_interval,
+    warehouse_asset,
+)
 
 
 def build(spec: DatasetSpec):
@@ -33,51 +49,65 @@ def build(spec: DatasetSpec):
 
     @dag(
         dag_id=f"ingest__{dataset}",
-        schedule=CronDataIntervalTimetable(spec.schedule, timezone="UTC"),
-        start_date=START_DATE,
+        schedule=ingest_timetable(spec),
+        start_date=dag_start(spec),
         catchup=spec.catchup,
         max_active_runs=1,
         default_args=default_args(),
+        params=interval_params("ingest"),
         tags=["nightly-ml", "ingest", dataset],
         doc_md=__doc__,
     )
     def ingest() -> None:
-        @task(multiple_outputs=False)
-        def extract(**context) -> dict:
-            from nightly_ml import ingest as steps
-
-            start, end = resolve_interval(context)
-            return {"start": start.isoformat(), "end": end.isoformat(), "files": steps.extract(dataset, start, end)}
-
-        @task(multiple_outputs=False)
-        def stage(extracted: dict, **context) -> dict:
-            from datetime import datetime
-
+        @task.sensor(
+            mode="reschedule",
+            poke_interval=timedelta(minutes=5),
+            timeout=timedelta(hours=spec.source.wait_hours + 24),
+            retries=0,
+        )
+        def wait_for_input(**context) -> PokeReturnValue:
             from airflow.sdk.exceptions import AirflowFailException
 
-            from nightly_ml import ingest as steps
-            from nightly_ml.staging import BatchRejected
+            from nightly_ml.errors import InputPastDeadline, IntervalOutOfRange
+            from nightly_ml.tasks import ingest as steps
 
-            start, end = datetime.fromisoformat(extracted["start"]), datetime.fromisoformat(extracted["end"])
             try:
-                summary = steps.stage(dataset, start, end, extracted["files"], context["run_id"])
+                start, end = resolve_interval(context, spec)
+                ready = steps.wait_for_input(dataset, start, end)
+            except (IntervalOutOfRange, InputPastDeadline) as refused:
+                raise AirflowFailException(str(refused)) from refused
+            batch: steps.Batch = {"dataset": dataset, "interval_start": start, "interval_end": end}
+            return PokeReturnValue(is_done=ready, xcom_value=batch)
+
+        @task(multiple_outputs=False)
+        def extract(batch: dict) -> list[dict[str, str]]:
+            from nightly_ml.tasks import ingest as steps
+
+            return steps.extract(dataset, *steps.interval_of(batch))
+
+        @task(multiple_outputs=False)
+        def stage(batch: dict, files: list[dict[str, str]], **context) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from nightly_ml.etl.staging import BatchRejected
+            from nightly_ml.tasks import ingest as steps
+
+            try:
+                return steps.stage(dataset, *steps.interval_of(batch), files, context["run_id"])
             except BatchRejected as rejected:
                 raise AirflowFailException(str(rejected)) from rejected
-            return {**extracted, "stage": summary}
 
         @task(multiple_outputs=False)
-        def validate(staged: dict, **context) -> dict:
-            from datetime import datetime
-
+        def validate(batch: dict, staged: dict, **context) -> dict:
             from airflow.sdk.exceptions import AirflowFailException
 
-            from nightly_ml import ingest as steps
-            from nightly_ml.staging import BatchRejected
+            from nightly_ml.etl.staging import BatchRejected
+            from nightly_ml.tasks import ingest as steps
 
-            start, end = datetime.fromisoformat(staged["start"]), datetime.fromisoformat(staged["end"])
+            start, end = steps.interval_of(batch)
             try:
                 report = steps.validate(
-                    dataset, start, end, staged["stage"], context["run_id"], steps.reference_profile(dataset)
+                    dataset, start, end, staged, context["run_id"], steps.reference_profile(dataset)
                 )
             except BatchRejected as rejected:
                 docs = steps.data_docs_url(dataset, start)
@@ -86,28 +116,27 @@ def build(spec: DatasetSpec):
                 raise AirflowFailException(str(rejected)) from rejected
             if report.get("data_docs_url"):
                 context["ti"].xcom_push(key="data_docs_url", value=report["data_docs_url"])
-            return {**staged, "validation": report}
+            return report
 
         @task(outlets=[asset], multiple_outputs=False)
-        def merge(validated: dict, **context) -> dict:
-            from datetime import datetime
+        def merge(batch: dict, staged: dict, validated: dict, **context) -> dict:
+            from nightly_ml.tasks import ingest as steps
 
-            from nightly_ml import ingest as steps
-
-            start, end = datetime.fromisoformat(validated["start"]), datetime.fromisoformat(validated["end"])
-            result = steps.merge(dataset, start, end, validated["stage"], validated["validation"], context["run_id"])
+            start, end = steps.interval_of(batch)
+            result = steps.merge(dataset, start, end, staged, validated, context["run_id"])
             context["outlet_events"][asset].extra = {"dataset": dataset, **interval_extra(start, end)}
-            return {**validated, "merge": result}
+            return result
 
         @task(multiple_outputs=False)
-        def archive(merged: dict) -> str | None:
-            from datetime import datetime
+        def archive(batch: dict, staged: dict, merged: dict) -> str | None:
+            from nightly_ml.tasks import ingest as steps
 
-            from nightly_ml import ingest as steps
+            return steps.finish(dataset, steps.interval_of(batch)[0], staged)
 
-            return steps.finish(dataset, datetime.fromisoformat(merged["start"]), merged["stage"])
-
-        archive(merge(validate(stage(extract()))))
+        batch = wait_for_input()
+        staged = stage(batch, extract(batch))
+        validated = validate(batch, staged)
+        archive(batch, staged, merge(batch, staged, validated))
 
     return ingest()
 

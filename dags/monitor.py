@@ -21,8 +21,8 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import TriggerRule, dag, task
 
-from nightly_ml.dag_support import START_DATE, default_args, interval_params, predictions_asset, resolve_intervals
 from nightly_ml.spec import DatasetSpec, load_all_specs
+from nightly_ml.tasks.common import dag_start, default_args, interval_params, predictions_asset, resolve_intervals
 
 
 def build(spec: DatasetSpec):
@@ -31,7 +31,7 @@ def build(spec: DatasetSpec):
     @dag(
         dag_id=f"monitor__{dataset}",
         schedule=[predictions_asset(dataset)],
-        start_date=START_DATE,
+        start_date=dag_start(spec),
         catchup=False,
         max_active_runs=1,
         default_args=default_args(timeout_minutes=60),
@@ -42,37 +42,30 @@ def build(spec: DatasetSpec):
     def monitor() -> None:
         @task(multiple_outputs=False)
         def check(**context) -> dict:
-            from nightly_ml import nightly
+            from nightly_ml.tasks import monitor as steps
 
-            summaries = [
-                nightly.monitor(dataset, start, end, context["run_id"]) for start, end in resolve_intervals(context)
-            ]
-            # One decision per run: retraining if any interval asks for it, on the newest such interval.
-            wanted = [s for s in summaries if s["action"] == "retrain"] or summaries
-            decision = wanted[-1]
+            decision = steps.monitor_intervals(dataset, resolve_intervals(context), context["run_id"])
             if decision.get("report_path"):
                 context["ti"].xcom_push(key="drift_report_url", value=f"file://{decision['report_path']}")
             return decision
 
         @task.branch
         def decide(summary: dict) -> str:
-            return {"retrain": "retrain_conf", "stop": "stop"}.get(summary["action"], "no_action")
+            from nightly_ml.tasks import monitor as steps
+
+            return steps.branch_for(summary)
 
         @task(multiple_outputs=False)
         def retrain_conf(summary: dict) -> dict:
-            return {
-                "reason": "; ".join(summary["reasons"]),
-                "interval_start": summary["interval_start"],
-                "interval_end": summary["interval_end"],
-                "drifted_features": summary.get("drifted_features", []),
-                "triggered_by": "monitor",
-            }
+            from nightly_ml.tasks import monitor as steps
+
+            return steps.retrain_conf(summary)
 
         @task
         def alert_ops(summary: dict) -> str | None:
-            from nightly_ml import nightly
+            from nightly_ml.tasks import monitor as steps
 
-            return nightly.alert_retraining(summary)
+            return steps.alert_retraining(summary)
 
         summary = check()
         branch = decide(summary)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from nightly_ml.dag_support import START_DATE, default_args
 from nightly_ml.spec import DatasetSpec, load_all_specs
+from nightly_ml.tasks.common import dag_start, default_args
 
 
 def params_for(spec: DatasetSpec) -> dict[str, Param]:
@@ -55,7 +55,7 @@ def build(spec: DatasetSpec):
     @dag(
         dag_id=f"retrain__{dataset}",
         schedule=schedule,
-        start_date=START_DATE,
+        start_date=dag_start(spec),
         catchup=False,
         max_active_runs=1,
         default_args=default_args(timeout_minutes=120),
@@ -66,10 +66,10 @@ def build(spec: DatasetSpec):
     def retrain() -> None:
         @task.short_circuit
         def check_data(**context) -> bool:
-            from nightly_ml import retraining
+            from nightly_ml.tasks import retrain as steps
 
-            window_end = retraining.resolve_window_end(dataset, context["params"])
-            found = retraining.labelled_rows(dataset, window_end)
+            window_end = steps.resolve_window_end(dataset, context["params"])
+            found = steps.labelled_rows(dataset, window_end)
             context["ti"].xcom_push(key="window_end", value=window_end.isoformat())
             print(found["reason"])
             return bool(found["enough"])
@@ -78,11 +78,11 @@ def build(spec: DatasetSpec):
         def train(**context) -> dict:
             from datetime import datetime
 
-            from nightly_ml import retraining
+            from nightly_ml.tasks import retrain as steps
 
             params, ti = context["params"], context["ti"]
             window_end = datetime.fromisoformat(ti.xcom_pull(task_ids="check_data", key="window_end"))
-            reused = None if params["force"] else retraining.existing_version(dataset, ti.dag_id, ti.run_id)
+            reused = None if params["force"] else steps.existing_version(dataset, ti.dag_id, ti.run_id)
             if reused:
                 return {"version": reused, "window_end": window_end.isoformat(), "reused": True}
             trigger = {
@@ -101,7 +101,7 @@ def build(spec: DatasetSpec):
                 "data_interval_start": params["interval_start"],
                 "data_interval_end": params["interval_end"],
             }
-            result = retraining.train(
+            result = steps.train(
                 dataset,
                 window_end,
                 trigger=trigger,
@@ -115,9 +115,9 @@ def build(spec: DatasetSpec):
         def promote(trained: dict, **context) -> dict:
             from datetime import datetime
 
-            from nightly_ml import retraining
+            from nightly_ml.tasks import retrain as steps
 
-            return retraining.gate_and_promote(
+            return steps.gate_and_promote(
                 dataset,
                 trained["version"],
                 datetime.fromisoformat(trained["window_end"]),

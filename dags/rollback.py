@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from nightly_ml.dag_support import START_DATE, default_args
 from nightly_ml.spec import DatasetSpec, load_all_specs
+from nightly_ml.tasks.common import dag_start, default_args
 
 PARAMS = {
     "target": Param(
@@ -32,7 +32,7 @@ def build(spec: DatasetSpec):
     @dag(
         dag_id=f"rollback__{dataset}",
         schedule=None,
-        start_date=START_DATE,
+        start_date=dag_start(spec),
         catchup=False,
         max_active_runs=1,
         default_args=default_args(),
@@ -43,10 +43,10 @@ def build(spec: DatasetSpec):
     def rollback() -> None:
         @task(multiple_outputs=False)
         def move_champion(**context) -> dict:
-            from nightly_ml import retraining
+            from nightly_ml.tasks import rollback as steps
 
             ti = context["ti"]
-            return retraining.rollback(
+            return steps.rollback(
                 dataset,
                 context["params"]["target"],
                 actor=f"airflow:{ti.dag_id}/{ti.run_id}",

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from nightly_ml.dag_support import (
-    START_DATE,
+from nightly_ml.intervals import intervals_extra
+from nightly_ml.spec import DatasetSpec, load_all_specs
+from nightly_ml.tasks.common import (
+    dag_start,
     default_args,
     interval_params,
-    intervals_extra,
     predictions_asset,
     resolve_intervals,
     warehouse_asset,
 )
-from nightly_ml.spec import DatasetSpec, load_all_specs
 
 
 def build(spec: DatasetSpec):
@@ -34,7 +34,7 @@ def build(spec: DatasetSpec):
     @dag(
         dag_id=f"score__{dataset}",
         schedule=[warehouse_asset(dataset)],
-        start_date=START_DATE,
+        start_date=dag_start(spec),
         catchup=False,
         max_active_runs=1,
         default_args=default_args(timeout_minutes=60),
@@ -45,10 +45,10 @@ def build(spec: DatasetSpec):
     def score() -> None:
         @task(outlets=[predictions], multiple_outputs=False)
         def score_intervals(**context) -> list[dict]:
-            from nightly_ml import nightly
+            from nightly_ml.tasks import score as steps
 
             intervals = resolve_intervals(context)
-            results = [nightly.score(dataset, start, end) for start, end in intervals]
+            results = [steps.score(dataset, start, end) for start, end in intervals]
             context["outlet_events"][predictions].extra = {"dataset": dataset, **intervals_extra(intervals)}
             return results
 

@@ -14,7 +14,7 @@ Sections
     ingest   GX validation and the merge of the staged batch into the warehouse (for context).
     score    ``scoring.write_predictions`` streaming the interval from the warehouse in chunks,
              against ``predict_proba`` on the same rows held in memory; rate and peak memory.
-    monitor  ``monitoring.compute_monitoring`` of a small and a large interval against the same
+    monitor  ``checks.compute_monitoring`` of a small and a large interval against the same
              reference window; peak memory should not grow with the interval.
 
 Peak memory of a task is measured in a fresh child process (``multiprocessing``, spawn):
@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from nightly_ml.scratch import LOCAL_ADMIN_URL, reachable
+from nightly_ml.devtools.scratch import LOCAL_ADMIN_URL, reachable
 
 DATASET = "churn"
 DAY = timedelta(days=1)
@@ -113,7 +113,7 @@ def admin_server(admin_url: str | None, workdir: Path) -> Generator[tuple[str, s
     if reachable(LOCAL_ADMIN_URL):
         yield LOCAL_ADMIN_URL, "127.0.0.1:5432"
         return
-    from nightly_ml import embedded
+    from nightly_ml.devtools import embedded
 
     progress("no server at 127.0.0.1:5432: starting an embedded PostgreSQL (pgserver)")
     pg_dir = workdir / "embedded"
@@ -128,7 +128,7 @@ def admin_server(admin_url: str | None, workdir: Path) -> Generator[tuple[str, s
 def bench_database(admin_url: str, data_dir: Path) -> Generator[str]:
     """A fresh, migrated database; WAREHOUSE_URL and NIGHTLY_ML_DATA_DIR point at it while the block runs."""
     from nightly_ml import db
-    from nightly_ml.scratch import scratch_database
+    from nightly_ml.devtools.scratch import scratch_database
 
     name = f"nightly_ml_bench_{os.getpid()}"
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -144,9 +144,10 @@ def load_typed(spec: Any, frame: Any, start: datetime, end: datetime, url: str, 
     """Put rows straight into the warehouse table (what a merge would leave), via one COPY and one INSERT."""
     from psycopg2 import sql
 
-    from nightly_ml import db, simulator
+    from nightly_ml import db
+    from nightly_ml.etl import simulator_files
 
-    path = simulator.write_batch(frame, workdir / f"typed_{start:%Y%m%d}.csv")
+    path = simulator_files.write_batch(frame, workdir / f"typed_{start:%Y%m%d}.csv")
     columns = list(spec.input_columns)
     types = {
         spec.key.name: db.key_pg_type(spec),
@@ -246,14 +247,15 @@ def _child_score(job: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: stream the interval through the model (write_predictions); time and memory."""
     import pandas as pd
 
-    from nightly_ml import scoring, simulator, training
+    from nightly_ml.etl import simulator
+    from nightly_ml.modeling import evaluation, frames, scoring
     from nightly_ml.spec import load_spec
 
     spec = load_spec(job["dataset"])
     with open(job["model_path"], "rb") as handle:
         model = pickle.load(handle)  # our own model, pickled by the parent a moment ago
     warm = simulator.generate_batch(spec, job["start"], job["end"], rows=100)
-    training.predict_scores(spec, model, training.feature_frame(spec, pd.DataFrame(warm)))
+    evaluation.predict_scores(spec, model, frames.feature_frame(spec, pd.DataFrame(warm)))
     probe = MemoryProbe()
     probe.start()
     started = time.perf_counter()
@@ -268,20 +270,20 @@ def _child_predict(job: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: read the batch into memory, then predict_proba on all of it; time and memory."""
     import pandas as pd
 
-    from nightly_ml import training
+    from nightly_ml.modeling import frames
     from nightly_ml.spec import load_spec
 
     spec = load_spec(job["dataset"])
     with open(job["model_path"], "rb") as handle:
         model = pickle.load(handle)
     warm = pd.read_parquet(job["parquet_path"]).head(100)
-    model.predict_proba(training.feature_frame(spec, warm))
+    model.predict_proba(frames.feature_frame(spec, warm))
     del warm
     probe = MemoryProbe()
     probe.start()
     frame = pd.read_parquet(job["parquet_path"])
     started = time.perf_counter()
-    features = training.feature_frame(spec, frame)
+    features = frames.feature_frame(spec, frame)
     prepared = time.perf_counter()
     probabilities = model.predict_proba(features)
     done = time.perf_counter()
@@ -298,14 +300,15 @@ def _child_monitor(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import psycopg2.extensions
 
-    from nightly_ml import db, drift, monitoring
+    from nightly_ml import db
+    from nightly_ml.monitoring import aggregates, checks, drift, statistics
     from nightly_ml.spec import load_spec
 
     spec = load_spec(job["dataset"])
     # Warm-up: the lazily imported scipy and scikit-learn parts the pass uses.
     drift.live_metrics(spec.task, np.array([0.0, 1.0]), np.array([0.2, 0.7]))
-    drift.chi_square({"a": 5, "b": 5}, {"a": 4, "b": 6})
-    drift.ks_pvalue(0.1, 100, 100)
+    statistics.chi_square({"a": 5, "b": 5}, {"a": 4, "b": 6})
+    statistics.ks_pvalue(0.1, 100, 100)
     conn = db.connect(job["url"])
     try:
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
@@ -313,10 +316,10 @@ def _child_monitor(job: dict[str, Any]) -> dict[str, Any]:
         probe.start()
         started = time.perf_counter()
         with conn:
-            result = monitoring.compute_monitoring(
+            result = checks.compute_monitoring(
                 conn,
                 spec,
-                monitoring.Windows(job["ref_start"], job["ref_end"], job["start"], job["end"]),
+                aggregates.Windows(job["ref_start"], job["ref_end"], job["start"], job["end"]),
                 champion_holdout_metrics=job["holdout"],
                 run_id="bench",
                 champion_version=MODEL_VERSION,
@@ -371,13 +374,14 @@ def _time(function: Callable[[], Any]) -> tuple[float, Any]:
 def section_load(ctx: Context) -> None:
     from psycopg2 import sql
 
-    from nightly_ml import db, simulator, staging
-    from nightly_ml.sources import RawFile
+    from nightly_ml import db
+    from nightly_ml.etl import simulator, simulator_files, staging
+    from nightly_ml.etl.sources import RawFile
 
     spec, rows = ctx.spec, ctx.args.rows
     progress(f"load: generating {rows:,} churn rows with the simulator")
     ctx.frame = simulator.generate_batch(spec, LOAD_DAY, LOAD_DAY + DAY, rows=rows)
-    ctx.csv_path = simulator.write_batch(ctx.frame, ctx.workdir / "churn_batch.csv")
+    ctx.csv_path = simulator_files.write_batch(ctx.frame, ctx.workdir / "churn_batch.csv")
     size_mib = ctx.csv_path.stat().st_size / 2**20
     progress(f"load: wrote {ctx.csv_path.name} ({size_mib:,.1f} MiB, {len(spec.input_columns)} columns)")
     columns = list(spec.input_columns)
@@ -485,7 +489,8 @@ def to_sql_seconds(ctx: Context, slice_rows: int) -> float:
 
 def section_ingest(ctx: Context) -> None:
     """GX validation and the merge of the staged batch (the rest of the ingest path), for context."""
-    from nightly_ml import db, validation, warehouse
+    from nightly_ml import db
+    from nightly_ml.etl import validation, warehouse
 
     spec, rows = ctx.spec, ctx.args.rows
     db.ensure_dataset_tables(spec, ctx.url)
@@ -544,7 +549,9 @@ def _first_grid_point(candidate: Any) -> dict[str, Any]:
 def section_score(ctx: Context) -> None:
     import pandas as pd
 
-    from nightly_ml import db, simulator, training
+    from nightly_ml import db
+    from nightly_ml.etl import simulator, simulator_files
+    from nightly_ml.modeling import evaluation, frames, training
 
     spec, rows = ctx.spec, ctx.args.rows
     labelled = spec.model_copy(update={"source": spec.source.model_copy(update={"label_delay_days": 0})})
@@ -560,8 +567,8 @@ def section_score(ctx: Context) -> None:
     holdout = simulator.generate_batch(labelled, HOLDOUT_DAY, HOLDOUT_DAY + DAY, rows=spec.source.rows_per_interval)
     candidate = spec.training.candidates[0]
     model = training.build_pipeline(spec, candidate, _first_grid_point(candidate))
-    seconds, _ = _time(lambda: model.fit(training.feature_frame(spec, train), training.label_values(spec, train)))
-    ctx.holdout = training.evaluate(spec, model, holdout)
+    seconds, _ = _time(lambda: model.fit(frames.feature_frame(spec, train), frames.label_values(spec, train)))
+    ctx.holdout = evaluation.evaluate(spec, model, holdout)
     progress(
         f"score: trained {candidate.name} ({candidate.estimator}) on {len(train):,} labelled rows in {seconds:.1f}s; "
         f"holdout {spec.promotion.primary_metric} {ctx.holdout[spec.promotion.primary_metric]:.3f}"
@@ -575,7 +582,7 @@ def section_score(ctx: Context) -> None:
         progress(f"score: loading the {rows:,}-row interval straight into warehouse.churn (COPY)")
         load_typed(spec, ctx.frame, LOAD_DAY, LOAD_DAY + DAY, ctx.url, ctx.workdir)
         ctx.loaded_big = True
-    parquet_path = simulator.write_batch(ctx.frame, ctx.workdir / "churn_batch.parquet", fmt="parquet")
+    parquet_path = simulator_files.write_batch(ctx.frame, ctx.workdir / "churn_batch.parquet", fmt="parquet")
     ctx.frame = None  # the children read their own copy
 
     chunk = ctx.args.chunk_rows
@@ -623,7 +630,9 @@ def section_score(ctx: Context) -> None:
 
 
 def section_monitor(ctx: Context) -> None:
-    from nightly_ml import db, scoring, simulator
+    from nightly_ml import db
+    from nightly_ml.etl import simulator
+    from nightly_ml.modeling import scoring
 
     spec, rows = ctx.spec, ctx.args.rows
     small = max(rows // 10, 1000)

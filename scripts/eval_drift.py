@@ -1,14 +1,14 @@
 """``make eval-drift``: how well the monitor's drift rule detects each simulated change, over many seeds.
 
 Everything runs in memory with the statistics and the decision rule the monitor uses
-(:mod:`nightly_ml.drift`); only the aggregation that the monitor does in PostgreSQL is done
+(:mod:`nightly_ml.monitoring.drift`); only the aggregation that the monitor does in PostgreSQL is done
 with numpy here, with the same definitions (see ``tests/unit/test_drift.py`` and the SQL
 equality tests in ``tests/integration/test_monitoring.py``):
 
 * reference quantiles: ``percentile_disc`` (``np.quantile(method="inverted_cdf")``) for integer
   features, ``percentile_cont`` (``method="linear"``) for floats and predictions; bin edges
-  from :func:`~nightly_ml.drift.reference_bin_edges`, counts from
-  :func:`~nightly_ml.drift.histogram_counts`;
+  from :func:`~nightly_ml.monitoring.statistics.reference_bin_edges`, counts from
+  :func:`~nightly_ml.monitoring.statistics.histogram_counts`;
 * the KS statistic from ``scipy.stats.ks_2samp`` on the raw values (equal to the SQL KS);
 * per-category counts (booleans as ``true``/``false``); nulls left out of the tests.
 
@@ -19,14 +19,14 @@ One *run* is one dataset, scenario and seed:
   monitor's reference window is the champion's training window). Champion = each of the
   spec's candidates at the first point of its search grid, fitted on the window's labelled
   nights (the last ``label_delay_days`` nights had no labels yet when it was trained) minus
-  the holdout (``training.time_split``: the newest labelled ``holdout_days``); the best on the
+  the holdout (``frames.time_split``: the newest labelled ``holdout_days``); the best on the
   holdout (the spec's primary metric) wins, and its holdout value is the one live
   performance is compared with (``--model first`` uses the first candidate only);
 * nights ``0 .. --nights-1`` are monitored; the scenario's change starts on ``--drift-night``;
 * per night: feature drift of every monitored feature (``monitor_drift: false`` skipped),
   prediction drift against the (up to 7) nights scored before it, live performance on the
   labelled nights of the last 14 days, and the soft mean-shift check, combined by
-  :func:`~nightly_ml.drift.decide` exactly as the monitor does;
+  :func:`~nightly_ml.monitoring.drift.decide` exactly as the monitor does;
 * labels arrive ``label_delay_days`` late (the spec's value): on night ``d`` only nights
   ``<= d - label_delay_days`` have labels, so a concept change cannot be seen before night
   ``drift + label_delay_days``. Batches are generated with the delay set to 0 (so every row
@@ -73,8 +73,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nightly_ml import drift, simulator, training
-from nightly_ml.monitoring import DEFAULT_PREDICTION_REFERENCE_INTERVALS, monitored_features
+from nightly_ml.etl import simulator
+from nightly_ml.modeling import evaluation, frames, training
+from nightly_ml.monitoring import drift, statistics
+from nightly_ml.monitoring.aggregates import DEFAULT_PREDICTION_REFERENCE_INTERVALS, monitored_features
 from nightly_ml.spec import Column, DatasetSpec, SimulatorSource, load_spec
 
 SCENARIOS = ("stationary", "sudden_covariate", "gradual_covariate", "concept", "new_category")
@@ -163,13 +165,13 @@ class NumericReference:
     values: np.ndarray  # non-null reference values
     edges: tuple[float, ...]
     counts: np.ndarray
-    stats: drift.SampleStats
+    stats: statistics.SampleStats
 
 
 @dataclass(frozen=True)
 class CategoricalReference:
     counts: dict[str, int]
-    stats: drift.SampleStats
+    stats: statistics.SampleStats
 
 
 Reference = dict[str, NumericReference | CategoricalReference]
@@ -187,17 +189,17 @@ def category_values(column: Column, series: pd.Series) -> pd.Series:
     return present.astype(str)
 
 
-def _numeric_stats(rows: int, values: np.ndarray) -> drift.SampleStats:
+def _numeric_stats(rows: int, values: np.ndarray) -> statistics.SampleStats:
     n = len(values)
     mean = float(values.mean()) if n else math.nan
     sd = float(values.std(ddof=1)) if n > 1 else math.nan  # stddev_samp
-    return drift.SampleStats(rows=rows, non_null=n, mean=mean, sd=sd)
+    return statistics.SampleStats(rows=rows, non_null=n, mean=mean, sd=sd)
 
 
 def build_reference(spec: DatasetSpec, frame: pd.DataFrame) -> Reference:
     """Bin edges, counts and moments of every monitored feature over the reference window."""
     reference: Reference = {}
-    levels = drift.quantile_levels(spec.drift.bins)
+    levels = statistics.quantile_levels(spec.drift.bins)
     for column in monitored_features(spec):
         series = frame[column.name]
         if column.is_numeric:
@@ -205,14 +207,14 @@ def build_reference(spec: DatasetSpec, frame: pd.DataFrame) -> Reference:
             values = raw[~np.isnan(raw)]
             method = "inverted_cdf" if column.type == "integer" else "linear"
             quantiles = np.quantile(values, levels, method=method) if len(values) else None
-            edges = drift.reference_bin_edges(None if quantiles is None else quantiles.tolist())
+            edges = statistics.reference_bin_edges(None if quantiles is None else quantiles.tolist())
             reference[column.name] = NumericReference(
-                values, edges, drift.histogram_counts(values, edges), _numeric_stats(len(raw), values)
+                values, edges, statistics.histogram_counts(values, edges), _numeric_stats(len(raw), values)
             )
         else:
             values = category_values(column, series)
             counts = {str(k): int(v) for k, v in values.value_counts().items()}
-            reference[column.name] = CategoricalReference(counts, drift.SampleStats(len(series), len(values)))
+            reference[column.name] = CategoricalReference(counts, statistics.SampleStats(len(series), len(values)))
     return reference
 
 
@@ -239,7 +241,7 @@ def feature_drifts(spec: DatasetSpec, reference: Reference, batch: pd.DataFrame)
                     column.name,
                     ref.edges,
                     ref.counts,
-                    drift.histogram_counts(values, ref.edges),
+                    statistics.histogram_counts(values, ref.edges),
                     ks_statistic(ref.values, values),
                     spec.drift,
                     reference=ref.stats,
@@ -256,7 +258,7 @@ def feature_drifts(spec: DatasetSpec, reference: Reference, batch: pd.DataFrame)
                     counts,
                     spec.drift,
                     reference=ref.stats,
-                    current=drift.SampleStats(len(series), len(values)),
+                    current=statistics.SampleStats(len(series), len(values)),
                 )
             )
     return results
@@ -269,9 +271,9 @@ def prediction_drift(
     if not earlier:
         return None
     reference = np.concatenate(list(earlier))
-    edges = drift.reference_bin_edges(np.quantile(reference, drift.quantile_levels(spec.drift.bins)).tolist())
+    edges = statistics.reference_bin_edges(np.quantile(reference, statistics.quantile_levels(spec.drift.bins)).tolist())
     return drift.prediction_drift(
-        edges, drift.histogram_counts(reference, edges), drift.histogram_counts(tonight, edges), spec.drift
+        edges, statistics.histogram_counts(reference, edges), statistics.histogram_counts(tonight, edges), spec.drift
     )
 
 
@@ -287,15 +289,15 @@ class Champion:
 
 def train_champion(spec: DatasetSpec, frame: pd.DataFrame, window_end: datetime, model: str = "best") -> Champion:
     """Fit the candidates (first grid point each) on the labelled rows minus the holdout; the best on it wins."""
-    train, holdout = training.time_split(spec, frame, window_end)
-    features, labels = training.feature_frame(spec, train), training.label_values(spec, train)
+    train, holdout = frames.time_split(spec, frame, window_end)
+    features, labels = frames.feature_frame(spec, train), frames.label_values(spec, train)
     candidates = spec.training.candidates if model == "best" else spec.training.candidates[:1]
     sign = 1.0 if spec.greater_is_better else -1.0
     best: Champion | None = None
     for candidate in candidates:
         params = {name: values[0] for name, values in candidate.search.items()}
         pipeline = training.build_pipeline(spec, candidate, params).fit(features, labels)
-        metrics = training.evaluate(spec, pipeline, holdout)
+        metrics = evaluation.evaluate(spec, pipeline, holdout)
         score = metrics[spec.promotion.primary_metric]
         if best is None or sign * score > sign * best.holdout_metrics[spec.promotion.primary_metric]:
             best = Champion(candidate.name, pipeline, metrics)
@@ -319,7 +321,7 @@ class Night:
 
 
 def triggers_of(spec: DatasetSpec, verdict: drift.DriftVerdict) -> tuple[str, ...]:
-    """Which parts of the rule asked for retraining (see :func:`nightly_ml.drift.decide`)."""
+    """Which parts of the rule asked for retraining (see :func:`nightly_ml.monitoring.drift.decide`)."""
     found = []
     if verdict.drifted_features and len(verdict.drifted_features) >= spec.drift.min_drifted_features:
         found.append("features")
@@ -345,8 +347,8 @@ def monitor_night(
     """Generate night ``index`` of a run and judge it as the monitor would on that night."""
     batch = simulator.generate_batch(run, start, start + DAY, rows=rows)
     features = feature_drifts(spec, reference, batch)
-    scores = training.predict_scores(spec, champion.model, training.feature_frame(spec, batch))
-    labels = training.label_values(spec, batch).astype(np.float64)
+    scores = evaluation.predict_scores(spec, champion.model, frames.feature_frame(spec, batch))
+    labels = frames.label_values(spec, batch).astype(np.float64)
 
     scored_before = [n.scores for n in earlier[-DEFAULT_PREDICTION_REFERENCE_INTERVALS:]]
     prediction = prediction_drift(spec, scored_before, scores)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nightly_ml.scratch import LOCAL_ADMIN_URL, reachable
+from nightly_ml.devtools.scratch import LOCAL_ADMIN_URL, reachable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def pg_admin_url(session_dir: Path) -> Iterator[str]:
         return
     import logging
 
-    from nightly_ml import embedded
+    from nightly_ml.devtools import embedded
 
     # pgserver logs from an atexit hook, after pytest has closed its capture streams.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -77,7 +77,7 @@ def data_dir(session_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def warehouse_url(pg_admin_url: str, data_dir: Path) -> Iterator[str]:
     """A fresh, migrated database for this test session; the environment points everything at it."""
-    from nightly_ml.scratch import scratch_database
+    from nightly_ml.devtools.scratch import scratch_database
 
     with scratch_database(pg_admin_url, f"nightly_ml_test_{os.getpid()}_{uuid.uuid4().hex[:8]}", data_dir) as url:
         yield url

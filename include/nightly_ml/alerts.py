@@ -17,10 +17,13 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nightly_ml.config import settings
 from nightly_ml.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from nightly_ml.modeling.promotion import GateDecision
 
 log = logging.getLogger(__name__)
 DEFAULT_SENDER = "nightly-ml@localhost"
@@ -75,6 +78,19 @@ def batch_rejected(
     )
 
 
+def input_late(spec: DatasetSpec, start: datetime, end: datetime, deadline: datetime, expected: str) -> Alert:
+    return Alert(
+        subject=f"[nightly-ml] {spec.name}: input for {start:%Y-%m-%d} missing past its deadline",
+        what_happened=f"The {spec.name} input for {_interval(start, end)} had not arrived by its deadline "
+        f"{deadline:%Y-%m-%d %H:%M %Z} (interval end + source.wait_hours); the ingest run failed and nothing "
+        "was loaded.",
+        where_to_look=[f"where the input was expected: {expected}", f"the ingest__{spec.name} run in the Airflow UI"],
+        what_to_do="Ask the producer for the file (or fix the source), then clear the ingest run for this "
+        "interval; raise source.wait_hours in the spec if the input is routinely this late.",
+        severity="error",
+    )
+
+
 def rows_quarantined(
     spec: DatasetSpec, start: datetime, end: datetime, counts: dict[str, int], share: float, data_docs_url: str | None
 ) -> Alert:
@@ -109,31 +125,90 @@ def retraining_triggered(
     )
 
 
+def _confidence_line(decision: GateDecision | None) -> str:
+    """One sentence with the gate's confidence, for a person deciding whether to trust the move."""
+    found = decision.confidence if decision else None
+    if decision is None or found is None:
+        return ""
+    line = (
+        f"\nConfidence: the challenger beat the {found.against} by the required margin"
+        f"{'' if decision.margin is None else f' ({decision.margin:.4g})'} in {found.share:.1%} of "
+        f"{found.resamples} paired bootstrap resamples of the holdout (one-sided p = {found.p_value:.3f}; "
+        f"required {found.required:.0%})."
+    )
+    if decision.baseline_confidence is not None and decision.baseline_confidence is not found:
+        line += f" Against the naive baseline: {decision.baseline_confidence.share:.1%}."
+    return line
+
+
 def model_moved(
-    spec: DatasetSpec, action: str, from_version: str | None, to_version: str, reasons: list[str], tracking_uri: str
+    spec: DatasetSpec,
+    action: str,
+    from_version: str | None,
+    to_version: str,
+    reasons: list[str],
+    tracking_uri: str,
+    decision: GateDecision | None = None,
 ) -> Alert:
     verb = {"promote": "promoted", "rollback": "rolled back"}.get(action, action)
+    found = decision.confidence if decision else None
+    close_call = found is not None and found.share < min(0.99, found.required + 0.05)
+    watch = (
+        f" The confidence ({found.share:.0%}) is close to the required {found.required:.0%}: watch the live "
+        "metric of the next nights, and roll back if it is worse than before."
+        if close_call and found is not None
+        else ""
+    )
     return Alert(
         subject=f"[nightly-ml] {spec.name}: model version {to_version} {verb}",
         what_happened=f"The champion of {spec.registered_model_name} moved from version {from_version or 'none'} "
-        f"to version {to_version} ({verb}).\n" + "\n".join(f"  - {r}" for r in reasons),
+        f"to version {to_version} ({verb}).{_confidence_line(decision)}\n" + "\n".join(f"  - {r}" for r in reasons),
         where_to_look=[
             f"MLflow registry at {tracking_uri}: model {spec.registered_model_name}",
             "SELECT * FROM ops.promotion_history ORDER BY decided_at DESC",
         ],
-        what_to_do=f"Nothing if expected. To undo, trigger rollback__{spec.name} (target 'previous').",
+        what_to_do=f"Nothing if expected.{watch} To undo, trigger rollback__{spec.name} (target 'previous').",
         severity="info",
     )
 
 
-def challenger_rejected(spec: DatasetSpec, version: str, reasons: list[str]) -> Alert:
+def _rejection_advice(decision: GateDecision | None) -> str:
+    """What to do, by why the gate said no: noise, the naive baseline, or a real regression."""
+    summary = decision.reasons[0] if decision and decision.reasons else ""
+    found = decision.confidence if decision else None
+    if "naive baseline" in summary:
+        return (
+            "The model does not beat a naive predictor (class prior / training mean) with confidence: look at "
+            "the features and labels of the training window — a broken feature, a label that no longer means "
+            "the same, or a world the candidate models cannot learn. The champion keeps serving."
+        )
+    if found is not None and not found.passed and decision is not None and (decision.primary_delta or 0) > 0:
+        return (
+            f"The challenger looks better on average, but only in {found.share:.0%} of bootstrap resamples "
+            f"(required {found.required:.0%}): on this holdout the improvement cannot be told from noise. Nothing "
+            f"to do if the champion still performs; a longer holdout (training.holdout_days) tells smaller "
+            f"differences apart, and a lower promotion.confidence trades safer promotions for faster ones."
+        )
+    return (
+        "If drift persists and no challenger passes, look at the data: the world may have changed "
+        "beyond what the candidate models can learn from the training window."
+    )
+
+
+def challenger_rejected(
+    spec: DatasetSpec, version: str, reasons: list[str], decision: GateDecision | None = None
+) -> Alert:
     return Alert(
         subject=f"[nightly-ml] {spec.name}: challenger version {version} not promoted",
-        what_happened="The retrained model did not pass the promotion gate; the champion stays.\n"
+        what_happened="The retrained model did not pass the promotion gate; the champion stays."
+        + _confidence_line(decision)
+        + "\n"
         + "\n".join(f"  - {r}" for r in reasons),
-        where_to_look=[f"model version {version} of {spec.registered_model_name} (tag promotion_rejected)"],
-        what_to_do="If drift persists and no challenger passes, look at the data: the world may have changed "
-        "beyond what the candidate models can learn from the training window.",
+        where_to_look=[
+            f"model version {version} of {spec.registered_model_name} (tag promotion_rejected)",
+            "SELECT * FROM ops.promotion_history ORDER BY decided_at DESC",
+        ],
+        what_to_do=_rejection_advice(decision),
         severity="warning",
     )
 
@@ -229,10 +304,10 @@ def on_task_failure(context: Any) -> None:
 
     A rejected batch already sent its own, more useful mail: no second one for the same failure.
     """
-    from nightly_ml.staging import BatchRejected
+    from nightly_ml.errors import AlreadyAlerted
 
     error = context.get("exception")
-    if isinstance(getattr(error, "__cause__", None), BatchRejected):
-        log.info("batch rejection already mailed; no task-failure alert")
+    if isinstance(error, AlreadyAlerted) or isinstance(getattr(error, "__cause__", None), AlreadyAlerted):
+        log.info("this failure already mailed its own alert; no task-failure alert")
         return
     send(task_failed(context))

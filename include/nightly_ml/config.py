@@ -47,7 +47,7 @@ class Settings:
         if not self.warehouse_url:
             raise RuntimeError(
                 "WAREHOUSE_URL is not set. Point it at a PostgreSQL database, or start the embedded one "
-                "with `make run` / `python -m nightly_ml.embedded start`."
+                "with `make run` / `python -m nightly_ml.devtools.embedded start`."
             )
         return self.warehouse_url
 

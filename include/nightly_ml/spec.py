@@ -7,7 +7,7 @@ a spec, never code. Errors name the file, the field and what is wrong with it.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +33,17 @@ METRIC_GREATER_IS_BETTER: dict[str, bool] = {
 }
 CLASSIFICATION_METRICS = {"roc_auc", "pr_auc", "f1", "accuracy", "log_loss", "brier"}
 REGRESSION_METRICS = {"rmse", "mae", "r2"}
+
+
+# Airflow's cron presets (the scheduler accepts them wherever it takes a cron expression).
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
 
 
 class SpecError(ValueError):
@@ -118,16 +129,24 @@ class SimulatorSource(_Strict):
         return self
 
 
-class FilesSource(_Strict):
-    """Files dropped per interval in ``<path>/ds=<YYYY-MM-DD>/`` (CSV or Parquet)."""
+class _Waits(_Strict):
+    # How long after the interval's end its input may still arrive: the run waits (a sensor in
+    # reschedule mode, no worker slot held) until then, then fails and mails ops once.
+    wait_hours: Annotated[float, Field(ge=0, le=24 * 14)] = 0.0
+
+
+class FilesSource(_Waits):
+    """Files dropped per interval in ``<path>/ds=<YYYY-MM-DD>/`` (CSV or Parquet), in local days of the spec's zone."""
 
     kind: Literal["files"]
     path: str
     format: Literal["csv", "parquet"] = "csv"
     delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
+    # Wait for this file in the partition folder before reading it (written last by the producer).
+    success_marker: str | None = None
 
 
-class DatabaseSource(_Strict):
+class DatabaseSource(_Waits):
     """A table in a source database, read by interval bounds on the event-time column."""
 
     kind: Literal["database"]
@@ -136,6 +155,27 @@ class DatabaseSource(_Strict):
 
 
 Source = Annotated[SimulatorSource | FilesSource | DatabaseSource, Field(discriminator="kind")]
+
+
+class ColumnMapping(_Strict):
+    """How a source's columns map onto the spec: extra columns dropped, differently named ones renamed."""
+
+    ignore: tuple[Annotated[str, Field(min_length=1, max_length=63)], ...] = ()
+    # source name -> spec name
+    rename: dict[Annotated[str, Field(min_length=1, max_length=63)], Annotated[str, Field(pattern=IDENTIFIER)]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _check_mapping(self) -> ColumnMapping:
+        both = sorted(set(self.ignore) & set(self.rename))
+        if both:
+            raise ValueError(f"column(s) {both} are both ignored and renamed")
+        targets = list(self.rename.values())
+        repeated = sorted({n for n in targets if targets.count(n) > 1})
+        if repeated:
+            raise ValueError(f"several source columns are renamed to {repeated}")
+        return self
 
 
 class ValidationRules(_Strict):
@@ -200,6 +240,43 @@ class PromotionGate(_Strict):
     # A challenger may lose this much (absolute) on the primary metric within a slice.
     slice_tolerance: Annotated[float, Field(ge=0)] = 0.02
     min_slice_rows: Annotated[int, Field(ge=1)] = 50
+    # The paired bootstrap of the holdout: promote only if the challenger beats the reference by the
+    # margin in at least this share of resamples (one-sided p-value <= 1 - confidence).
+    confidence: float = 0.9
+    bootstrap_resamples: int = 1000
+    # Rows of one interval share its conditions, so whole intervals (local days) are resampled; a
+    # holdout with fewer days than this is cut into contiguous time slices within each day instead,
+    # because a bootstrap of 3 blocks has only 10 distinct resamples. 1 = always whole days.
+    bootstrap_min_blocks: int = 24
+
+    @field_validator("confidence")
+    @classmethod
+    def _usable_confidence(cls, value: float) -> float:
+        if not 0.5 <= value < 1:
+            raise ValueError(
+                f"promotion.confidence {value} must be at least 0.5 (a coin flip) and below 1 "
+                "(no finite holdout gives certainty); 0.9 means a one-sided p-value of 0.1"
+            )
+        return value
+
+    @field_validator("bootstrap_resamples")
+    @classmethod
+    def _enough_resamples(cls, value: int) -> int:
+        if not 100 <= value <= 100_000:
+            raise ValueError(
+                f"promotion.bootstrap_resamples {value} must be between 100 (fewer cannot resolve a 90% "
+                "confidence) and 100000 (more costs time and changes nothing); 1000 is the usual choice"
+            )
+        return value
+
+    @field_validator("bootstrap_min_blocks")
+    @classmethod
+    def _sane_min_blocks(cls, value: int) -> int:
+        if not 1 <= value <= 1000:
+            raise ValueError(
+                f"promotion.bootstrap_min_blocks {value} must be between 1 (resample whole days only) and 1000"
+            )
+        return value
 
     @field_validator("primary_metric")
     @classmethod
@@ -227,8 +304,12 @@ class DatasetSpec(_Strict):
     label: LabelColumn
     features: Annotated[tuple[Column, ...], Field(min_length=1)]
     source: Source
+    # The first interval of the dataset's history; intervals are of the spec's time zone.
+    start_date: date
+    timezone: str = "UTC"
     schedule: str = "@daily"
     catchup: bool = False
+    columns: ColumnMapping = ColumnMapping()
     alert_emails: tuple[str, ...] = ()
     validation: ValidationRules = ValidationRules()
     drift: DriftRules = DriftRules()
@@ -263,10 +344,50 @@ class DatasetSpec(_Strict):
                 raise ValueError(
                     f"candidate {cand.name!r}: estimator {cand.estimator!r} does not fit a {self.task} task"
                 )
+        unknown_targets = sorted(set(self.columns.rename.values()) - set(names))
+        if unknown_targets:
+            raise ValueError(f"columns.rename maps onto unknown column(s) {unknown_targets}; known: {names}")
+        ignored_needed = sorted(set(self.columns.ignore) & (set(names) - set(self.columns.rename.values())))
+        if ignored_needed:
+            raise ValueError(f"columns.ignore drops column(s) the spec needs: {ignored_needed}")
         if self.task == "classification" and self.label.type == "float":
             raise ValueError("a classification label must be integer (0/1) or boolean")
         if self.task == "regression" and self.label.type == "boolean":
             raise ValueError("a regression label must be numeric")
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin' or 'UTC'"
+            ) from None
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        from croniter import croniter
+
+        if value not in CRON_PRESETS and not croniter.is_valid(value):
+            raise ValueError(f"schedule {value!r} is neither a cron expression nor one of {sorted(CRON_PRESETS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _start_date_not_in_future(self) -> DatasetSpec:
+        from zoneinfo import ZoneInfo
+
+        today = datetime.now(ZoneInfo(self.timezone)).date()
+        if self.start_date > today:
+            raise ValueError(
+                f"start_date {self.start_date} is in the future (today is {today} in {self.timezone}): "
+                "set it to the first day of the data the pipeline should load"
+            )
         return self
 
     def feature(self, name: str) -> Column:
@@ -291,6 +412,18 @@ class DatasetSpec(_Strict):
     def input_columns(self) -> list[str]:
         """Every column a batch must carry, in canonical order."""
         return [self.key.name, self.event_time, *(f.name for f in self.features), self.label.name]
+
+    @property
+    def zone(self) -> Any:
+        """The spec's time zone as a ``zoneinfo.ZoneInfo``."""
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.timezone)
+
+    @property
+    def start(self) -> datetime:
+        """The start of the first interval: local midnight of ``start_date`` in the spec's zone."""
+        return datetime(self.start_date.year, self.start_date.month, self.start_date.day, tzinfo=self.zone)
 
     @property
     def warehouse_table(self) -> str:
@@ -357,7 +490,28 @@ def load_spec(name: str, spec_dir: Path | None = None) -> DatasetSpec:
     if not path.is_file():
         known = ", ".join(spec_names(directory)) or "none"
         raise SpecError(f"no dataset spec named {name!r} in {directory} (known: {known})")
-    return _load_cached(path, path.stat().st_mtime_ns)
+    spec = _load_cached(path, path.stat().st_mtime_ns)
+    _check_start_date_against_data(spec, path)
+    return spec
+
+
+def _check_start_date_against_data(spec: DatasetSpec, path: Path) -> None:
+    """A files source whose landing or archive folder holds days before ``start_date`` would never load them."""
+    if not isinstance(spec.source, FilesSource):
+        return
+    from nightly_ml.config import settings
+
+    root = Path(spec.source.path)
+    folders = [root if root.is_absolute() else settings().data_dir / root, settings().archive_dir / spec.name]
+    days = sorted(
+        part.name[3:13] for folder in folders if folder.is_dir() for part in folder.glob("ds=*") if part.is_dir()
+    )
+    if days and days[0] < spec.start_date.isoformat():
+        raise SpecError(
+            f"invalid dataset spec {path}: start_date {spec.start_date} is after its data, which starts on "
+            f"{days[0]} ({folders[0]}); set start_date: {days[0]} to load that history, or move the older "
+            "folders away"
+        )
 
 
 def load_all_specs(spec_dir: Path | None = None) -> list[DatasetSpec]:

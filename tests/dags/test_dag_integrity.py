@@ -60,8 +60,8 @@ def test_dags_follow_policy(dag_bag) -> None:
 
 
 def test_ingest_updates_the_warehouse_asset_only_from_merge(dag_bag) -> None:
-    from nightly_ml.dag_support import warehouse_asset
     from nightly_ml.spec import load_all_specs
+    from nightly_ml.tasks.common import warehouse_asset
 
     for spec in load_all_specs():
         dag = dag_bag.dags[f"ingest__{spec.name}"]

@@ -43,7 +43,7 @@ def test_a_rejected_batch_fails_the_dag_without_updating_the_asset(dag_bag, ware
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 
-    from nightly_ml import simulator
+    from nightly_ml.etl import simulator
 
     original = simulator.generate_batch
 

@@ -78,17 +78,18 @@ def flow_specs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def played(flow_specs: Path, airflow_db: Path, warehouse_url: str, mlflow_server: str) -> dict:
-    from airflow.dag_processing.dagbag import DagBag
+    from nightly_ml.devtools import replay
+    from nightly_ml.spec import load_spec
 
-    from nightly_ml.demo import play_night
-
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    assert bag.import_errors == {}
+    bag = replay.load_dag_bag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     outcomes = {}
     for offset in range(NIGHTS):
-        night = FIRST_NIGHT + timedelta(days=offset)
+        start = night_start(offset)
         for dataset in ("churn", "demand"):
-            outcomes[(dataset, offset)] = play_night(bag, dataset, night)
+            interval = (start, start + timedelta(days=1))
+            outcomes[(dataset, offset)] = replay.play_interval(
+                bag, load_spec(dataset), interval, scheduled_retrains=False
+            )
     return outcomes
 
 
@@ -105,11 +106,11 @@ def night_start(offset: int) -> datetime:
 
 @pytest.mark.parametrize("dataset", ["churn", "demand"])
 def test_a_champion_was_trained_promoted_and_scores_the_warehouse(played: dict, dataset: str) -> None:
-    from nightly_ml import registry
+    from nightly_ml.registry import access
     from nightly_ml.spec import load_spec
 
     spec = load_spec(dataset)
-    champion = registry.get_champion(spec)
+    champion = access.get_champion(spec)
     assert champion is not None, f"{dataset}: no champion after {NIGHTS} nights"
     promotions = rows(
         "SELECT to_version, gate_reasons FROM ops.promotion_history "
@@ -163,7 +164,7 @@ def test_sudden_drift_is_detected_on_its_first_night_and_triggers_retraining(pla
 
 
 def test_the_champion_moved_only_when_the_gate_passed(played: dict) -> None:
-    from nightly_ml import registry
+    from nightly_ml.registry import access
     from nightly_ml.spec import load_spec
 
     history = rows(
@@ -178,7 +179,7 @@ def test_the_champion_moved_only_when_the_gate_passed(played: dict) -> None:
         if action == "promote":
             assert from_version == champion
             champion = to_version
-    assert registry.get_champion(load_spec("churn")).version == champion
+    assert access.get_champion(load_spec("churn")).version == champion
 
 
 def test_the_retrain_records_what_triggered_it(played: dict) -> None:
@@ -214,11 +215,11 @@ def test_the_bad_data_night_stops_before_training(played: dict) -> None:
 def test_rollback_dag_moves_the_champion_back_and_records_it(played: dict) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from nightly_ml import registry
+    from nightly_ml.registry import access
     from nightly_ml.spec import load_spec
 
     spec = load_spec("churn")
-    before = registry.get_champion(spec).version
+    before = access.get_champion(spec).version
     previous = rows(
         "SELECT from_version FROM ops.promotion_history WHERE dataset = 'churn' "
         "AND action IN ('promote', 'rollback') ORDER BY id DESC LIMIT 1"
@@ -228,7 +229,7 @@ def test_rollback_dag_moves_the_champion_back_and_records_it(played: dict) -> No
         logical_date=None, run_conf={"target": "previous", "reason": "e2e: undo the last promotion"}
     )
     assert run.state == "success"
-    assert registry.get_champion(spec).version == previous != before
+    assert access.get_champion(spec).version == previous != before
     last = rows(
         "SELECT action, from_version, to_version, reason FROM ops.promotion_history "
         "WHERE dataset = 'churn' ORDER BY id DESC LIMIT 1"

@@ -13,7 +13,7 @@ import pytest
 from psycopg2 import sql
 
 from nightly_ml import db
-from nightly_ml.simulator import generate_batch, generate_labels
+from nightly_ml.etl.simulator import generate_batch, generate_labels
 from nightly_ml.spec import DatasetSpec, load_spec
 
 # --------------------------------------------------------------------------- shared helpers

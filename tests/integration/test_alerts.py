@@ -109,7 +109,7 @@ def test_without_an_smtp_connection_the_alert_lands_in_the_outbox(monkeypatch, t
 
 
 def test_a_rejected_batch_is_not_mailed_twice(smtp_server: Inbox) -> None:
-    from nightly_ml.staging import BatchRejected
+    from nightly_ml.etl.staging import BatchRejected
 
     class TaskInstance:
         dag_id, task_id, run_id = "ingest__churn", "validate", "scheduled__2026-05-01"

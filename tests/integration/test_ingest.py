@@ -17,10 +17,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from nightly_ml import db, ingest, simulator, sources
+from nightly_ml import db
 from nightly_ml.config import settings
+from nightly_ml.etl import simulator, simulator_files, sources
+from nightly_ml.etl.staging import BatchRejected
 from nightly_ml.spec import DatasetSpec, load_spec
-from nightly_ml.staging import BatchRejected
+from nightly_ml.tasks import ingest
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +112,7 @@ def audit(dataset: str, start: datetime) -> dict:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    return simulator.write_batch(frame, path)
+    return simulator_files.write_batch(frame, path)
 
 
 # --- the happy path, COPY and merge -----------------------------------------------------------
@@ -149,7 +151,7 @@ def test_several_files_and_parquet_in_one_interval(file_specs: Path) -> None:
     folder = drop_folder(start)
     frame = good_rows(start, 400)
     write_csv(frame.iloc[:150], folder / "part-0.csv")
-    simulator.write_batch(frame.iloc[150:], folder / "part-1.parquet", fmt="parquet")
+    simulator_files.write_batch(frame.iloc[150:], folder / "part-1.parquet", fmt="parquet")
     run_night("churn", start, end)
     assert interval_rows("churn", start) == 400
 
@@ -362,7 +364,7 @@ def test_wrong_delimiter_rejects_with_a_hint(file_specs: Path) -> None:
 def test_parquet_with_a_different_schema_rejects(file_specs: Path) -> None:
     start, end = day(55)
     frame = good_rows(start).rename(columns={"usage_hours": "usage"})
-    simulator.write_batch(frame, drop_folder(start) / "part-0.parquet", fmt="parquet")
+    simulator_files.write_batch(frame, drop_folder(start) / "part-0.parquet", fmt="parquet")
     _reject(start, end, r"missing column\(s\) \['usage_hours'\].*unexpected column\(s\) \['usage'\]")
 
 

@@ -22,8 +22,9 @@ from psycopg2 import sql
 from scipy import stats
 from sklearn import metrics
 
-from nightly_ml import db, drift, monitoring
+from nightly_ml import db
 from nightly_ml.config import settings
+from nightly_ml.monitoring import aggregates, checks, drift, results, statistics
 from nightly_ml.spec import DatasetSpec, load_spec, parse_spec
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def _spec() -> DatasetSpec:
 
 
 def _numpy_batch(spec: DatasetSpec, start: datetime, rows: int) -> pd.DataFrame:
-    """Stand-in for nightly_ml.simulator when it is not there: the same columns, a similar shift."""
+    """Stand-in for nightly_ml.etl.simulator when it is not there: the same columns, a similar shift."""
     rng = np.random.default_rng(int(start.timestamp()))
     shift = 1.0 if start >= SHIFTED else 0.0
     plan = rng.choice(
@@ -73,7 +74,7 @@ def _numpy_batch(spec: DatasetSpec, start: datetime, rows: int) -> pd.DataFrame:
 
 def _batch(spec: DatasetSpec, start: datetime) -> pd.DataFrame:
     try:
-        from nightly_ml.simulator import generate_batch
+        from nightly_ml.etl.simulator import generate_batch
     except ImportError:
         return _numpy_batch(spec, start, ROWS)
     return generate_batch(spec, start, start + DAY, rows=ROWS)
@@ -167,7 +168,7 @@ def conn(loaded: Loaded) -> Iterator[psycopg2.extensions.connection]:
         connection.close()
 
 
-def _run(loaded: Loaded, start: datetime, tmp_path: Path, **overrides: object) -> monitoring.MonitoringResult:
+def _run(loaded: Loaded, start: datetime, tmp_path: Path, **overrides: object) -> results.MonitoringResult:
     arguments: dict[str, object] = {
         "reference_start": REFERENCE_START,
         "reference_end": REFERENCE_END,
@@ -178,11 +179,11 @@ def _run(loaded: Loaded, start: datetime, tmp_path: Path, **overrides: object) -
         "output_dir": tmp_path,
     }
     arguments.update(overrides)
-    return monitoring.run_monitoring(loaded.spec, start, start + DAY, **arguments)  # type: ignore[arg-type]
+    return checks.run_monitoring(loaded.spec, start, start + DAY, **arguments)  # type: ignore[arg-type]
 
 
-def _windows(current: datetime) -> monitoring.Windows:
-    return monitoring.Windows(REFERENCE_START, REFERENCE_END, current, current + DAY)
+def _windows(current: datetime) -> aggregates.Windows:
+    return aggregates.Windows(REFERENCE_START, REFERENCE_END, current, current + DAY)
 
 
 @pytest.mark.parametrize("current", [STATIONARY, SHIFTED], ids=["stationary", "shifted"])
@@ -191,30 +192,30 @@ def test_sql_ks_statistic_and_bin_counts_equal_numpy(
 ) -> None:
     reference_frame, current_frame = loaded.window(REFERENCE_START, REFERENCE_END), loaded.frames[current]
     for column in loaded.spec.numeric_features:
-        pair = monitoring.feature_samples(loaded.spec, column.name, _windows(current))
+        pair = aggregates.feature_samples(loaded.spec, column.name, _windows(current))
         ref = reference_frame[column.name].to_numpy(dtype=float)
         cur = current_frame[column.name].to_numpy(dtype=float)
 
-        statistic, n_ref, n_cur = monitoring.ks_statistic(conn, pair)
+        statistic, n_ref, n_cur = aggregates.ks_statistic(conn, pair)
         assert (n_ref, n_cur) == (len(ref), len(cur))
         assert statistic == pytest.approx(stats.ks_2samp(ref, cur).statistic, abs=1e-12), column.name
 
-        levels = drift.quantile_levels(loaded.spec.drift.bins)
-        ref_stats, cur_stats, edges = monitoring.profile(conn, pair, levels=levels, discrete=column.type == "integer")
+        levels = statistics.quantile_levels(loaded.spec.drift.bins)
+        ref_stats, cur_stats, edges = aggregates.profile(conn, pair, levels=levels, discrete=column.type == "integer")
         method = "inverted_cdf" if column.type == "integer" else "linear"
-        assert edges == pytest.approx(drift.reference_bin_edges(np.quantile(ref, levels, method=method)))
+        assert edges == pytest.approx(statistics.reference_bin_edges(np.quantile(ref, levels, method=method)))
         assert ref_stats.mean == pytest.approx(ref.mean()) and ref_stats.sd == pytest.approx(ref.std(ddof=1))
         assert cur_stats.rows == len(cur)
 
-        ref_counts, cur_counts = monitoring.bin_counts(conn, pair, edges)
-        assert ref_counts.tolist() == drift.histogram_counts(ref, edges).tolist()
-        assert cur_counts.tolist() == drift.histogram_counts(cur, edges).tolist()
+        ref_counts, cur_counts = aggregates.bin_counts(conn, pair, edges)
+        assert ref_counts.tolist() == statistics.histogram_counts(ref, edges).tolist()
+        assert cur_counts.tolist() == statistics.histogram_counts(cur, edges).tolist()
 
 
 def test_sql_category_counts_equal_pandas(loaded: Loaded, conn: psycopg2.extensions.connection) -> None:
     for column in loaded.spec.categorical_features:
-        pair = monitoring.feature_samples(loaded.spec, column.name, _windows(SHIFTED))
-        ref_counts, cur_counts = monitoring.category_counts(conn, pair)
+        pair = aggregates.feature_samples(loaded.spec, column.name, _windows(SHIFTED))
+        ref_counts, cur_counts = aggregates.category_counts(conn, pair)
         expected = loaded.frames[SHIFTED][column.name].astype(str).str.lower().value_counts().to_dict()
         assert cur_counts == expected
         assert sum(ref_counts.values()) == len(loaded.window(REFERENCE_START, REFERENCE_END))
@@ -233,8 +234,10 @@ def test_stationary_interval_needs_no_retraining(loaded: Loaded, tmp_path: Path)
     assert prediction.interval_start == STATIONARY - DAY
     assert prediction.reference_intervals == tuple(STATIONARY - d * DAY for d in range(8, 1, -1))
     reference_predictions = np.concatenate([loaded.predictions[t] for t in prediction.reference_intervals])
-    edges = drift.reference_bin_edges(np.quantile(reference_predictions, drift.quantile_levels(10)))
-    assert prediction.histogram.current == tuple(drift.histogram_counts(loaded.predictions[STATIONARY - DAY], edges))
+    edges = statistics.reference_bin_edges(np.quantile(reference_predictions, statistics.quantile_levels(10)))
+    assert prediction.histogram.current == tuple(
+        statistics.histogram_counts(loaded.predictions[STATIONARY - DAY], edges)
+    )
 
     # live performance: the labelled, scored rows of the 14 days before the interval's end
     days = [d for d in loaded.predictions if STATIONARY + DAY - 14 * DAY <= d < STATIONARY]
@@ -309,24 +312,24 @@ def test_rerunning_an_interval_leaves_the_same_rows(loaded: Loaded, tmp_path: Pa
     assert set(histograms["monthly_charges"]) >= {"edges", "reference", "current", "labels"}
     assert sum(histograms["monthly_charges"]["current"]) == ROWS
     assert first.verdict.prediction is not None
-    assert histograms[monitoring.PREDICTION_FEATURE]["interval_start"] == SHIFTED.isoformat()
+    assert histograms[aggregates.PREDICTION_FEATURE]["interval_start"] == SHIFTED.isoformat()
 
 
 def test_history_feeds_the_report(loaded: Loaded, tmp_path: Path) -> None:
     _run(loaded, STATIONARY, tmp_path)
     _run(loaded, SHIFTED, tmp_path, prediction_interval_start=SHIFTED)
-    history = monitoring.load_history(loaded.spec, SHIFTED + DAY, loaded.url)
+    history = results.load_history(loaded.spec, SHIFTED + DAY, loaded.url)
     assert [p.interval_start for p in history.points] == [STATIONARY, SHIFTED]
     latest = history.points[-1]
     assert latest.should_retrain and set(latest.drifted_features) == SHIFTED_FEATURES
     assert latest.feature_psi["monthly_charges"] > loaded.spec.drift.psi_threshold
-    assert monitoring.PREDICTION_FEATURE in latest.feature_psi
+    assert aggregates.PREDICTION_FEATURE in latest.feature_psi
     assert not math.isnan(history.points[0].live_metrics["roc_auc"])
-    assert monitoring.load_history(loaded.spec, STATIONARY, loaded.url).points == ()
+    assert results.load_history(loaded.spec, STATIONARY, loaded.url).points == ()
 
 
 def test_no_reference_rows_is_an_error(loaded: Loaded, tmp_path: Path) -> None:
-    with pytest.raises(monitoring.MonitoringError, match="no_champion_verdict"):
+    with pytest.raises(aggregates.MonitoringError, match="no_champion_verdict"):
         _run(
             loaded,
             STATIONARY,
@@ -334,13 +337,13 @@ def test_no_reference_rows_is_an_error(loaded: Loaded, tmp_path: Path) -> None:
             reference_start=datetime(2020, 1, 1, tzinfo=UTC),
             reference_end=datetime(2020, 2, 1, tzinfo=UTC),
         )
-    with pytest.raises(monitoring.MonitoringError, match="timezone-aware"):
+    with pytest.raises(aggregates.MonitoringError, match="timezone-aware"):
         _run(loaded, datetime(2024, 1, 22), tmp_path)  # naive
-    assert monitoring.no_champion_verdict().reasons == ("no champion yet: bootstrap training",)
+    assert drift.no_champion_verdict().reasons == ("no champion yet: bootstrap training",)
 
 
 def test_features_marked_not_monitored_are_skipped() -> None:
     demand = load_spec("demand")
-    names = [f.name for f in monitoring.monitored_features(demand)]
+    names = [f.name for f in aggregates.monitored_features(demand)]
     assert "day_of_week" not in names  # one weekday per daily batch: would drift every night
     assert "hour" in names and "zone" in names

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from nightly_ml import registry, training
 from nightly_ml.config import settings
-from nightly_ml.promotion import GateDecision, decide
+from nightly_ml.modeling import frames, training
+from nightly_ml.modeling.promotion import GateDecision, decide
+from nightly_ml.registry import access, aliases, run_logging
 from nightly_ml.spec import DatasetSpec
 
 pytestmark = pytest.mark.integration
@@ -50,14 +51,14 @@ def fresh_spec(kit: Any, name: str) -> DatasetSpec:
 
 
 def register(spec: DatasetSpec, result: training.TrainingResult, reason: str = "scheduled") -> str:
-    record = registry.log_training_result(
+    record = run_logging.log_training_result(
         spec, result, trigger={"reason": reason, "psi": 0.31}, airflow_context=AIRFLOW
     )
     return record.model_version
 
 
 def history(spec: DatasetSpec, url: str) -> list[dict[str, Any]]:
-    return registry.promotion_history(spec, url=url)
+    return aliases.promotion_history(spec, url=url)
 
 
 def alias(client: MlflowClient, spec: DatasetSpec, name: str) -> str | None:
@@ -69,7 +70,7 @@ def test_training_run_is_logged_completely(
     kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str, mlflow_server: str
 ) -> None:
     spec = fresh_spec(kit, "churn_logging")
-    record = registry.log_training_result(
+    record = run_logging.log_training_result(
         spec, trained, trigger={"reason": "drift", "psi": 0.31}, airflow_context=AIRFLOW
     )
     assert record.model_uri == f"models:/churn_logging_model/{record.model_version}"
@@ -111,17 +112,17 @@ def test_training_run_is_logged_completely(
     info = mlflow.models.get_model_info(record.model_uri)
     assert [c.name for c in info.signature.inputs] == [f.name for f in spec.features]
 
-    model = registry.load_model(spec, record.model_version)
-    features = training.feature_frame(spec, trained.holdout)
+    model = access.load_model(spec, record.model_version)
+    features = frames.feature_frame(spec, trained.holdout)
     np.testing.assert_allclose(model.predict_proba(features), trained.best.model.predict_proba(features))
     assert history(spec, warehouse_url) == []  # logging never promotes
 
     # A retried training task finds what its Airflow run registered; other runs find nothing.
-    assert registry.version_for_airflow_run(spec, "nightly_churn", "scheduled__2024-05-11") == record.model_version
-    assert registry.version_for_airflow_run(spec, "nightly_churn", "manual__2024-05-12") is None
-    assert registry.version_for_airflow_run(fresh_spec(kit, "churn_never_trained"), "d", "r") is None
+    assert access.version_for_airflow_run(spec, "nightly_churn", "scheduled__2024-05-11") == record.model_version
+    assert access.version_for_airflow_run(spec, "nightly_churn", "manual__2024-05-12") is None
+    assert access.version_for_airflow_run(fresh_spec(kit, "churn_never_trained"), "d", "r") is None
     assert (
-        registry.run_url(record.run_id)
+        access.run_url(record.run_id)
         == f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     )
 
@@ -130,17 +131,17 @@ def test_first_promotion_then_rejected_then_better_challenger(
     kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str
 ) -> None:
     spec = fresh_spec(kit, "churn_flow")
-    assert registry.get_champion(spec) is None
-    assert registry.evaluate_champion_on(spec, trained.holdout) is None
+    assert access.get_champion(spec) is None
+    assert access.evaluate_champion_on(spec, trained.holdout) is None
 
     v1 = register(spec, trained)
     first = decide(spec.promotion, trained.evaluation, None, trained.baseline_evaluation)
     assert first.promote, first.reasons
-    outcome = registry.promote(
+    outcome = aliases.promote(
         spec, v1, first, expected_champion=None, actor="test", reason="first model", url=warehouse_url
     )
     assert (outcome.action, outcome.from_version, outcome.to_version) == ("promote", None, v1)
-    champion = registry.get_champion(spec)
+    champion = access.get_champion(spec)
     assert champion is not None and champion.version == v1
     assert champion.metrics == pytest.approx(trained.metrics)
     assert champion.reference_window == trained.window
@@ -154,28 +155,28 @@ def test_first_promotion_then_rejected_then_better_challenger(
 
     # Same data, same seed: the challenger ties the champion on the same holdout and is rejected.
     v2 = register(spec, trained)
-    champion_eval = registry.evaluate_champion_on(spec, trained.holdout)
+    champion_eval = access.evaluate_champion_on(spec, trained.holdout)
     assert champion_eval is not None and champion_eval.version == v1
     assert champion_eval.evaluation.metrics == pytest.approx(trained.metrics)
     tie = decide(spec.promotion, trained.evaluation, champion_eval.evaluation, trained.baseline_evaluation)
     assert not tie.promote
-    rejected = registry.reject(spec, v2, tie, url=warehouse_url)
+    rejected = aliases.reject(spec, v2, tie, url=warehouse_url)
     assert (rejected.action, rejected.from_version, rejected.to_version) == ("reject", v1, v2)
     assert "tie" in client.get_model_version(spec.registered_model_name, v2).tags["promotion_rejected"]
-    assert registry.get_champion(spec).version == v1
+    assert access.get_champion(spec).version == v1
     assert alias(client, spec, "champion") == v1
 
     v3 = register(spec, trained)
-    registry.promote(spec, v3, FORCED, expected_champion=v1, actor="test", reason="better", url=warehouse_url)
+    aliases.promote(spec, v3, FORCED, expected_champion=v1, actor="test", reason="better", url=warehouse_url)
     assert alias(client, spec, "champion") == v3
     assert alias(client, spec, "previous_champion") == v1
     actions = [(r["action"], r["from_version"], r["to_version"]) for r in history(spec, warehouse_url)]
     assert actions == [("promote", v1, v3), ("reject", v1, v2), ("promote", None, v1)]
 
     with pytest.raises(ValueError, match="call reject"):
-        registry.promote(spec, v2, tie, expected_champion=v3, actor="test", reason="no", url=warehouse_url)
+        aliases.promote(spec, v2, tie, expected_champion=v3, actor="test", reason="no", url=warehouse_url)
     with pytest.raises(ValueError, match="call promote"):
-        registry.reject(spec, v2, FORCED, url=warehouse_url)
+        aliases.reject(spec, v2, FORCED, url=warehouse_url)
 
 
 def test_rollback_to_previous_and_to_a_version(
@@ -183,30 +184,30 @@ def test_rollback_to_previous_and_to_a_version(
 ) -> None:
     spec = fresh_spec(kit, "churn_rollback")
     v1, v2, v3 = (register(spec, trained) for _ in range(3))
-    with pytest.raises(registry.RollbackError, match="no promotion history"):
-        registry.rollback(spec, actor="ops", reason="oops", url=warehouse_url)
-    registry.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="r", url=warehouse_url)
-    with pytest.raises(registry.RollbackError, match="had no previous champion"):
-        registry.rollback(spec, actor="ops", reason="oops", url=warehouse_url)
-    registry.promote(spec, v2, FORCED, expected_champion=v1, actor="test", reason="r", url=warehouse_url)
+    with pytest.raises(access.RollbackError, match="no promotion history"):
+        aliases.rollback(spec, actor="ops", reason="oops", url=warehouse_url)
+    aliases.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="r", url=warehouse_url)
+    with pytest.raises(access.RollbackError, match="had no previous champion"):
+        aliases.rollback(spec, actor="ops", reason="oops", url=warehouse_url)
+    aliases.promote(spec, v2, FORCED, expected_champion=v1, actor="test", reason="r", url=warehouse_url)
 
-    back = registry.rollback(spec, "previous", actor="ops", reason="v2 misbehaves", url=warehouse_url)
+    back = aliases.rollback(spec, "previous", actor="ops", reason="v2 misbehaves", url=warehouse_url)
     assert (back.action, back.from_version, back.to_version) == ("rollback", v2, v1)
     assert alias(client, spec, "champion") == v1
     assert alias(client, spec, "previous_champion") == v2
     assert client.get_model_version(spec.registered_model_name, v1).tags["rolled_back_by"] == "ops"
 
-    explicit = registry.rollback(spec, v3, actor="ops", reason="pin v3", url=warehouse_url)
+    explicit = aliases.rollback(spec, v3, actor="ops", reason="pin v3", url=warehouse_url)
     assert (explicit.from_version, explicit.to_version) == (v1, v3)
-    assert registry.get_champion(spec).version == v3
+    assert access.get_champion(spec).version == v3
 
     before = history(spec, warehouse_url)
-    with pytest.raises(registry.RollbackError, match=r"no such version \(existing: 1, 2, 3\)"):
-        registry.rollback(spec, "99", actor="ops", reason="typo", url=warehouse_url)
-    with pytest.raises(registry.RollbackError, match="already the champion"):
-        registry.rollback(spec, v3, actor="ops", reason="again", url=warehouse_url)
-    with pytest.raises(registry.RollbackError, match="'previous' or a version number"):
-        registry.rollback(spec, "latest", actor="ops", reason="?", url=warehouse_url)
+    with pytest.raises(access.RollbackError, match=r"no such version \(existing: 1, 2, 3\)"):
+        aliases.rollback(spec, "99", actor="ops", reason="typo", url=warehouse_url)
+    with pytest.raises(access.RollbackError, match="already the champion"):
+        aliases.rollback(spec, v3, actor="ops", reason="again", url=warehouse_url)
+    with pytest.raises(access.RollbackError, match="'previous' or a version number"):
+        aliases.rollback(spec, "latest", actor="ops", reason="?", url=warehouse_url)
     assert history(spec, warehouse_url) == before
     assert alias(client, spec, "champion") == v3
     assert [r["action"] for r in before] == ["rollback", "rollback", "promote", "promote"]
@@ -222,21 +223,21 @@ def test_racing_promotions_leave_one_champion_and_full_history(
 ) -> None:
     spec = fresh_spec(kit, "churn_race")
     v1, v2, v3 = (register(spec, trained) for _ in range(3))
-    registry.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
+    aliases.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
 
     # Hold the alias move open a moment so the second promotion surely arrives while the first holds the lock.
-    real_apply = registry._AliasMove.apply
+    real_apply = aliases._AliasMove.apply
 
-    def slow_apply(self: registry._AliasMove, target: str) -> None:
+    def slow_apply(self: aliases._AliasMove, target: str) -> None:
         time.sleep(0.5)
         real_apply(self, target)
 
-    monkeypatch.setattr(registry._AliasMove, "apply", slow_apply)
+    monkeypatch.setattr(aliases._AliasMove, "apply", slow_apply)
     barrier = threading.Barrier(2)
 
-    def contend(version: str) -> registry.PromotionOutcome:
+    def contend(version: str) -> access.PromotionOutcome:
         barrier.wait(timeout=10)
-        return registry.promote(
+        return aliases.promote(
             spec, version, FORCED, expected_champion=v1, actor=f"thread-{version}", reason="race", url=warehouse_url
         )
 
@@ -271,17 +272,17 @@ def test_failure_after_the_alias_moved_puts_it_back(
 ) -> None:
     spec = fresh_spec(kit, "churn_undo")
     v1, v2 = register(spec, trained), register(spec, trained)
-    with pytest.raises(registry.VersionNotFound, match=r"cannot promote churn_undo_model version 9: no such version"):
-        registry.promote(spec, "9", FORCED, expected_champion=None, actor="t", reason="r", url=warehouse_url)
-    registry.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
+    with pytest.raises(access.VersionNotFound, match=r"cannot promote churn_undo_model version 9: no such version"):
+        aliases.promote(spec, "9", FORCED, expected_champion=None, actor="t", reason="r", url=warehouse_url)
+    aliases.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
     before = history(spec, warehouse_url)
 
     def broken_tag(*args: object) -> None:
         raise RuntimeError("tagging failed after the aliases moved")
 
-    monkeypatch.setattr(registry, "_tag", broken_tag)
+    monkeypatch.setattr(aliases, "_tag", broken_tag)
     with pytest.raises(RuntimeError, match="tagging failed"):
-        registry.promote(spec, v2, FORCED, expected_champion=v1, actor="t", reason="r", url=warehouse_url)
+        aliases.promote(spec, v2, FORCED, expected_champion=v1, actor="t", reason="r", url=warehouse_url)
     assert alias(client, spec, "champion") == v1
     assert alias(client, spec, "previous_champion") is None
     assert history(spec, warehouse_url) == before
@@ -292,10 +293,10 @@ def test_a_champion_that_cannot_score_the_holdout_counts_as_broken(
 ) -> None:
     spec = fresh_spec(kit, "churn_broken")
     v1 = register(spec, trained)
-    registry.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
+    aliases.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
     # A later spec version dropped a feature the champion still needs.
     newer = spec.model_copy(update={"version": 2, "features": tuple(f for f in spec.features if f.name != "autopay")})
-    champion = registry.evaluate_champion_on(newer, trained.holdout)
+    champion = access.evaluate_champion_on(newer, trained.holdout)
     assert champion is not None and champion.version == v1
     assert all(np.isnan(v) for v in champion.evaluation.metrics.values())
     decision = decide(newer.promotion, trained.evaluation, champion.evaluation, trained.baseline_evaluation)
@@ -312,7 +313,7 @@ def test_unreachable_mlflow_fails_fast_and_moves_nothing(
 ) -> None:
     spec = fresh_spec(kit, "churn_outage")
     v1, v2 = register(spec, trained), register(spec, trained)
-    registry.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
+    aliases.promote(spec, v1, FORCED, expected_champion=None, actor="test", reason="first", url=warehouse_url)
     before = history(spec, warehouse_url)
     dead = f"http://127.0.0.1:{kit.free_port()}"
     unreachable = f"MLflow tracking server {dead} is unreachable"
@@ -321,28 +322,30 @@ def test_unreachable_mlflow_fails_fast_and_moves_nothing(
             patch.setenv("MLFLOW_TRACKING_URI", dead)
             settings.cache_clear()
             started = time.monotonic()  # the module's own retry settings
-            with pytest.raises(registry.RegistryUnavailable, match=unreachable):
-                registry.get_champion(spec)
+            with pytest.raises(access.RegistryUnavailable, match=unreachable):
+                access.get_champion(spec)
             assert time.monotonic() - started < 10, "a dead tracking server must fail in seconds, not minutes"
 
             patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the rest only needs to fail, quickly
             attempts = {
-                "promote": lambda: registry.promote(
+                "promote": lambda: aliases.promote(
                     spec, v2, FORCED, expected_champion=v1, actor="t", reason="r", url=warehouse_url
                 ),
-                "rollback": lambda: registry.rollback(spec, v2, actor="t", reason="r", url=warehouse_url),
-                "reject": lambda: registry.reject(spec, v2, GateDecision(False, ("no.",), None), url=warehouse_url),
-                "log": lambda: registry.log_training_result(spec, trained, trigger={"reason": "r"}, airflow_context={}),
-                "evaluate": lambda: registry.evaluate_champion_on(spec, trained.holdout),
+                "rollback": lambda: aliases.rollback(spec, v2, actor="t", reason="r", url=warehouse_url),
+                "reject": lambda: aliases.reject(spec, v2, GateDecision(False, ("no.",), None), url=warehouse_url),
+                "log": lambda: run_logging.log_training_result(
+                    spec, trained, trigger={"reason": "r"}, airflow_context={}
+                ),
+                "evaluate": lambda: access.evaluate_champion_on(spec, trained.holdout),
             }
             for name, attempt in attempts.items():
-                with pytest.raises(registry.RegistryUnavailable, match=unreachable):
+                with pytest.raises(access.RegistryUnavailable, match=unreachable):
                     attempt()
                     pytest.fail(f"{name} did not raise")
     finally:
         settings.cache_clear()
 
-    assert registry.get_champion(spec).version == v1
+    assert access.get_champion(spec).version == v1
     assert alias(client, spec, "champion") == v1
     assert "promotion_rejected" not in client.get_model_version(spec.registered_model_name, v2).tags
     assert history(spec, warehouse_url) == before

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 from psycopg2 import sql
 
-from nightly_ml import db, registry, scoring, training
-from nightly_ml.promotion import decide
+from nightly_ml import db
+from nightly_ml.modeling import evaluation, frames, scoring, training
+from nightly_ml.modeling.promotion import decide
+from nightly_ml.registry import access, aliases, run_logging
 from nightly_ml.spec import DatasetSpec
 
 pytestmark = pytest.mark.integration
@@ -72,19 +74,19 @@ def test_train_promote_score_and_rescore(
     spec = kit.make_spec(dataset, f"{dataset}_scoring")
     load_days(kit, spec, warehouse_url)
 
-    frame = training.load_training_frame(spec, WINDOW_END, url=warehouse_url)
+    frame = frames.load_training_frame(spec, WINDOW_END, url=warehouse_url)
     assert len(frame) == TRAIN_DAYS * ROWS_PER_DAY - 20  # labelled rows of the window only
-    assert list(frame.columns) == training.frame_columns(spec)
+    assert list(frame.columns) == frames.frame_columns(spec)
     assert frame[spec.label.name].notna().all()
     assert frame[spec.event_time].min() >= pd.Timestamp(START)
     assert frame[spec.event_time].max() < pd.Timestamp(WINDOW_END)
     assert frame[spec.event_time].is_monotonic_increasing
 
     result = training.run_training(spec, frame, WINDOW_END)
-    record = registry.log_training_result(spec, result, trigger={"reason": "first model"}, airflow_context={})
+    record = run_logging.log_training_result(spec, result, trigger={"reason": "first model"}, airflow_context={})
     decision = decide(spec.promotion, result.evaluation, None, result.baseline_evaluation)
     assert decision.promote, decision.reasons
-    registry.promote(
+    aliases.promote(
         spec,
         record.model_version,
         decision,
@@ -95,13 +97,13 @@ def test_train_promote_score_and_rescore(
     )
 
     batch_sizes: list[int] = []
-    real_predict = training.predict_scores
+    real_predict = evaluation.predict_scores
 
     def counting_predict(spec_: DatasetSpec, model: Any, features: pd.DataFrame) -> np.ndarray:
         batch_sizes.append(len(features))
         return real_predict(spec_, model, features)
 
-    monkeypatch.setattr(training, "predict_scores", counting_predict)
+    monkeypatch.setattr(evaluation, "predict_scores", counting_predict)
     scored = scoring.score_interval(spec, SCORE_START, SCORE_END, url=warehouse_url, chunk_rows=CHUNK_ROWS)
     assert scored == scoring.ScoreResult(rows=SCORE_ROWS, model_version=record.model_version)
     # Streamed: never more than one chunk of rows through the model at a time.
@@ -113,8 +115,8 @@ def test_train_promote_score_and_rescore(
     assert set(first["model_version"]) == {record.model_version}
     assert set(first["model_name"]) == {spec.registered_model_name}
     assert (first["_interval_start"] == pd.Timestamp(SCORE_START)).all()
-    model = registry.load_model(spec, record.model_version)
-    expected = real_predict(spec, model, training.feature_frame(spec, source))
+    model = access.load_model(spec, record.model_version)
+    expected = real_predict(spec, model, frames.feature_frame(spec, source))
     np.testing.assert_allclose(first["prediction"].to_numpy(), expected, rtol=1e-12)
     if spec.task == "classification":
         assert first["prediction"].between(0, 1).all()

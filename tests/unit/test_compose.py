@@ -341,14 +341,14 @@ def makefile_exports() -> dict[str, str]:
 
 
 def test_telemetry_switches_match_the_makefile() -> None:
-    from nightly_ml.localstack import DEFAULT_ENV
+    from nightly_ml.devtools.localstack import DEFAULT_ENV
 
     exported = makefile_exports()
     for name in TELEMETRY:
         assert name in exported, f"the Makefile no longer exports {name}"
         wanted = exported[name].strip().lower()
         assert str(COMMON_ENV[name]).lower() == wanted, f"compose sets {name} differently from the Makefile"
-        assert DEFAULT_ENV[name].lower() == wanted, f"nightly_ml.localstack sets {name} differently"
+        assert DEFAULT_ENV[name].lower() == wanted, f"nightly_ml.devtools.localstack sets {name} differently"
     for name in ("MLFLOW_ENABLE_TELEMETRY", "DO_NOT_TRACK"):
         assert str(env_of(SERVICES["mlflow"])[name]).lower() == exported[name].lower()
 
@@ -465,7 +465,7 @@ def cli_help() -> dict[str, subprocess.CompletedProcess[str]]:
     """`<cli> ... --help` for every command used, run in parallel (each one imports Airflow: ~3 s)."""
     airflow = str(Path(sys.executable).with_name("airflow"))
     probes = {inv.name: [airflow, *inv.words, "--help"] for inv in INVOCATIONS if not missing_provider(inv)}
-    # `make up` runs these natively (nightly_ml.localstack): keep both stacks on real commands
+    # `make up` runs these natively (nightly_ml.devtools.localstack): keep both stacks on real commands
     probes["standalone"] = [airflow, "standalone", "--help"]
     probes["mlflow server"] = [
         sys.executable,
@@ -535,7 +535,7 @@ def test_mlflow_server_command(cli_help: dict[str, subprocess.CompletedProcess[s
 
 
 def test_make_up_commands_exist(cli_help: dict[str, subprocess.CompletedProcess[str]]) -> None:
-    from nightly_ml.localstack import plan
+    from nightly_ml.devtools.localstack import plan
 
     stack = plan(8080, 5000, {"PATH": ""})
     for command in (stack.migrate_command, stack.standalone_command):

@@ -12,8 +12,9 @@ import pytest
 from scipy import stats
 from sklearn import metrics
 
-from nightly_ml import drift
-from nightly_ml.drift import FeatureDrift, SampleStats
+from nightly_ml.monitoring import drift, statistics
+from nightly_ml.monitoring.drift import FeatureDrift
+from nightly_ml.monitoring.statistics import SampleStats
 from nightly_ml.spec import DatasetSpec, DriftRules, load_spec
 
 RULES = DriftRules()  # psi 0.2, ks p 0.001, chi2 p 0.001
@@ -28,46 +29,55 @@ def spec() -> DatasetSpec:
 
 
 def test_reference_bin_edges_are_finite_sorted_and_unique() -> None:
-    assert drift.reference_bin_edges([3.0, 1.0, 1.0, None, float("nan"), 2.0, 3.0]) == (1.0, 2.0, 3.0)
-    assert drift.reference_bin_edges(None) == ()
-    assert drift.reference_bin_edges([None, None]) == ()
+    assert statistics.reference_bin_edges([3.0, 1.0, 1.0, None, float("nan"), 2.0, 3.0]) == (1.0, 2.0, 3.0)
+    assert statistics.reference_bin_edges(None) == ()
+    assert statistics.reference_bin_edges([None, None]) == ()
 
 
 def test_bins_are_open_ended_like_width_bucket() -> None:
     edges = (1.0, 2.0, 3.0)
     # below the first edge -> 0, [e_i, e_i+1) -> i, at or above the last edge -> len(edges)
-    assert drift.bin_index([-100.0, 0.99, 1.0, 1.5, 2.0, 2.999, 3.0, 1e9], edges).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert drift.histogram_counts([0.0, 1.0, np.nan, 5.0], edges).tolist() == [1, 1, 0, 1]
-    assert drift.histogram_counts([1.0, 2.0], ()).tolist() == [2]
-    assert drift.bin_labels(edges) == ("< 1", "[1, 2)", "[2, 3)", "≥ 3")
-    assert drift.quantile_levels(4) == [0.25, 0.5, 0.75]
+    assert statistics.bin_index([-100.0, 0.99, 1.0, 1.5, 2.0, 2.999, 3.0, 1e9], edges).tolist() == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+    ]
+    assert statistics.histogram_counts([0.0, 1.0, np.nan, 5.0], edges).tolist() == [1, 1, 0, 1]
+    assert statistics.histogram_counts([1.0, 2.0], ()).tolist() == [2]
+    assert statistics.bin_labels(edges) == ("< 1", "[1, 2)", "[2, 3)", "≥ 3")
+    assert statistics.quantile_levels(4) == [0.25, 0.5, 0.75]
 
 
 def _numeric_counts(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    edges = drift.reference_bin_edges(np.quantile(reference, drift.quantile_levels(bins)))
-    return drift.histogram_counts(reference, edges), drift.histogram_counts(current, edges)
+    edges = statistics.reference_bin_edges(np.quantile(reference, statistics.quantile_levels(bins)))
+    return statistics.histogram_counts(reference, edges), statistics.histogram_counts(current, edges)
 
 
 def test_psi_of_identical_distributions_is_about_zero() -> None:
     rng = np.random.default_rng(1)
     reference = rng.normal(size=40_000)
-    assert drift.psi(*_numeric_counts(reference, reference)) == pytest.approx(0.0, abs=1e-12)
-    assert drift.psi(*_numeric_counts(reference, rng.normal(size=2000))) < 0.02
+    assert statistics.psi(*_numeric_counts(reference, reference)) == pytest.approx(0.0, abs=1e-12)
+    assert statistics.psi(*_numeric_counts(reference, rng.normal(size=2000))) < 0.02
 
 
 def test_psi_of_shifted_distribution_is_large() -> None:
     rng = np.random.default_rng(2)
     reference = rng.normal(size=40_000)
-    assert drift.psi(*_numeric_counts(reference, rng.normal(1.0, 1.0, size=2000))) > 0.5
-    assert drift.psi(*_numeric_counts(reference, rng.normal(0.0, 2.0, size=2000))) > 0.2
+    assert statistics.psi(*_numeric_counts(reference, rng.normal(1.0, 1.0, size=2000))) > 0.5
+    assert statistics.psi(*_numeric_counts(reference, rng.normal(0.0, 2.0, size=2000))) > 0.2
 
 
 def test_psi_smooths_empty_bins_and_rejects_misaligned_bins() -> None:
-    value = drift.psi([100, 0, 100], [0, 100, 100])
+    value = statistics.psi([100, 0, 100], [0, 100, 100])
     assert math.isfinite(value) and value > 1
-    assert math.isnan(drift.psi([0, 0], [1, 2]))
+    assert math.isnan(statistics.psi([0, 0], [1, 2]))
     with pytest.raises(ValueError, match="not aligned"):
-        drift.psi([1, 2], [1, 2, 3])
+        statistics.psi([1, 2], [1, 2, 3])
 
 
 # --------------------------------------------------------------------------- KS
@@ -86,17 +96,17 @@ def test_ks_pvalue_matches_scipy_on_raw_samples(n_ref: int, n_cur: int, shift: f
     rng = np.random.default_rng(n_ref + n_cur)
     reference, current = rng.normal(size=n_ref), rng.normal(shift, 1.0, size=n_cur)
     asymptotic = stats.ks_2samp(reference, current, method="asymp")
-    ours = drift.ks_pvalue(asymptotic.statistic, n_ref, n_cur)
+    ours = statistics.ks_pvalue(asymptotic.statistic, n_ref, n_cur)
     assert ours == pytest.approx(asymptotic.pvalue, rel=1e-9, abs=1e-300)
     # scipy's default ('exact' for smaller samples) agrees closely
     assert ours == pytest.approx(stats.ks_2samp(reference, current).pvalue, rel=0.05, abs=1e-300)
 
 
 def test_ks_pvalue_edge_cases() -> None:
-    assert math.isnan(drift.ks_pvalue(0.3, 0, 100))
-    assert math.isnan(drift.ks_pvalue(float("nan"), 10, 10))
-    assert drift.ks_pvalue(0.0, 1000, 1000) == pytest.approx(1.0)
-    assert drift.ks_pvalue(0.5, 40_000, 2000) < 1e-100
+    assert math.isnan(statistics.ks_pvalue(0.3, 0, 100))
+    assert math.isnan(statistics.ks_pvalue(float("nan"), 10, 10))
+    assert statistics.ks_pvalue(0.0, 1000, 1000) == pytest.approx(1.0)
+    assert statistics.ks_pvalue(0.5, 40_000, 2000) < 1e-100
 
 
 # --------------------------------------------------------------------------- chi-square
@@ -104,7 +114,7 @@ def test_ks_pvalue_edge_cases() -> None:
 
 def test_chi_square_of_identical_counts() -> None:
     counts = {"basic": 450, "standard": 350, "premium": 200}
-    result = drift.chi_square(counts, counts)
+    result = statistics.chi_square(counts, counts)
     assert result.statistic == pytest.approx(0.0)
     assert result.pvalue == pytest.approx(1.0)
     assert result.cramers_v == pytest.approx(0.0)
@@ -114,7 +124,7 @@ def test_chi_square_of_identical_counts() -> None:
 def test_chi_square_of_different_counts_matches_scipy() -> None:
     reference = {"basic": 18_000, "standard": 14_000, "premium": 8000}
     current = {"basic": 1500, "standard": 340, "premium": 160}
-    result = drift.chi_square(reference, current)
+    result = statistics.chi_square(reference, current)
     table = np.array([[18_000, 14_000, 8000], [1500, 340, 160]])
     expected = stats.chi2_contingency(table[:, [0, 2, 1]], correction=False)  # order does not matter
     assert result.statistic == pytest.approx(expected.statistic)
@@ -128,10 +138,10 @@ def test_chi_square_of_different_counts_matches_scipy() -> None:
 
 
 def test_chi_square_reports_unseen_categories_with_their_share() -> None:
-    result = drift.chi_square({"north": 500, "south": 500}, {"north": 80, "south": 100, "central": 20})
+    result = statistics.chi_square({"north": 500, "south": 500}, {"north": 80, "south": 100, "central": 20})
     assert result.unseen_categories == {"central": pytest.approx(0.1)}
     assert result.unseen_share == pytest.approx(0.1)
-    single = drift.chi_square({"a": 10}, {"a": 5})
+    single = statistics.chi_square({"a": 10}, {"a": 5})
     assert (single.statistic, single.pvalue) == (0.0, 1.0)
 
 
@@ -190,7 +200,7 @@ def _drift(name: str, drifted: bool, *, ref_mean: float = 0.0, cur_mean: float =
         psi=0.3 if drifted else 0.01,
         drifted=drifted,
         reason="PSI 0.3 ≥ 0.2" if drifted else "stable",
-        histogram=drift.Histogram(("all",), (10,), (10,)),
+        histogram=statistics.Histogram(("all",), (10,), (10,)),
         reference=SampleStats(1000, 1000, ref_mean, sd),
         current=SampleStats(100, 100, cur_mean, sd),
     )
@@ -198,7 +208,7 @@ def _drift(name: str, drifted: bool, *, ref_mean: float = 0.0, cur_mean: float =
 
 def _prediction(psi_value: float) -> drift.PredictionDrift:
     return drift.PredictionDrift(
-        psi_value, 0.2, psi_value >= 0.2, f"prediction PSI {psi_value}", drift.Histogram((), (), ())
+        psi_value, 0.2, psi_value >= 0.2, f"prediction PSI {psi_value}", statistics.Histogram((), (), ())
     )
 
 
@@ -328,9 +338,9 @@ def _reference(rng: np.random.Generator, rows: int, bins: int) -> dict[str, _Ref
             continue
         # the same quantile definitions as the SQL: percentile_disc (integer), percentile_cont (float)
         method = "inverted_cdf" if feature.kind == "integer" else "linear"
-        edges = drift.reference_bin_edges(np.quantile(values, drift.quantile_levels(bins), method=method))
+        edges = statistics.reference_bin_edges(np.quantile(values, statistics.quantile_levels(bins), method=method))
         stats_ = SampleStats(rows, rows, float(values.mean()), float(values.std(ddof=1)))
-        out[name] = _Reference(values, edges, drift.histogram_counts(values, edges), stats_)
+        out[name] = _Reference(values, edges, statistics.histogram_counts(values, edges), stats_)
     return out
 
 
@@ -349,7 +359,7 @@ def _evaluate(
                 name,
                 ref.edges,
                 ref.counts,
-                drift.histogram_counts(values, ref.edges),
+                statistics.histogram_counts(values, ref.edges),
                 stats.ks_2samp(ref.values, values).statistic,
                 spec.drift,
                 reference=ref.stats,

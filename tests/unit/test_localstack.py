@@ -1,4 +1,4 @@
-"""`make up` (nightly_ml.localstack): the plan it prints, the Makefile's call, and how it stops children."""
+"""`make up` (nightly_ml.devtools.localstack): the plan it prints, the Makefile's call, and how it stops children."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nightly_ml import localstack
+from nightly_ml.devtools import localstack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"--dry-run started something: {args}")
 
-    from nightly_ml import embedded
+    from nightly_ml.devtools import embedded
 
     monkeypatch.setattr(localstack.subprocess, "Popen", refuse)
     monkeypatch.setattr(localstack.subprocess, "run", refuse)
@@ -91,7 +91,7 @@ def test_makefile_up_calls_it_with_options_it_has() -> None:
     recipe = re.search(r"^up:.*\n\t(.+)$", makefile, re.MULTILINE)
     assert recipe, "no `up` target in the Makefile"
     command = re.sub(r"\$\((\w+)\)", lambda m: defaults.get(m.group(1), m.group(0)), recipe.group(1)).split()
-    assert command[1:3] == ["-m", "nightly_ml.localstack"]
+    assert command[1:3] == ["-m", "nightly_ml.devtools.localstack"]
     args = localstack.parse_args(command[3:])
     assert (args.airflow_port, args.mlflow_port, args.dry_run) == (8080, 5000, False)
 
@@ -104,18 +104,26 @@ def test_mask_hides_url_passwords() -> None:
     )
 
 
-def child(code: str, *, ignore_sigint: bool = False) -> subprocess.Popen[bytes]:
+def child(code: str, *, ignore_sigint: bool = False, announces_itself: bool = False) -> subprocess.Popen[bytes]:
     """A Python child with a known SIGINT disposition (a background shell starts children with SIGINT
-    ignored) that has said it is ready, so no signal arrives before its handler is in place."""
+    ignored) that has said it is ready, so no signal arrives before its handler is in place.
+
+    Code that catches the interrupt says 'ready' itself, inside its ``try``: a signal that came
+    between a 'ready' printed before the ``try`` and the ``try`` would kill it uncaught."""
     handler = "signal.SIG_IGN" if ignore_sigint else "signal.default_int_handler"
-    script = f"import signal\nsignal.signal(signal.SIGINT, {handler})\nprint('ready', flush=True)\n{code}"
+    ready = "" if announces_itself else "print('ready', flush=True)\n"
+    script = f"import signal\nsignal.signal(signal.SIGINT, {handler})\n{ready}{code}"
     process = subprocess.Popen([sys.executable, "-c", script], process_group=0, stdout=subprocess.PIPE)
     assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
     return process
 
 
 def test_stop_sends_sigint_first() -> None:
-    process = child("import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    raise SystemExit(7)")
+    process = child(
+        "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n    raise SystemExit(7)",
+        announces_itself=True,
+    )
     localstack._stop(process, "child", grace_s=10)
     assert process.returncode == 7
 

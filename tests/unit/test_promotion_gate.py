@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from nightly_ml.promotion import Evaluation, GateDecision, decide
+from nightly_ml.modeling.promotion import Evaluation, GateDecision, decide
 from nightly_ml.spec import PromotionGate
 
 NAN = math.nan

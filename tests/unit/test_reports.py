@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from nightly_ml import drift
-from nightly_ml.monitoring import PREDICTION_FEATURE, HistoryPoint, MonitoringHistory, MonitoringResult
-from nightly_ml.reports import render_report
+from nightly_ml.monitoring import drift, statistics
+from nightly_ml.monitoring.aggregates import PREDICTION_FEATURE
+from nightly_ml.monitoring.reports import render_report
+from nightly_ml.monitoring.results import HistoryPoint, MonitoringHistory, MonitoringResult
 from nightly_ml.spec import DatasetSpec, load_spec
 
 START = datetime(2024, 3, 10, tzinfo=UTC)
@@ -64,16 +65,16 @@ def _result(spec: DatasetSpec, names: list[str]) -> MonitoringResult:
         [20, 30, 50, 100],
         0.31,
         spec.drift,
-        reference=drift.SampleStats(1000, 1000, 20.0, 8.0),
-        current=drift.SampleStats(200, 200, 29.0, 8.5),
+        reference=statistics.SampleStats(1000, 1000, 20.0, 8.0),
+        current=statistics.SampleStats(200, 200, 29.0, 8.5),
     )
     categorical = drift.categorical_feature_drift(
         names[1],
         {"basic": 500, "premium": 500},
         {"basic": 45, "premium": 50, "family": 5},
         spec.drift,
-        reference=drift.SampleStats(1000, 1000),
-        current=drift.SampleStats(100, 100),
+        reference=statistics.SampleStats(1000, 1000),
+        current=statistics.SampleStats(100, 100),
     )
     prediction = drift.prediction_drift(
         (0.1, 0.3),

@@ -14,14 +14,9 @@ import yaml
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import mean_squared_error, roc_auc_score
 
-from nightly_ml.simulator import (
-    CHURN_NEW_REGION,
-    DEMAND_NEW_ZONE,
-    generate_batch,
-    generate_labels,
-    scenario_intensity,
-    write_batch,
-)
+from nightly_ml.etl.simulator import generate_batch, generate_labels
+from nightly_ml.etl.simulator_files import write_batch
+from nightly_ml.etl.simulator_generators import CHURN_NEW_REGION, DEMAND_NEW_ZONE, scenario_intensity
 from nightly_ml.spec import DatasetSpec, parse_spec
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "include" / "specs"

@@ -63,6 +63,14 @@ BAD_SPECS = [
     ("source.kind", "ftp", "source"),
     ("source.scenario", "sudden_covariate", "needs a drift_start date"),
     ("unexpected_field", 1, "unexpected_field"),
+    ("start_date", _DELETE, "start_date"),
+    ("start_date", "2999-01-01", "is in the future"),
+    ("timezone", "Mars/Olympus_Mons", "unknown time zone"),
+    ("schedule", "every night", "neither a cron expression"),
+    ("columns", {"rename": {"Tenure": "no_such_column"}}, "maps onto unknown column"),
+    ("columns", {"ignore": ["plan"]}, "drops column(s) the spec needs"),
+    ("columns", {"ignore": ["x"], "rename": {"x": "plan"}}, "both ignored and renamed"),
+    ("columns", {"rename": {"a": "plan", "b": "plan"}}, "several source columns are renamed"),
 ]
 
 
@@ -108,3 +116,31 @@ def test_files_and_database_sources_validate(churn: dict) -> None:
         parse_spec(
             _with(churn, "source", {"kind": "database", "url_env": "SOURCE_DB_URL", "table": "events; drop table x"})
         )
+
+
+def test_schedules_and_zones_of_real_sources_validate(churn: dict) -> None:
+    hourly = parse_spec(_with(_with(churn, "schedule", "0 * * * *"), "timezone", "America/New_York"))
+    assert (hourly.schedule, hourly.timezone) == ("0 * * * *", "America/New_York")
+    assert hourly.start.utcoffset().total_seconds() == -5 * 3600
+    assert parse_spec(_with(churn, "schedule", "@hourly")).schedule == "@hourly"
+    mapped = parse_spec(_with(churn, "columns", {"ignore": ["notes"], "rename": {"Plan Name": "plan"}}))
+    assert mapped.columns.rename == {"Plan Name": "plan"}
+
+
+def test_a_start_date_after_the_files_on_disk_is_rejected(tmp_path: Path, churn: dict, monkeypatch) -> None:
+    from nightly_ml.config import settings
+
+    monkeypatch.setenv("NIGHTLY_ML_DATA_DIR", str(tmp_path))
+    settings.cache_clear()
+    (tmp_path / "drop" / "ds=2013-01-01").mkdir(parents=True)
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    raw = _with(_with(churn, "source", {"kind": "files", "path": "drop"}), "start_date", "2014-01-01")
+    (spec_dir / "churn.yaml").write_text(yaml.safe_dump(raw))
+    try:
+        with pytest.raises(SpecError, match=r"start_date 2014-01-01 is after its data, which starts on 2013-01-01"):
+            load_spec("churn", spec_dir)
+        (spec_dir / "churn.yaml").write_text(yaml.safe_dump(_with(raw, "start_date", "2013-01-01")))
+        assert load_spec("churn", spec_dir).start_date.isoformat() == "2013-01-01"
+    finally:
+        settings.cache_clear()

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from nightly_ml import training
-from nightly_ml.simulator import generate_batch, generate_labels
+from nightly_ml.etl.simulator import generate_batch, generate_labels
+from nightly_ml.modeling import evaluation, frames, model_card, training
 from nightly_ml.spec import CLASSIFICATION_METRICS, REGRESSION_METRICS, Candidate, DatasetSpec, load_spec
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -74,7 +74,7 @@ def test_feature_frame_gives_stable_types() -> None:
             "autopay": [True, None, np.False_],
         }
     )
-    features = training.feature_frame(spec, raw)
+    features = frames.feature_frame(spec, raw)
     assert list(features.columns) == [f.name for f in spec.features]
     for column in spec.numeric_features:
         assert features[column.name].dtype == np.float64
@@ -88,7 +88,7 @@ def test_feature_frame_gives_stable_types() -> None:
 
 def test_time_split_respects_time(case: tuple[DatasetSpec, pd.DataFrame]) -> None:
     spec, frame = case
-    train, holdout = training.time_split(spec, frame, WINDOW_END)
+    train, holdout = frames.time_split(spec, frame, WINDOW_END)
     holdout_start = pd.Timestamp(WINDOW_END - timedelta(days=spec.training.holdout_days))
     assert train[spec.event_time].max() < holdout_start <= holdout[spec.event_time].min()
     assert len(train) + len(holdout) == len(frame)
@@ -99,7 +99,7 @@ def test_time_split_respects_time(case: tuple[DatasetSpec, pd.DataFrame]) -> Non
 
 def test_time_split_without_window_end_uses_the_newest_row(case: tuple[DatasetSpec, pd.DataFrame]) -> None:
     spec, frame = case
-    train, holdout = training.time_split(spec, frame)
+    train, holdout = frames.time_split(spec, frame)
     # The holdout is the newest labelled days, aligned to the end of the newest labelled day.
     holdout_start = frame[spec.event_time].max().floor("D") + pd.Timedelta(days=1 - spec.training.holdout_days)
     assert holdout[spec.event_time].min() >= holdout_start
@@ -110,7 +110,7 @@ def test_holdout_is_the_newest_labelled_data_when_labels_lag() -> None:
     """Late labels leave a window's last days unlabelled: the holdout moves back onto labelled days."""
     spec = small(load_spec("churn"))
     frame = simulated(spec)
-    train, holdout = training.time_split(spec, frame, WINDOW_END + timedelta(days=10))
+    train, holdout = frames.time_split(spec, frame, WINDOW_END + timedelta(days=10))
     assert len(holdout) > 0
     assert holdout[spec.event_time].min() >= frame[spec.event_time].max().floor("D") - pd.Timedelta(
         days=spec.training.holdout_days - 1
@@ -121,19 +121,19 @@ def test_holdout_is_the_newest_labelled_data_when_labels_lag() -> None:
 def test_time_split_says_what_is_missing() -> None:
     spec = small(load_spec("churn"))
     frame = simulated(spec)
-    with pytest.raises(training.TrainingDataError, match="no labelled rows before the holdout"):
-        training.time_split(spec, frame, START + timedelta(days=2))
+    with pytest.raises(frames.TrainingDataError, match="no labelled rows before the holdout"):
+        frames.time_split(spec, frame, START + timedelta(days=2))
     with pytest.raises(
-        training.TrainingDataError,
+        frames.TrainingDataError,
         match=r"only 1650 labelled training row\(s\).*min_rows requires "
         r"at least 5000",
     ):
-        training.time_split(small(spec, min_rows=5000), frame, WINDOW_END)
-    with pytest.raises(training.TrainingDataError, match="holds no labelled rows"):
-        training.time_split(spec, frame.iloc[0:0], WINDOW_END)
+        frames.time_split(small(spec, min_rows=5000), frame, WINDOW_END)
+    with pytest.raises(frames.TrainingDataError, match="holds no labelled rows"):
+        frames.time_split(spec, frame.iloc[0:0], WINDOW_END)
     one_class = frame.assign(churned=0)
-    with pytest.raises(training.TrainingDataError, match="only label class"):
-        training.time_split(spec, one_class, WINDOW_END)
+    with pytest.raises(frames.TrainingDataError, match="only label class"):
+        frames.time_split(spec, one_class, WINDOW_END)
 
 
 # --------------------------------------------------------------------------- models
@@ -195,13 +195,13 @@ def test_training_is_deterministic() -> None:
         ),
     )
     frame = simulated(spec)
-    train, holdout = training.time_split(spec, frame, WINDOW_END)
+    train, holdout = frames.time_split(spec, frame, WINDOW_END)
     # Shuffled input must not matter either: training sorts by time itself.
     first = training.train_candidates(spec, train)[0]
     second = training.train_candidates(spec, train.sample(frac=1.0, random_state=3))[0]
     assert first.params == second.params
     assert first.cv_score == second.cv_score
-    features = training.feature_frame(spec, holdout)
+    features = frames.feature_frame(spec, holdout)
     np.testing.assert_array_equal(first.model.predict_proba(features), second.model.predict_proba(features))
 
 
@@ -214,7 +214,7 @@ def test_best_candidate_follows_the_metric_direction() -> None:
     assert training.best_candidate(churn, [candidate("a", 0.7, "roc_auc"), candidate("b", 0.8, "roc_auc")]).name == "b"
     tie = [candidate("first", 0.8, "roc_auc"), candidate("second", 0.8, "roc_auc")]
     assert training.best_candidate(churn, tie).name == "first"
-    with pytest.raises(training.TrainingDataError, match="no candidate"):
+    with pytest.raises(frames.TrainingDataError, match="no candidate"):
         training.best_candidate(churn, [candidate("a", math.nan, "roc_auc")])
 
 
@@ -227,25 +227,25 @@ ChurnModel = tuple[DatasetSpec, training.TrainedCandidate, pd.DataFrame, pd.Data
 @pytest.fixture(scope="module")
 def churn_model() -> ChurnModel:
     spec = small(load_spec("churn"), candidates=(load_spec("churn").training.candidates[0],))
-    train, holdout = training.time_split(spec, simulated(spec), WINDOW_END)
+    train, holdout = frames.time_split(spec, simulated(spec), WINDOW_END)
     return spec, training.train_candidates(spec, train)[0], train, holdout
 
 
 def test_single_class_holdout_gives_nan_ranking_metrics(churn_model: ChurnModel) -> None:
     spec, best, _, holdout = churn_model
     negatives = holdout[holdout["churned"] == 0]
-    metrics = training.evaluate(spec, best.model, negatives)
+    metrics = evaluation.evaluate(spec, best.model, negatives)
     assert math.isnan(metrics["roc_auc"]) and math.isnan(metrics["pr_auc"])
     for name in ("log_loss", "brier", "f1", "accuracy"):
         assert math.isfinite(metrics[name]), name
-    slices = training.evaluate_slices(spec, best.model, negatives)
+    slices = evaluation.evaluate_slices(spec, best.model, negatives)
     assert slices and all(math.isnan(values["roc_auc"]) for values in slices.values())
 
 
 def test_classification_metrics_are_consistent(churn_model: ChurnModel) -> None:
     spec, best, _, holdout = churn_model
-    metrics = training.evaluate(spec, best.model, holdout)
-    probabilities = best.model.predict_proba(training.feature_frame(spec, holdout))[:, 1]
+    metrics = evaluation.evaluate(spec, best.model, holdout)
+    probabilities = best.model.predict_proba(frames.feature_frame(spec, holdout))[:, 1]
     labels = holdout["churned"].to_numpy(dtype=int)
     assert metrics["accuracy"] == pytest.approx(np.mean((probabilities >= 0.5) == labels))
     assert metrics["brier"] == pytest.approx(np.mean((probabilities - labels) ** 2))
@@ -255,26 +255,26 @@ def test_classification_metrics_are_consistent(churn_model: ChurnModel) -> None:
 def test_slices_need_enough_rows(churn_model: ChurnModel) -> None:
     spec, best, _, holdout = churn_model
     counts = holdout["plan"].value_counts()
-    slices = training.evaluate_slices(spec, best.model, holdout)
+    slices = evaluation.evaluate_slices(spec, best.model, holdout)
     expected = {f"plan={value}" for value, n in counts.items() if n >= spec.promotion.min_slice_rows}
     assert set(slices) == expected and expected
     # Thin out one plan below min_slice_rows: it drops out of the result.
     rare = counts.index[0]
     keep = holdout[holdout["plan"] != rare]
     thinned = pd.concat([keep, holdout[holdout["plan"] == rare].head(spec.promotion.min_slice_rows - 1)])
-    assert f"plan={rare}" not in training.evaluate_slices(spec, best.model, thinned)
+    assert f"plan={rare}" not in evaluation.evaluate_slices(spec, best.model, thinned)
     for values in slices.values():
         assert set(values) == CLASSIFICATION_METRICS
 
 
 def test_baselines_are_naive() -> None:
     churn = small(load_spec("churn"))
-    train, holdout = training.time_split(churn, simulated(churn), WINDOW_END)
-    baseline = training.baseline_metrics(churn, train, holdout)
+    train, holdout = frames.time_split(churn, simulated(churn), WINDOW_END)
+    baseline = evaluation.baseline_metrics(churn, train, holdout)
     assert baseline["roc_auc"] == pytest.approx(0.5)
     demand = small(load_spec("demand"))
-    train, holdout = training.time_split(demand, simulated(demand), WINDOW_END)
-    baseline = training.baseline_metrics(demand, train, holdout)
+    train, holdout = frames.time_split(demand, simulated(demand), WINDOW_END)
+    baseline = evaluation.baseline_metrics(demand, train, holdout)
     assert set(baseline) == REGRESSION_METRICS
     assert baseline["r2"] <= 0.01
     assert baseline["mae"] == pytest.approx(np.mean(np.abs(holdout["demand"] - train["demand"].mean())))
@@ -283,22 +283,22 @@ def test_baselines_are_naive() -> None:
 def test_evaluate_refuses_an_empty_frame(churn_model: ChurnModel) -> None:
     spec, best, _, holdout = churn_model
     with pytest.raises(ValueError, match="empty"):
-        training.evaluate(spec, best.model, holdout.iloc[0:0])
+        evaluation.evaluate(spec, best.model, holdout.iloc[0:0])
 
 
 def test_model_card_tells_the_story(churn_model: ChurnModel) -> None:
     spec, best, train, holdout = churn_model
-    metrics = training.evaluate(spec, best.model, holdout)
-    slices = training.evaluate_slices(spec, best.model, holdout)
-    card = training.model_card(
+    metrics = evaluation.evaluate(spec, best.model, holdout)
+    slices = evaluation.evaluate_slices(spec, best.model, holdout)
+    card = model_card.model_card(
         spec,
         best=best,
         metrics=metrics,
         slice_metrics=slices,
-        baseline=training.baseline_metrics(spec, train, holdout),
+        baseline=evaluation.baseline_metrics(spec, train, holdout),
         train=train,
         holdout=holdout,
-        window=training.training_window(spec, WINDOW_END),
+        window=frames.training_window(spec, WINDOW_END),
         candidates=[best],
         model_version="7",
     )

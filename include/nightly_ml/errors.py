@@ -1,0 +1,15 @@
+"""Exceptions shared across stages."""
+
+from __future__ import annotations
+
+
+class AlreadyAlerted(Exception):
+    """A failure that has already mailed ops its own, more specific alert: the task-failure mail is skipped."""
+
+
+class IntervalOutOfRange(ValueError):
+    """A run is about an interval the dataset's spec does not cover (before ``start_date``, or not over yet)."""
+
+
+class InputPastDeadline(AlreadyAlerted):
+    """An interval's input had not arrived by its deadline (interval end + ``source.wait_hours``)."""

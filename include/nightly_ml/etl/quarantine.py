@@ -1,0 +1,71 @@
+"""Quarantine: failing rows and unreadable lines go to ``ops.quarantine`` with the rule they broke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extensions
+from psycopg2 import sql
+
+from nightly_ml import db
+from nightly_ml.etl.rules import Rule
+from nightly_ml.etl.staging import BadLine, StageResult
+from nightly_ml.etl.typed_tables import bad_rows_table
+from nightly_ml.spec import DatasetSpec
+
+
+def _quarantine_rows(
+    cur: psycopg2.extensions.cursor,
+    spec: DatasetSpec,
+    stage: StageResult,
+    rule: Rule,
+    gx_query: str,
+    context: dict[str, Any],
+) -> None:
+    failing = sql.SQL(gx_query.strip().rstrip(";").replace("%", "%%"))
+    cur.execute(
+        db.compose(
+            "quarantine_rows.sql",
+            staging=sql.Identifier("staging", stage.rows_table),
+            bad=sql.Identifier("staging", bad_rows_table(stage)),
+            failing_rows=failing,
+        ),
+        {**context, "rule": f"{rule.name}:{rule.column}" if rule.column else rule.name, "detail": rule.description},
+    )
+
+
+def quarantine_bad_lines(
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    start: datetime,
+    end: datetime,
+    run_id: str,
+    bad_lines: list[BadLine],
+) -> None:
+    """Replace the interval's quarantine with the lines the loader could not read."""
+    context = {"dataset": spec.name, "start": start, "end": end, "run_id": run_id}
+    with conn.cursor() as cur:
+        cur.execute(db.load_sql("quarantine_clear.sql"), context)
+        _insert_bad_lines(cur, bad_lines, context)
+
+
+def _insert_bad_lines(cur: psycopg2.extensions.cursor, bad_lines: list[BadLine], context: dict[str, Any]) -> None:
+    from psycopg2.extras import execute_batch
+
+    execute_batch(
+        cur,
+        db.load_sql("quarantine_line.sql"),
+        [
+            {
+                **context,
+                "source_file": line.source_file,
+                "line_number": line.line_number,
+                "rule": line.rule,
+                "detail": line.detail,
+                "raw_line": line.raw_line,
+            }
+            for line in bad_lines
+        ],
+        page_size=1000,
+    )

@@ -1,0 +1,331 @@
+"""Load: stream raw files into a per-interval staging table with ``COPY``.
+
+Staging columns are all ``text``, named after the files' headers, so that a wrong type or a
+malformed value never aborts the load: validation judges every value afterwards. A file
+whose lines are malformed (wrong field count, bytes that are not UTF-8) falls back from
+the fast path to a line-by-line path that quarantines exactly the bad lines.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from nightly_ml.errors import AlreadyAlerted
+from nightly_ml.etl.sources import RawFile
+from nightly_ml.intervals import partition_name
+from nightly_ml.spec import DatasetSpec
+
+COPY_BUFFER = 1 << 20
+SLOW_PATH_CHUNK_LINES = 50_000
+MAX_COLUMN_NAME = 63
+META_COLUMNS = ("_row_id", "_source_file", "_line_number")
+KNOWN_DELIMITERS = (",", ";", "\t", "|")
+
+
+class BatchRejected(AlreadyAlerted):
+    """The whole batch is refused: nothing of it may be merged. The message says why."""
+
+
+@dataclass
+class BadLine:
+    source_file: str
+    line_number: int
+    rule: str
+    detail: str
+    raw_line: str
+
+
+@dataclass
+class StageResult:
+    rows_table: str
+    labels_table: str | None
+    columns: list[str]
+    rows_staged: int = 0
+    labels_staged: int = 0
+    bad_lines: list[BadLine] = field(default_factory=list)
+    files: list[dict[str, object]] = field(default_factory=list)
+    bad_line_count: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        """A small, JSON-able summary (the bad lines themselves are in ops.quarantine)."""
+        return {
+            "rows_table": self.rows_table,
+            "labels_table": self.labels_table,
+            "columns": self.columns,
+            "rows_staged": self.rows_staged,
+            "labels_staged": self.labels_staged,
+            "files": self.files,
+            "bad_line_count": len(self.bad_lines) or self.bad_line_count,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> StageResult:
+        return cls(**{k: v for k, v in data.items()})  # type: ignore[arg-type]
+
+    @property
+    def rows_in(self) -> int:
+        return self.rows_staged + (len(self.bad_lines) or self.bad_line_count)
+
+
+def staging_table_name(spec: DatasetSpec, start: datetime, suffix: str = "") -> str:
+    part = partition_name(spec, start).removeprefix("ds=").replace("-", "").replace(":", "").lower()
+    return f"{spec.name}__{part}{suffix}"
+
+
+def read_header(path: Path, delimiter: str) -> list[str]:
+    """The header fields of a CSV file; ``[]`` for an empty file."""
+    with path.open("rb") as handle:
+        first = handle.readline()
+    if not first.strip():
+        return []
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BatchRejected(f"{path.name}: the header line is not valid UTF-8 ({error.reason})") from None
+    return [name.strip() for name in next(csv.reader([text], delimiter=delimiter))]
+
+
+def parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except (OSError, ValueError) as error:
+        raise BatchRejected(f"{path.name}: cannot read the Parquet file ({error})") from None
+
+
+def delimiter_hint(header: list[str], expected: list[str], delimiter: str) -> str:
+    """Explain a header that is one field holding the expected names joined by another delimiter."""
+    if len(header) != 1:
+        return ""
+    for candidate in KNOWN_DELIMITERS:
+        if candidate != delimiter and set(header[0].split(candidate)) >= set(expected):
+            return f" The file looks {candidate!r}-delimited, but the spec says {delimiter!r}."
+    return ""
+
+
+IGNORED_PREFIX = "_ignored_"
+
+
+def staged_names(spec: DatasetSpec, names: list[str]) -> list[str]:
+    """The staging name of each source column: renamed per ``columns.rename``; ignored ones get a
+    placeholder (dropped right after the COPY, which needs every field of a line somewhere)."""
+    return [
+        f"{IGNORED_PREFIX}{i}" if name in spec.columns.ignore else spec.columns.rename.get(name, name)
+        for i, name in enumerate(names)
+    ]
+
+
+def _check_column_names(path: Path, names: list[str]) -> None:
+    for name in names:
+        if not name or len(name) > MAX_COLUMN_NAME or name in META_COLUMNS:
+            raise BatchRejected(f"{path.name}: unusable column name {name!r} in the header")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BatchRejected(f"{path.name}: repeated column(s) {repeated} in the header")
+
+
+def file_columns(spec: DatasetSpec, raw: RawFile, delimiter: str) -> list[str]:
+    try:
+        names = read_header(raw.path, delimiter) if raw.format == "csv" else parquet_columns(raw.path)
+    except OSError as error:
+        raise BatchRejected(f"{raw.path.name}: cannot read the file ({error.strerror})") from None
+    hint = delimiter_hint(names, spec.input_columns, delimiter) if raw.format == "csv" else ""
+    if hint:
+        raise BatchRejected(f"{raw.path.name}: schema broken: the header is a single field.{hint}")
+    _check_column_names(raw.path, names)
+    staged = staged_names(spec, names)
+    repeated = sorted({n for n in staged if staged.count(n) > 1})
+    if repeated:
+        raise BatchRejected(f"{raw.path.name}: columns.rename gives repeated column(s) {repeated}")
+    return staged
+
+
+def _create_table(cur: psycopg2.extensions.cursor, name: str, columns: Iterable[str]) -> sql.Identifier:
+    table = sql.Identifier("staging", name)
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(table))
+    cur.execute(
+        sql.SQL(
+            "CREATE UNLOGGED TABLE {} (_row_id bigserial PRIMARY KEY, _source_file text, _line_number bigint, {})"
+        ).format(table, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns))
+    )
+    return table
+
+
+def _copy_statement(table: sql.Identifier, columns: list[str], *, header: bool, delimiter: str) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER {}, DELIMITER {}, ENCODING 'UTF8')").format(
+        table,
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL("true" if header else "false"),
+        sql.Literal(delimiter),
+    )
+
+
+def _set_source_file(cur: psycopg2.extensions.cursor, table: sql.Identifier, name: str) -> None:
+    # A column default tags every COPYed row with its file at no per-row cost.
+    cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN _source_file SET DEFAULT {}").format(table, sql.Literal(name)))
+
+
+def _copy_csv(
+    cur: psycopg2.extensions.cursor,
+    table: sql.Identifier,
+    raw: RawFile,
+    columns: list[str],
+    delimiter: str,
+    bad_lines: list[BadLine],
+) -> None:
+    _set_source_file(cur, table, raw.path.name)
+    cur.execute("SAVEPOINT copy_file")
+    try:
+        with raw.path.open("rb") as handle:
+            cur.copy_expert(_copy_statement(table, columns, header=True, delimiter=delimiter), handle, COPY_BUFFER)
+    except psycopg2.DataError:
+        # Malformed lines or bad bytes: redo this file line by line, quarantining what is broken.
+        cur.execute("ROLLBACK TO SAVEPOINT copy_file")
+        _copy_csv_line_by_line(cur, table, raw, columns, delimiter, bad_lines)
+    cur.execute("RELEASE SAVEPOINT copy_file")
+
+
+def _good_lines(raw: RawFile, width: int, delimiter: str, bad_lines: list[BadLine]) -> Iterator[list[str]]:
+    decoder = codecs.getincrementaldecoder("utf-8")
+    with raw.path.open("rb") as handle:
+        handle.readline()  # header
+        for number, line in enumerate(handle, start=2):
+            try:
+                text = decoder().decode(line, final=True)
+            except UnicodeDecodeError as error:
+                bad_lines.append(
+                    BadLine(
+                        raw.path.name,
+                        number,
+                        "invalid_utf8",
+                        f"bytes that are not UTF-8 at position {error.start}",
+                        line.decode("utf-8", errors="backslashreplace").rstrip("\r\n"),
+                    )
+                )
+                continue
+            if not text.strip():
+                continue
+            fields = next(csv.reader([text], delimiter=delimiter), [])
+            if len(fields) != width:
+                bad_lines.append(
+                    BadLine(
+                        raw.path.name,
+                        number,
+                        "malformed_line",
+                        f"expected {width} fields, found {len(fields)}",
+                        text.rstrip("\r\n"),
+                    )
+                )
+                continue
+            yield [*fields, str(number)]
+
+
+def _copy_csv_line_by_line(
+    cur: psycopg2.extensions.cursor,
+    table: sql.Identifier,
+    raw: RawFile,
+    columns: list[str],
+    delimiter: str,
+    bad_lines: list[BadLine],
+) -> None:
+    statement = _copy_statement(table, [*columns, "_line_number"], header=False, delimiter=",")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    pending = 0
+    for fields in _good_lines(raw, len(columns), delimiter, bad_lines):
+        # Empty fields stay unquoted so that COPY reads them as NULL, like the fast path does.
+        writer.writerow(fields)
+        pending += 1
+        if pending == SLOW_PATH_CHUNK_LINES:
+            buffer.seek(0)
+            cur.copy_expert(statement, buffer, COPY_BUFFER)
+            buffer, pending = io.StringIO(), 0
+            writer = csv.writer(buffer, lineterminator="\n")
+    if pending:
+        buffer.seek(0)
+        cur.copy_expert(statement, buffer, COPY_BUFFER)
+
+
+def _copy_parquet(cur: psycopg2.extensions.cursor, table: sql.Identifier, raw: RawFile, columns: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    _set_source_file(cur, table, raw.path.name)
+    statement = _copy_statement(table, columns, header=False, delimiter=",")
+    try:
+        parquet = pq.ParquetFile(raw.path)
+        for batch in parquet.iter_batches(batch_size=100_000):
+            buffer = io.BytesIO()
+            pacsv.write_csv(pa.Table.from_batches([batch]), buffer, pacsv.WriteOptions(include_header=False))
+            buffer.seek(0)
+            cur.copy_expert(statement, buffer, COPY_BUFFER)
+    except (OSError, pa.ArrowException) as error:
+        raise BatchRejected(f"{raw.path.name}: cannot read the Parquet file ({error})") from None
+
+
+def _row_count(cur: psycopg2.extensions.cursor, table: sql.Identifier) -> int:
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
+    return int(cur.fetchone()[0])
+
+
+def stage_files(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime, files: list[RawFile], delimiter: str = ","
+) -> StageResult:
+    """(Re)create the interval's staging tables and COPY every raw file into them.
+
+    Raises :class:`BatchRejected` for a file that cannot be read at all. Schema problems
+    (missing or extra columns) are left for validation to report, so Data Docs show them.
+    """
+    row_files = [f for f in files if f.kind == "rows"]
+    label_files = [f for f in files if f.kind == "labels"]
+    headers = {f.path: file_columns(spec, f, delimiter) for f in files}
+    union: list[str] = []
+    for f in row_files:
+        union.extend(c for c in headers[f.path] if c not in union)
+    if not union:
+        union = list(spec.input_columns)
+
+    result = StageResult(staging_table_name(spec, start), None, union)
+    with conn.cursor() as cur:
+        rows_table = _create_table(cur, result.rows_table, union)
+        for f in row_files:
+            if headers[f.path]:
+                if f.format == "csv":
+                    _copy_csv(cur, rows_table, f, headers[f.path], delimiter, result.bad_lines)
+                else:
+                    _copy_parquet(cur, rows_table, f, headers[f.path])
+            result.files.append({"file": f.path.name, "kind": f.kind, "columns": headers[f.path]})
+        for ignored in [c for c in union if c.startswith(IGNORED_PREFIX)]:
+            cur.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(rows_table, sql.Identifier(ignored)))
+        result.columns = [c for c in union if not c.startswith(IGNORED_PREFIX)]
+        result.rows_staged = _row_count(cur, rows_table)
+
+        if label_files:
+            result.labels_table = staging_table_name(spec, start, "__labels")
+            label_columns = [spec.key.name, spec.label.name]
+            labels_table = _create_table(cur, result.labels_table, label_columns)
+            for f in label_files:
+                if sorted(headers[f.path]) != sorted(label_columns):
+                    raise BatchRejected(
+                        f"{f.path.name}: a labels file must have exactly the columns {label_columns}, "
+                        f"found {headers[f.path]}"
+                    )
+                if f.format == "csv":
+                    _copy_csv(cur, labels_table, f, headers[f.path], delimiter, result.bad_lines)
+                else:
+                    _copy_parquet(cur, labels_table, f, headers[f.path])
+                result.files.append({"file": f.path.name, "kind": f.kind, "columns": headers[f.path]})
+            result.labels_staged = _row_count(cur, labels_table)
+    return result

@@ -1,0 +1,244 @@
+"""Validation of a staged batch inside PostgreSQL with Great Expectations: results, quarantine and Data Docs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg2.extensions
+from psycopg2 import sql
+
+from nightly_ml import db
+from nightly_ml.config import settings
+from nightly_ml.etl.quarantine import _quarantine_rows
+from nightly_ml.etl.rules import Rule, batch_rules, row_rules, soft_rules
+from nightly_ml.etl.staging import BatchRejected, StageResult, delimiter_hint
+from nightly_ml.etl.typed_tables import bad_rows_table, create_typed_table, typed_table
+from nightly_ml.intervals import partition_name
+from nightly_ml.spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    rule: str
+    column: str | None
+    description: str
+    success: bool
+    unexpected_count: int
+    hard: bool
+    observed: Any = None
+
+
+@dataclass
+class ValidationReport:
+    rows_in: int
+    bad_rows: int
+    bad_share: float
+    outcomes: list[RuleOutcome]
+    data_docs_url: str | None
+    soft_failures: list[str] = field(default_factory=list)
+
+    @property
+    def failed_rules(self) -> list[RuleOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+
+class _GxRun:
+    """An ephemeral GX context pointed at the warehouse, writing Data Docs for one run."""
+
+    def __init__(self, spec: DatasetSpec, start: datetime) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        # GX refuses literal connection strings and hostless (Unix-socket) URLs, but accepts
+        # a ${VAR} template, resolved from the environment when it connects.
+        os.environ["NIGHTLY_ML_GX_WAREHOUSE_URL"] = db.sqlalchemy_url(settings().require_warehouse_url())
+        self.docs_dir = settings().reports_dir / "data_docs" / spec.name / partition_name(spec, start)
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.site = "run_site"
+        self.context.add_data_docs_site(
+            self.site,
+            {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(self.docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        self.source = self.context.data_sources.add_postgres(
+            "warehouse", connection_string="${NIGHTLY_ML_GX_WAREHOUSE_URL}"
+        )
+        self.spec = spec
+
+    def run(self, table: str, suite_name: str, rules: list[Rule]) -> list[tuple[Rule, Any]]:
+        import great_expectations as gx
+
+        asset = self.source.add_table_asset(table, table_name=table, schema_name="staging")
+        batch = asset.add_batch_definition_whole_table("whole")
+        suite = gx.ExpectationSuite(name=suite_name)
+        for index, rule in enumerate(rules):
+            rule.expectation.meta = {"rule": rule.name, "index": index, "description": rule.description}
+            suite.add_expectation(rule.expectation)
+        suite = self.context.suites.add(suite)
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{suite_name}_definition", data=batch, suite=suite)
+        )
+        checkpoint = self.context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{suite_name}_checkpoint",
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.actions.UpdateDataDocsAction(name="docs", site_names=[self.site])],
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": ["_row_id"],
+                    "return_unexpected_index_query": True,
+                    "partial_unexpected_count": 0,
+                },
+            )
+        )
+        results = next(iter(checkpoint.run().run_results.values())).results
+        by_index = {int(r.expectation_config.meta["index"]): r for r in results}
+        return [(rule, by_index[i]) for i, rule in enumerate(rules)]
+
+    def docs_url(self) -> str | None:
+        index = self.docs_dir / "index.html"
+        return index.as_uri() if index.exists() else None
+
+
+def _outcome(rule: Rule, result: Any) -> RuleOutcome:
+    details = result.result or {}
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        raise RuntimeError(
+            f"rule {rule.name} on {rule.column}: GX failed: {result.exception_info['exception_message']}"
+        )
+    return RuleOutcome(
+        rule.name,
+        rule.column,
+        rule.description,
+        bool(result.success),
+        int(details.get("unexpected_count") or 0),
+        rule.hard,
+        details.get("observed_value"),
+    )
+
+
+def _schema_message(spec: DatasetSpec, stage: StageResult) -> str:
+    present = set(stage.columns)
+    missing = [c for c in spec.input_columns if c not in present]
+    extra = [c for c in stage.columns if c not in spec.input_columns]
+    parts = []
+    if missing:
+        parts.append(f"missing column(s) {missing}")
+    if extra:
+        parts.append(f"unexpected column(s) {extra}")
+    per_file = "; ".join(f"{f['file']}: {f['columns']}" for f in stage.files)
+    hints = "".join(
+        delimiter_hint(list(f["columns"]), spec.input_columns, getattr(spec.source, "delimiter", ","))
+        for f in stage.files
+    )
+    return f"schema broken: {', '.join(parts)} (files: {per_file}).{hints}"
+
+
+def validate(
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    stage: StageResult,
+    start: datetime,
+    end: datetime,
+    run_id: str,
+    reference_profile: dict[str, tuple[float, float]] | None = None,
+) -> ValidationReport:
+    """Run the batch and row rules; quarantine failing rows; raise BatchRejected on a batch failure.
+
+    The caller commits; on BatchRejected the quarantine rows written so far stay for inspection.
+    """
+    context = {"dataset": spec.name, "start": start, "end": end, "run_id": run_id}
+    gx_run = _GxRun(spec, start)
+    table_results = [
+        _outcome(r, res) for r, res in gx_run.run(stage.rows_table, f"{spec.name}_batch", batch_rules(spec))
+    ]
+    rows_in = stage.rows_in
+    for outcome in table_results:
+        if not outcome.success and outcome.rule == "schema":
+            raise BatchRejected(_schema_message(spec, stage))
+    if rows_in == 0:
+        raise BatchRejected(f"empty batch: no rows for {spec.name} in [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
+    for outcome in table_results:
+        if not outcome.success and outcome.rule == "row_count":
+            raise BatchRejected(
+                f"too few rows: {outcome.observed} staged, the spec requires at least {spec.validation.min_rows}"
+            )
+
+    create_typed_table(conn, spec, stage, start, end)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("DROP TABLE IF EXISTS {bad}; CREATE UNLOGGED TABLE {bad} (_row_id bigint PRIMARY KEY)").format(
+                bad=sql.Identifier("staging", bad_rows_table(stage))
+            )
+        )
+    conn.commit()
+
+    rules = row_rules(spec) + soft_rules(spec, reference_profile)
+    checked = gx_run.run(typed_table(stage), f"{spec.name}_rows", rules)
+    outcomes = [_outcome(rule, result) for rule, result in checked]
+    with conn.cursor() as cur:
+        for (rule, result), outcome in zip(checked, outcomes, strict=True):
+            if outcome.success or not rule.hard:
+                continue
+            query = (result.result or {}).get("unexpected_index_query")
+            if not query:
+                raise RuntimeError(f"GX returned no query for the failing rows of rule {rule.name} on {rule.column}")
+            _quarantine_rows(cur, spec, stage, rule, query, context)
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("staging", bad_rows_table(stage))))
+        bad_rows = int(cur.fetchone()[0]) + stage.rows_in - stage.rows_staged
+    bad_share = bad_rows / rows_in
+    report = ValidationReport(
+        rows_in=rows_in,
+        bad_rows=bad_rows,
+        bad_share=bad_share,
+        outcomes=table_results + outcomes,
+        data_docs_url=gx_run.docs_url(),
+        soft_failures=[o.description for o in outcomes if not o.success and not o.hard],
+    )
+    if bad_share > spec.validation.max_bad_row_fraction:
+        broken = ", ".join(f"{o.rule}:{o.column} ({o.unexpected_count})" for o in outcomes if not o.success and o.hard)
+        unreadable = stage.rows_in - stage.rows_staged
+        raise BatchRejected(
+            f"too many bad rows: {bad_rows} of {rows_in} ({bad_share:.1%}) broke a rule, above the spec's "
+            f"limit of {spec.validation.max_bad_row_fraction:.1%}; rules: {broken or 'none'}"
+            + (f"; unreadable lines: {unreadable}" if unreadable else "")
+        )
+    return report
+
+
+def reference_profile_from_warehouse(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, reference_start: datetime, reference_end: datetime
+) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each numeric feature over the champion's training window."""
+    if not spec.numeric_features:
+        return {}
+    aggregates = sql.SQL(", ").join(
+        sql.SQL("avg({c}), stddev_samp({c})").format(c=sql.Identifier(f.name)) for f in spec.numeric_features
+    )
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {aggs} FROM {table} WHERE {ts} >= %(start)s AND {ts} < %(end)s").format(
+                aggs=aggregates, table=db.warehouse_table(spec), ts=sql.Identifier(spec.event_time)
+            ),
+            {"start": reference_start, "end": reference_end},
+        )
+        row = cur.fetchone()
+    profile = {}
+    for i, feature in enumerate(spec.numeric_features):
+        mean, sd = row[2 * i], row[2 * i + 1]
+        if mean is not None and sd is not None:
+            profile[feature.name] = (float(mean), float(sd))
+    return profile
+
+
+def data_docs_index(spec: DatasetSpec, start: datetime) -> Path:
+    return settings().reports_dir / "data_docs" / spec.name / partition_name(spec, start) / "index.html"

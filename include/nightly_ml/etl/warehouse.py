@@ -1,0 +1,196 @@
+"""Merge: move an interval's good rows from staging into the warehouse, in one transaction.
+
+The interval's rows are replaced as a whole (rows gone from the new batch are deleted, the
+rest upserted on the key), so re-running any interval leaves the warehouse as one run
+would. Labels that arrived late for a row are kept across re-runs of the row's interval.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extensions
+from psycopg2 import sql
+
+from nightly_ml import db
+from nightly_ml.etl.staging import StageResult
+from nightly_ml.etl.typed_tables import bad_rows_table, typed_expression, typed_table, value_column
+from nightly_ml.spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    rows_merged: int
+    rows_deleted: int
+    labels_in: int
+    labels_applied: int
+    checksum: str | None
+    interval_rows: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _columns(spec: DatasetSpec) -> list[str]:
+    return [spec.key.name, spec.event_time, *(f.name for f in spec.features), spec.label.name]
+
+
+def merge_interval(
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    stage: StageResult,
+    start: datetime,
+    end: datetime,
+    run_id: str,
+) -> MergeResult:
+    """Replace the interval's rows with the batch's good rows. The caller commits."""
+    columns = _columns(spec)
+    values = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in columns)
+    hash_values = sql.SQL(", ").join(sql.SQL("v.{}::text").format(sql.Identifier(value_column(c))) for c in columns)
+    label = sql.Identifier(spec.label.name)
+    updates = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns if c != spec.label.name]
+    updates += [
+        sql.SQL("{label} = COALESCE(EXCLUDED.{label}, w.{label})").format(label=label),
+        sql.SQL("_label_interval_start = CASE WHEN EXCLUDED.{label} IS NULL THEN w._label_interval_start END").format(
+            label=label
+        ),
+        sql.SQL("_interval_start = EXCLUDED._interval_start"),
+        sql.SQL("_interval_end = EXCLUDED._interval_end"),
+        sql.SQL("_row_hash = EXCLUDED._row_hash"),
+    ]
+    statement = db.compose(
+        "merge_interval.sql",
+        warehouse=db.warehouse_table(spec),
+        typed=sql.Identifier("staging", typed_table(stage)),
+        bad=sql.Identifier("staging", bad_rows_table(stage)),
+        key=spec.key.name,
+        key_value=value_column(spec.key.name),
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        values=values,
+        hash_values=hash_values,
+        updates=sql.SQL(", ").join(updates),
+    )
+    params = {"start": start, "end": end}
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        deleted, merged = _merge_counts(cur)
+    labels_in, labels_applied = (
+        apply_late_labels(conn, spec, stage, start, end, run_id) if stage.labels_table else (0, 0)
+    )
+    rows, checksum = interval_checksum(conn, spec, start)
+    return MergeResult(merged, deleted, labels_in, labels_applied, checksum, rows)
+
+
+def _merge_counts(cur: psycopg2.extensions.cursor) -> tuple[int, int]:
+    # merge_interval.sql ends with a SELECT of the two counts it recorded.
+    deleted, merged = cur.fetchone()
+    return int(deleted), int(merged)
+
+
+def apply_late_labels(
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    stage: StageResult,
+    start: datetime,
+    end: datetime,
+    run_id: str = "",
+) -> tuple[int, int]:
+    """Upsert late labels by key onto earlier rows; unusable labels go to quarantine."""
+    labels = sql.Identifier("staging", stage.labels_table or "")
+    key_kind = "integer" if spec.key.type == "integer" else "string"
+    label_value = typed_expression(spec.label.name, spec.label.type)
+    range_checks = []
+    if spec.label.min is not None:
+        range_checks.append(sql.SQL("t.label_value >= {}").format(sql.Literal(spec.label.min)))
+    if spec.label.max is not None:
+        range_checks.append(sql.SQL("t.label_value <= {}").format(sql.Literal(spec.label.max)))
+    statement = db.compose(
+        "labels_apply.sql",
+        labels=labels,
+        warehouse=db.warehouse_table(spec),
+        key=spec.key.name,
+        label=spec.label.name,
+        key_value=typed_expression(spec.key.name, key_kind),
+        label_value=label_value,
+        in_range=sql.SQL(" AND ").join(range_checks) if range_checks else sql.SQL("true"),
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement, {"dataset": spec.name, "start": start, "end": end, "run_id": run_id})
+        labels_in, applied = cur.fetchone()
+    return int(labels_in), int(applied)
+
+
+def interval_checksum(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime
+) -> tuple[int, str | None]:
+    with conn.cursor() as cur:
+        cur.execute(
+            db.compose("interval_checksum.sql", warehouse=db.warehouse_table(spec), key=spec.key.name), {"start": start}
+        )
+        rows, checksum = cur.fetchone()
+    return int(rows), checksum
+
+
+def record_audit(
+    conn: psycopg2.extensions.connection,
+    *,
+    spec: DatasetSpec,
+    start: datetime,
+    end: datetime,
+    run_id: str,
+    status: str,
+    rows_in: int,
+    rows_merged: int,
+    rows_quarantined: int,
+    labels_in: int = 0,
+    labels_applied: int = 0,
+    checksum: str | None = None,
+    reason: str | None = None,
+    files: list[dict[str, Any]] | None = None,
+    data_docs_url: str | None = None,
+    soft_failures: list[str] | None = None,
+) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("audit_upsert.sql"),
+            {
+                "dataset": spec.name,
+                "start": start,
+                "end": end,
+                "run_id": run_id,
+                "status": status,
+                "rows_in": rows_in,
+                "rows_merged": rows_merged,
+                "rows_quarantined": rows_quarantined,
+                "labels_in": labels_in,
+                "labels_applied": labels_applied,
+                "checksum": checksum,
+                "reason": reason,
+                "files": json.dumps(files or []),
+                "data_docs_url": data_docs_url,
+                "soft_failures": json.dumps(soft_failures or []),
+            },
+        )
+
+
+def quarantine_summary(conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime) -> dict[str, int]:
+    with conn.cursor() as cur:
+        cur.execute(db.load_sql("quarantine_summary.sql"), {"dataset": spec.name, "start": start})
+        return {rule: int(count) for rule, count in cur.fetchall()}
+
+
+def quarantined_rows(conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime) -> int:
+    """Distinct input rows of the interval in quarantine (a row that broke several rules counts once)."""
+    with conn.cursor() as cur:
+        cur.execute(db.load_sql("quarantine_row_count.sql"), {"dataset": spec.name, "start": start})
+        return int(cur.fetchone()[0])
+
+
+def drop_staging(conn: psycopg2.extensions.connection, stage_table: str) -> None:
+    """Drop an interval's staging tables (safe to call twice)."""
+    with conn.cursor() as cur:
+        for name in (stage_table, f"{stage_table}__v", f"{stage_table}__labels", f"{stage_table}__bad"):
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier("staging", name)))

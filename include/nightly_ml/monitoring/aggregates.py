@@ -1,0 +1,337 @@
+"""Drift aggregates of one interval, computed in PostgreSQL.
+
+Everything that grows with the data stays in the database: quantiles
+(``percentile_cont``/``percentile_disc``), bin counts (``width_bucket`` in one
+``GROUP BY``), per-category counts and the exact two-sample KS statistic (values collapsed
+to per-value counts first, then running sums). Python only sees a few numbers per feature,
+plus the (label, prediction) pairs for live performance, which are streamed through a
+server-side cursor and capped (newest rows first).
+
+Windows
+    *reference*  warehouse rows with event_time in [reference_start, reference_end): the
+                 champion's training window;
+    *current*    warehouse rows with event_time in [interval_start, interval_end).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import psycopg2.extensions
+from psycopg2 import sql
+
+from nightly_ml import db
+from nightly_ml.monitoring.drift import (
+    FeatureDrift,
+    PredictionDrift,
+    categorical_feature_drift,
+    numeric_feature_drift,
+    prediction_drift,
+)
+from nightly_ml.monitoring.statistics import SampleStats, quantile_levels, reference_bin_edges
+from nightly_ml.spec import Column, DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+REFERENCE, CURRENT = "reference", "current"  # sample names, also spelled out in the monitoring_*.sql files
+PREDICTION_FEATURE = "_prediction"  # cannot clash with a feature: spec names start with a letter
+LOCK_CLASS = 740_021_003
+DEFAULT_PREDICTION_REFERENCE_INTERVALS = 7
+DEFAULT_LOOKBACK_DAYS = 14
+DEFAULT_MAX_LABELLED_ROWS = 1_000_000
+FETCH_ROWS = 50_000
+HISTORY_LIMIT = 90
+
+
+class MonitoringError(RuntimeError):
+    """An interval cannot be monitored (no reference or no current rows, bad arguments)."""
+
+
+# --------------------------------------------------------------------------- samples
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The reference window and the current interval, as half-open event-time ranges."""
+
+    reference_start: datetime
+    reference_end: datetime
+    current_start: datetime
+    current_end: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("reference_start", "reference_end", "current_start", "current_end"):
+            if getattr(self, name).tzinfo is None:
+                raise MonitoringError(f"{name} must be timezone-aware, got {getattr(self, name)!r}")
+        if not self.reference_start < self.reference_end:
+            raise MonitoringError(f"empty reference window [{self.reference_start}, {self.reference_end})")
+        if not self.current_start < self.current_end:
+            raise MonitoringError(f"empty interval [{self.current_start}, {self.current_end})")
+
+    def params(self) -> dict[str, datetime]:
+        return {
+            "ref_start": self.reference_start,
+            "ref_end": self.reference_end,
+            "cur_start": self.current_start,
+            "cur_end": self.current_end,
+        }
+
+
+@dataclass(frozen=True)
+class SamplePair:
+    """Two SELECTs of ``(sample, v)`` -- reference and current -- and the parameters they bind."""
+
+    reference: sql.Composable
+    current: sql.Composable
+    params: Mapping[str, Any]
+
+    def compose(self, name: str, **identifiers: sql.Composable | str) -> sql.Composed:
+        return db.compose(name, reference=self.reference, current=self.current, **identifiers)
+
+
+def _value_type(column: Column) -> sql.SQL:
+    return sql.SQL("float8" if column.is_numeric else "text")
+
+
+def feature_samples(spec: DatasetSpec, feature: str, windows: Windows) -> SamplePair:
+    """The reference and current samples of one feature of the warehouse table."""
+    column = spec.feature(feature)
+
+    def sample(name: str, prefix: str) -> sql.Composed:
+        return db.compose(
+            "monitoring_window_sample.sql",
+            sample=sql.Literal(name),
+            column=column.name,
+            value_type=_value_type(column),
+            table=db.warehouse_table(spec),
+            event_time=spec.event_time,
+            start=sql.Placeholder(f"{prefix}_start"),
+            end=sql.Placeholder(f"{prefix}_end"),
+        )
+
+    return SamplePair(sample(REFERENCE, "ref"), sample(CURRENT, "cur"), windows.params())
+
+
+def _prediction_samples(
+    spec: DatasetSpec, reference_intervals: Sequence[datetime], current_interval: datetime, model_version: str | None
+) -> SamplePair:
+    def sample(name: str, intervals: str) -> sql.Composed:
+        return db.compose(
+            "monitoring_prediction_sample.sql",
+            sample=sql.Literal(name),
+            predictions=db.predictions_table(spec),
+            intervals=sql.Placeholder(intervals),
+            model_version=sql.Placeholder("model_version"),
+        )
+
+    params = {
+        "ref_intervals": list(reference_intervals),
+        "cur_intervals": [current_interval],
+        "model_version": model_version,
+    }
+    return SamplePair(sample(REFERENCE, "ref_intervals"), sample(CURRENT, "cur_intervals"), params)
+
+
+# --------------------------------------------------------------------------- aggregates
+
+
+def window_rows(conn: psycopg2.extensions.connection, spec: DatasetSpec, windows: Windows) -> tuple[int, int]:
+    """Rows in the reference window and in the current interval."""
+    statement = db.compose("monitoring_window_rows.sql", table=db.warehouse_table(spec), event_time=spec.event_time)
+    with conn.cursor() as cur:
+        cur.execute(statement, windows.params())
+        reference_rows, current_rows = cur.fetchone()
+    return int(reference_rows), int(current_rows)
+
+
+def profile(
+    conn: psycopg2.extensions.connection, pair: SamplePair, *, levels: Sequence[float], discrete: bool = False
+) -> tuple[SampleStats, SampleStats, tuple[float, ...]]:
+    """Size, mean and sd of both samples, and the reference bin edges at quantile ``levels``.
+
+    ``discrete`` uses ``percentile_disc`` so the edges of an integer feature are observed values.
+    """
+    percentile = sql.SQL("percentile_disc" if discrete else "percentile_cont")
+    found: dict[str, SampleStats] = {}
+    quantiles: list[float | None] | None = None
+    with conn.cursor() as cur:
+        statement = pair.compose("monitoring_numeric_profile.sql", percentile=percentile)
+        cur.execute(statement, {**pair.params, "quantiles": list(levels)})
+        for sample, rows, non_null, mean, sd, sample_quantiles in cur.fetchall():
+            found[sample] = SampleStats(
+                rows=int(rows),
+                non_null=int(non_null),
+                mean=math.nan if mean is None else float(mean),
+                sd=math.nan if sd is None else float(sd),
+            )
+            if sample == REFERENCE:
+                quantiles = sample_quantiles
+    empty = SampleStats(0, 0)
+    return found.get(REFERENCE, empty), found.get(CURRENT, empty), reference_bin_edges(quantiles)
+
+
+def bin_counts(
+    conn: psycopg2.extensions.connection, pair: SamplePair, edges: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts per reference bin (``len(edges) + 1`` bins, nulls left out) of both samples."""
+    counts = {REFERENCE: np.zeros(len(edges) + 1, dtype=np.int64), CURRENT: np.zeros(len(edges) + 1, dtype=np.int64)}
+    with conn.cursor() as cur:
+        cur.execute(pair.compose("monitoring_bin_counts.sql"), {**pair.params, "edges": [float(e) for e in edges]})
+        for sample, bin_number, n in cur.fetchall():
+            counts[sample][bin_number] += n
+    return counts[REFERENCE], counts[CURRENT]
+
+
+def ks_statistic(conn: psycopg2.extensions.connection, pair: SamplePair) -> tuple[float, int, int]:
+    """The exact two-sample KS statistic (NaN if a sample is empty) and the non-null sample sizes."""
+    with conn.cursor() as cur:
+        cur.execute(pair.compose("monitoring_ks_statistic.sql"), pair.params)
+        statistic, n_ref, n_cur = cur.fetchone()
+    value = math.nan if statistic is None or n_ref == 0 or n_cur == 0 else float(statistic)
+    return value, int(n_ref), int(n_cur)
+
+
+def category_counts(
+    conn: psycopg2.extensions.connection, pair: SamplePair
+) -> tuple[dict[str | None, int], dict[str | None, int]]:
+    """Rows per category of both samples; nulls are counted under the key ``None``."""
+    counts: dict[str, dict[str | None, int]] = {REFERENCE: {}, CURRENT: {}}
+    with conn.cursor() as cur:
+        cur.execute(pair.compose("monitoring_category_counts.sql"), pair.params)
+        for sample, category, n in cur.fetchall():
+            counts[sample][category] = int(n)
+    return counts[REFERENCE], counts[CURRENT]
+
+
+def _category_stats(counts: Mapping[str | None, int]) -> SampleStats:
+    rows = sum(counts.values())
+    return SampleStats(rows=rows, non_null=rows - counts.get(None, 0))
+
+
+def monitored_features(spec: DatasetSpec) -> list[Column]:
+    """The features drift is measured on: the spec's ``monitored_features`` that are not free text.
+
+    ``monitor_drift: false`` marks features whose per-interval distribution is fixed by the
+    interval itself (``day_of_week`` in a daily batch never looks like a multi-day
+    reference), which would otherwise flag every night. Free-text ``string`` features have
+    no bins, and their per-value counts would grow with the data.
+    """
+    return [f for f in spec.monitored_features if f.type != "string"]
+
+
+def feature_drift(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, feature: str, windows: Windows
+) -> FeatureDrift:
+    """All drift statistics of one feature, aggregated in the database."""
+    column = spec.feature(feature)
+    pair = feature_samples(spec, feature, windows)
+    if column.is_numeric:
+        reference, current, edges = profile(
+            conn, pair, levels=quantile_levels(spec.drift.bins), discrete=column.type == "integer"
+        )
+        ref_counts, cur_counts = bin_counts(conn, pair, edges)
+        statistic, _, _ = ks_statistic(conn, pair)
+        return numeric_feature_drift(
+            feature, edges, ref_counts, cur_counts, statistic, spec.drift, reference=reference, current=current
+        )
+    ref_counts, cur_counts = category_counts(conn, pair)
+    return categorical_feature_drift(
+        feature,
+        {k: v for k, v in ref_counts.items() if k is not None},
+        {k: v for k, v in cur_counts.items() if k is not None},
+        spec.drift,
+        reference=_category_stats(ref_counts),
+        current=_category_stats(cur_counts),
+    )
+
+
+def _scored_intervals(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, before: datetime, model_version: str | None, limit: int
+) -> list[datetime]:
+    if limit <= 0:
+        return []
+    statement = db.compose("monitoring_scored_intervals.sql", predictions=db.predictions_table(spec))
+    with conn.cursor() as cur:
+        cur.execute(statement, {"before": before, "model_version": model_version, "limit": limit})
+        return [row[0] for row in cur.fetchall()]
+
+
+def measure_prediction_drift(
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    interval_start: datetime,
+    *,
+    champion_version: str | None,
+    reference_intervals: int = DEFAULT_PREDICTION_REFERENCE_INTERVALS,
+    prediction_interval_start: datetime | None = None,
+) -> PredictionDrift | None:
+    """Prediction drift of one scored interval against the scored intervals before it (see module doc).
+
+    None when there is nothing to compare: no scored interval, or none before it.
+    """
+    if prediction_interval_start is None:
+        scored = _scored_intervals(conn, spec, interval_start, champion_version, reference_intervals + 1)
+        if not scored:
+            return None
+        evaluated, references = scored[0], scored[1:]
+    else:
+        evaluated = prediction_interval_start
+        references = _scored_intervals(conn, spec, evaluated, champion_version, reference_intervals)
+    if not references:
+        return None
+    pair = _prediction_samples(spec, references, evaluated, champion_version)
+    reference, current, edges = profile(conn, pair, levels=quantile_levels(spec.drift.bins))
+    if reference.non_null == 0 or current.non_null == 0:
+        return None
+    ref_counts, cur_counts = bin_counts(conn, pair, edges)
+    return prediction_drift(
+        edges,
+        ref_counts,
+        cur_counts,
+        spec.drift,
+        interval_start=evaluated,
+        reference_intervals=sorted(references),
+    )
+
+
+def labelled_pairs(
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    window_start: datetime,
+    window_end: datetime,
+    *,
+    champion_version: str | None,
+    max_rows: int = DEFAULT_MAX_LABELLED_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions) of the window's labelled, scored rows, streamed in chunks; newest ``max_rows``."""
+    statement = db.compose(
+        "monitoring_labelled_pairs.sql",
+        warehouse=db.warehouse_table(spec),
+        predictions=db.predictions_table(spec),
+        key=spec.key.name,
+        event_time=spec.event_time,
+        label=spec.label.name,
+        label_cast=sql.SQL("integer" if spec.label.type == "boolean" else "float8"),
+    )
+    params = {
+        "window_start": window_start,
+        "window_end": window_end,
+        "model_version": champion_version,
+        "max_rows": max_rows,
+    }
+    chunks: list[np.ndarray] = []
+    # A named (server-side) cursor: the client holds one chunk of rows at a time.
+    with conn.cursor(name="monitoring_labelled_pairs") as cur:
+        cur.itersize = FETCH_ROWS
+        cur.execute(statement, params)
+        while rows := cur.fetchmany(FETCH_ROWS):
+            chunks.append(np.asarray(rows, dtype=np.float64))
+    pairs = np.concatenate(chunks) if chunks else np.empty((0, 2), dtype=np.float64)
+    return pairs[:, 0], pairs[:, 1]

@@ -1,0 +1,178 @@
+"""One monitoring pass of an interval: drift, prediction drift and live performance against the champion.
+
+Prediction drift
+    The champion has no stored predictions for its training window, so predictions are
+    compared with the champion's own predictions of earlier scored intervals: the
+    evaluated interval against the ``prediction_reference_intervals`` scored intervals before
+    it. Using only what was scored before the interval keeps a re-run's answer equal to the
+    first run's.
+
+Live performance
+    Rows with event_time in [interval_end - lookback_days, interval_end) whose label had
+    arrived by interval_end (``_label_interval_start``), joined to the champion's
+    predictions; at most ``max_labelled_rows`` pairs, the newest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg2.extensions
+
+from nightly_ml import db
+from nightly_ml.config import settings
+from nightly_ml.monitoring.aggregates import (
+    DEFAULT_LOOKBACK_DAYS,
+    DEFAULT_MAX_LABELLED_ROWS,
+    DEFAULT_PREDICTION_REFERENCE_INTERVALS,
+    MonitoringError,
+    Windows,
+    feature_drift,
+    labelled_pairs,
+    measure_prediction_drift,
+    monitored_features,
+    window_rows,
+)
+from nightly_ml.monitoring.drift import decide, live_metrics, performance_check
+from nightly_ml.monitoring.results import MonitoringResult, load_history, write_result
+from nightly_ml.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- one pass
+
+
+def compute_monitoring(
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    windows: Windows,
+    *,
+    champion_holdout_metrics: Mapping[str, float] | None,
+    run_id: str,
+    champion_version: str | None = None,
+    prediction_reference_intervals: int = DEFAULT_PREDICTION_REFERENCE_INTERVALS,
+    prediction_interval_start: datetime | None = None,
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+    max_labelled_rows: int = DEFAULT_MAX_LABELLED_ROWS,
+) -> MonitoringResult:
+    """Every statistic of one pass and the verdict, read on ``conn``; nothing is written."""
+    reference_rows, current_rows = window_rows(conn, spec, windows)
+    if reference_rows == 0:
+        raise MonitoringError(
+            f"{spec.name}: no warehouse rows in the reference window [{windows.reference_start}, "
+            f"{windows.reference_end}); without a reference use no_champion_verdict()"
+        )
+    if current_rows == 0:
+        raise MonitoringError(
+            f"{spec.name}: no warehouse rows in the interval [{windows.current_start}, {windows.current_end}); "
+            "was it merged?"
+        )
+    features = [feature_drift(conn, spec, f.name, windows) for f in monitored_features(spec)]
+    prediction = measure_prediction_drift(
+        conn,
+        spec,
+        windows.current_start,
+        champion_version=champion_version,
+        reference_intervals=prediction_reference_intervals,
+        prediction_interval_start=prediction_interval_start,
+    )
+    labels, predictions = labelled_pairs(
+        conn,
+        spec,
+        windows.current_end - timedelta(days=lookback_days),
+        windows.current_end,
+        champion_version=champion_version,
+        max_rows=max_labelled_rows,
+    )
+    metrics = live_metrics(spec.task, labels, predictions)
+    performance = performance_check(
+        spec.promotion.primary_metric, metrics, champion_holdout_metrics, len(labels), spec.drift
+    )
+    verdict = decide(spec, features, prediction=prediction, performance=performance)
+    return MonitoringResult(
+        dataset=spec.name,
+        interval_start=windows.current_start,
+        interval_end=windows.current_end,
+        run_id=run_id,
+        reference_start=windows.reference_start,
+        reference_end=windows.reference_end,
+        champion_version=champion_version,
+        rows=current_rows,
+        reference_rows=reference_rows,
+        verdict=verdict,
+        live_metrics=metrics,
+        labelled_rows=len(labels),
+    )
+
+
+def report_path_for(spec: DatasetSpec, interval_start: datetime, output_dir: Path) -> Path:
+    """Where an interval's drift report lives: ``<output_dir>/reports/<dataset>/drift_<YYYY-MM-DD>.html`` (UTC)."""
+    day = interval_start.astimezone(UTC).date().isoformat()
+    return output_dir / "reports" / spec.name / f"drift_{day}.html"
+
+
+def run_monitoring(
+    spec: DatasetSpec,
+    interval_start: datetime,
+    interval_end: datetime,
+    *,
+    reference_start: datetime,
+    reference_end: datetime,
+    champion_holdout_metrics: Mapping[str, float] | None,
+    run_id: str,
+    url: str | None = None,
+    champion_version: str | None = None,
+    prediction_reference_intervals: int = DEFAULT_PREDICTION_REFERENCE_INTERVALS,
+    prediction_interval_start: datetime | None = None,
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+    max_labelled_rows: int = DEFAULT_MAX_LABELLED_ROWS,
+    output_dir: Path | None = None,
+) -> MonitoringResult:
+    """Monitor one interval against the champion's reference: compute, report, store; return the verdict.
+
+    Only call it when there is a champion (and so a reference window); otherwise use
+    :func:`no_champion_verdict`. The report goes to ``report_path_for(spec, interval_start,
+    output_dir or settings().data_dir)``.
+    """
+    # Imported here: matplotlib is heavy and only the report needs it.
+    from nightly_ml.monitoring.reports import render_report
+
+    windows = Windows(reference_start, reference_end, interval_start, interval_end)
+    conn = db.connect(url)
+    try:
+        # One snapshot for every aggregate, so a concurrent merge cannot split the pass.
+        conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+        with conn:
+            result = compute_monitoring(
+                conn,
+                spec,
+                windows,
+                champion_holdout_metrics=champion_holdout_metrics,
+                run_id=run_id,
+                champion_version=champion_version,
+                prediction_reference_intervals=prediction_reference_intervals,
+                prediction_interval_start=prediction_interval_start,
+                lookback_days=lookback_days,
+                max_labelled_rows=max_labelled_rows,
+            )
+    finally:
+        conn.close()
+    history = load_history(spec, interval_start, url)
+    path = render_report(spec, result, history, output_dir or settings().data_dir)
+    result = replace(result, report_path=path)
+    write_result(result, url)
+    log.info(
+        "monitored %s [%s, %s): should_retrain=%s drifted=%s prediction_psi=%.4g report=%s",
+        spec.name,
+        interval_start,
+        interval_end,
+        result.should_retrain,
+        list(result.drifted_features),
+        result.prediction_psi,
+        path,
+    )
+    return result

@@ -1,0 +1,282 @@
+"""Monitoring results: one verdict per interval, stored in the ops schema, and its history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg2.extras
+
+from nightly_ml import db
+from nightly_ml.monitoring.aggregates import HISTORY_LIMIT, LOCK_CLASS, PREDICTION_FEATURE
+from nightly_ml.monitoring.drift import DriftVerdict, FeatureDrift, PredictionDrift
+from nightly_ml.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class MonitoringResult:
+    """One monitoring pass over one interval: the verdict and what it was computed from."""
+
+    dataset: str
+    interval_start: datetime
+    interval_end: datetime
+    run_id: str
+    reference_start: datetime
+    reference_end: datetime
+    champion_version: str | None
+    rows: int
+    reference_rows: int
+    verdict: DriftVerdict
+    live_metrics: dict[str, float]
+    labelled_rows: int
+    report_path: Path | None = None
+
+    @property
+    def should_retrain(self) -> bool:
+        return self.verdict.should_retrain
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.verdict.reasons
+
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        return self.verdict.drifted_features
+
+    @property
+    def prediction_psi(self) -> float:
+        return self.verdict.prediction.psi if self.verdict.prediction is not None else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-safe digest (for XCom, alert mails and logs)."""
+        return _json_safe(
+            {
+                "dataset": self.dataset,
+                "interval_start": self.interval_start.isoformat(),
+                "interval_end": self.interval_end.isoformat(),
+                "run_id": self.run_id,
+                "champion_version": self.champion_version,
+                "rows": self.rows,
+                "should_retrain": self.should_retrain,
+                "reasons": list(self.reasons),
+                "drifted_features": list(self.drifted_features),
+                "prediction_psi": self.prediction_psi,
+                "performance_decay": self.verdict.performance_decay,
+                "live_metrics": self.live_metrics,
+                "labelled_rows": self.labelled_rows,
+                "soft_failures": [s.feature for s in self.verdict.soft_failures],
+                "report_path": str(self.report_path) if self.report_path else None,
+            }
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null (JSON and jsonb have no NaN); containers are converted recursively."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(_json_safe(value), allow_nan=False)
+
+
+def _number(value: float | None) -> float | None:
+    """A float column value: NULL for 'not computable'."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _metric_row(result: MonitoringResult, f: FeatureDrift) -> dict[str, Any]:
+    ref, cur = f.reference, f.current
+    return {
+        "dataset": result.dataset,
+        "interval_start": result.interval_start,
+        "feature": f.feature,
+        "kind": f.kind,
+        "psi": _number(f.psi),
+        "ks_statistic": _number(f.ks_statistic),
+        "ks_pvalue": _number(f.ks_pvalue),
+        "chi2_statistic": _number(f.chi2_statistic),
+        "chi2_pvalue": _number(f.chi2_pvalue),
+        "cramers_v": _number(f.cramers_v),
+        "unseen_share": _number(f.unseen_share) if f.kind == "categorical" else None,
+        "ref_rows": ref.rows if ref else None,
+        "cur_rows": cur.rows if cur else None,
+        "ref_mean": _number(ref.mean) if ref else None,
+        "cur_mean": _number(cur.mean) if cur else None,
+        "ref_sd": _number(ref.sd) if ref else None,
+        "cur_sd": _number(cur.sd) if cur else None,
+        "ref_null_share": _number(ref.null_share) if ref else None,
+        "cur_null_share": _number(cur.null_share) if cur else None,
+        "drifted": f.drifted,
+        "reason": f.reason,
+        "histogram": _json(f.histogram.to_json()),
+        "run_id": result.run_id,
+    }
+
+
+def _prediction_row(result: MonitoringResult, p: PredictionDrift) -> dict[str, Any]:
+    row = dict.fromkeys(
+        (
+            "ks_statistic",
+            "ks_pvalue",
+            "chi2_statistic",
+            "chi2_pvalue",
+            "cramers_v",
+            "unseen_share",
+            "ref_mean",
+            "cur_mean",
+            "ref_sd",
+            "cur_sd",
+            "ref_null_share",
+            "cur_null_share",
+        ),
+    )
+    row.update(
+        dataset=result.dataset,
+        interval_start=result.interval_start,
+        feature=PREDICTION_FEATURE,
+        kind="prediction",
+        psi=_number(p.psi),
+        ref_rows=sum(p.histogram.reference),
+        cur_rows=sum(p.histogram.current),
+        drifted=p.drifted,
+        reason=p.reason,
+        histogram=_json(
+            {
+                **p.histogram.to_json(),
+                "interval_start": p.interval_start.isoformat() if p.interval_start else None,
+                "reference_intervals": [t.isoformat() for t in p.reference_intervals],
+            }
+        ),
+        run_id=result.run_id,
+    )
+    return row
+
+
+def _run_row(result: MonitoringResult) -> dict[str, Any]:
+    verdict = result.verdict
+    prediction = verdict.prediction
+    return {
+        "dataset": result.dataset,
+        "interval_start": result.interval_start,
+        "interval_end": result.interval_end,
+        "run_id": result.run_id,
+        "champion_version": result.champion_version,
+        "reference_start": result.reference_start,
+        "reference_end": result.reference_end,
+        "rows": result.rows,
+        "reference_rows": result.reference_rows,
+        "drifted_features": list(verdict.drifted_features),
+        "prediction_psi": _number(prediction.psi) if prediction else None,
+        "prediction_drift": verdict.prediction_drifted,
+        "prediction_interval_start": prediction.interval_start if prediction else None,
+        "live_metrics": _json(result.live_metrics),
+        "labelled_rows": result.labelled_rows,
+        "performance_decay": verdict.performance_decay,
+        "soft_failures": _json([s.to_json() for s in verdict.soft_failures]),
+        "should_retrain": verdict.should_retrain,
+        "reasons": _json(list(verdict.reasons)),
+        "report_path": str(result.report_path) if result.report_path else None,
+    }
+
+
+def write_result(result: MonitoringResult, url: str | None = None) -> None:
+    """Replace the interval's rows in ops.monitoring_runs and ops.drift_metrics, in one transaction."""
+    keys = {"dataset": result.dataset, "interval_start": result.interval_start}
+    metric_rows = [_metric_row(result, f) for f in result.verdict.features]
+    if result.verdict.prediction is not None:
+        metric_rows.append(_prediction_row(result, result.verdict.prediction))
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(db.load_sql("monitoring_lock.sql"), {**keys, "lock_class": LOCK_CLASS})
+        cur.execute(db.load_sql("monitoring_delete.sql"), keys)
+        cur.execute(db.load_sql("monitoring_insert_run.sql"), _run_row(result))
+        psycopg2.extras.execute_batch(cur, db.load_sql("monitoring_insert_drift_metric.sql"), metric_rows)
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One earlier monitoring pass, as the report's time series need it."""
+
+    interval_start: datetime
+    should_retrain: bool
+    drifted_features: tuple[str, ...] = ()
+    prediction_psi: float = math.nan
+    live_metrics: dict[str, float] = field(default_factory=dict)
+    labelled_rows: int = 0
+    # feature (or PREDICTION_FEATURE) -> PSI
+    feature_psi: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: MonitoringResult) -> HistoryPoint:
+        psi = {f.feature: f.psi for f in result.verdict.features}
+        if result.verdict.prediction is not None:
+            psi[PREDICTION_FEATURE] = result.verdict.prediction.psi
+        return cls(
+            interval_start=result.interval_start,
+            should_retrain=result.should_retrain,
+            drifted_features=result.drifted_features,
+            prediction_psi=result.prediction_psi,
+            live_metrics=dict(result.live_metrics),
+            labelled_rows=result.labelled_rows,
+            feature_psi=psi,
+        )
+
+
+@dataclass(frozen=True)
+class MonitoringHistory:
+    """Earlier monitoring passes of one dataset, oldest first."""
+
+    dataset: str
+    points: tuple[HistoryPoint, ...] = ()
+
+    def with_result(self, result: MonitoringResult) -> MonitoringHistory:
+        """The history up to ``result``'s interval, ending with ``result`` itself."""
+        earlier = tuple(p for p in self.points if p.interval_start < result.interval_start)
+        return MonitoringHistory(self.dataset, (*earlier, HistoryPoint.from_result(result)))
+
+
+def _float_or_nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def load_history(
+    spec: DatasetSpec, until: datetime, url: str | None = None, *, limit: int = HISTORY_LIMIT
+) -> MonitoringHistory:
+    """The newest ``limit`` monitoring passes with interval_start strictly before ``until``, oldest first."""
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(db.load_sql("monitoring_history.sql"), {"dataset": spec.name, "until": until, "limit": limit})
+        rows = cur.fetchall()
+    points = tuple(
+        HistoryPoint(
+            interval_start=interval_start,
+            should_retrain=bool(should_retrain),
+            drifted_features=tuple(drifted or ()),
+            prediction_psi=_float_or_nan(prediction_psi),
+            live_metrics={k: _float_or_nan(v) for k, v in (metrics or {}).items()},
+            labelled_rows=int(labelled_rows),
+            feature_psi={k: _float_or_nan(v) for k, v in (feature_psi or {}).items()},
+        )
+        for interval_start, should_retrain, drifted, prediction_psi, metrics, labelled_rows, feature_psi in rows
+    )
+    return MonitoringHistory(spec.name, points)
