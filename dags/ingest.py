@@ -63,7 +63,6 @@ def build(spec: DatasetSpec):
             mode="reschedule",
             poke_interval=timedelta(minutes=5),
             timeout=timedelta(hours=spec.source.wait_hours + 24),
-            retries=0,
         )
         def wait_for_input(**context) -> PokeReturnValue:
             from airflow.sdk.exceptions import AirflowFailException

@@ -109,7 +109,13 @@ class SimulatorFaults(_Strict):
     malformed_lines: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
-class SimulatorSource(_Strict):
+class _Waits(_Strict):
+    # How long after the interval's end its input may still arrive: the run waits (a sensor in
+    # reschedule mode, no worker slot held) until then, then fails and mails ops once.
+    wait_hours: Annotated[float, Field(ge=0, le=24 * 14)] = 0.0
+
+
+class SimulatorSource(_Waits):
     kind: Literal["simulator"]
     generator: Literal["churn", "demand"]
     seed: int = 42
@@ -127,12 +133,6 @@ class SimulatorSource(_Strict):
         if self.scenario != "stationary" and self.drift_start is None:
             raise ValueError(f"scenario {self.scenario!r} needs a drift_start date")
         return self
-
-
-class _Waits(_Strict):
-    # How long after the interval's end its input may still arrive: the run waits (a sensor in
-    # reschedule mode, no worker slot held) until then, then fails and mails ops once.
-    wait_hours: Annotated[float, Field(ge=0, le=24 * 14)] = 0.0
 
 
 class FilesSource(_Waits):
@@ -183,17 +183,38 @@ class ValidationRules(_Strict):
     # Ops are mailed when at least this share of a merged batch was quarantined.
     alert_bad_row_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     min_rows: Annotated[int, Field(ge=1)] = 1
-    # Soft distribution checks learned from the champion's training data: the mean of a
-    # numeric feature may move this many reference standard deviations before it flags.
+    # Soft mean-shift expectation learned from the champion's training window: a numeric feature's
+    # batch mean fails when it leaves what the spread of the reference's per-interval means allows
+    # at drift.false_alarm_rate (corrected for the number of numeric features), and moves at least
+    # this many reference row standard deviations (an effect-size floor, so that large, tightly
+    # estimated batches do not fail on practically null shifts).
     mean_shift_tolerance_sd: Annotated[float, Field(gt=0)] = 0.5
 
 
 class DriftRules(_Strict):
+    """Drift tests: PSI beyond its null at the batch's size (calibrated), and beyond an effect-size floor.
+
+    See :mod:`nightly_ml.monitoring.calibration` for how the null is simulated.
+    """
+
     bins: Annotated[int, Field(ge=3, le=50)] = 10
+    # Share of nights with no change on which the per-feature and prediction drift tests together may
+    # flag (Bonferroni over the tests); also the soft mean-shift expectation's rate.
+    false_alarm_rate: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    # The current batch pools the newest this-many intervals (after the reference window): set it
+    # above 1 when one interval holds too few rows to show a change (e.g. hourly intervals).
+    window_intervals: Annotated[int, Field(ge=1, le=90)] = 1
+    # Fewer rows (non-null) than this: the test is skipped and the verdict says so. 20 rows give
+    # every one of 10 bins two rows on average; below that a histogram test has next to no power.
+    min_rows_per_test: Annotated[int, Field(ge=1)] = 20
+    # Effect-size floors: a feature drifts only if, beyond the calibrated threshold, its PSI reaches
+    # psi_threshold or its KS statistic (numeric) / Cramér's V (categorical) reaches 0.1.
     psi_threshold: Annotated[float, Field(gt=0)] = 0.2
-    ks_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.001
-    chi2_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.001
+    # Deprecated, ignored: i.i.d. p-values were replaced by the calibrated null (false_alarm_rate).
+    ks_pvalue: Annotated[float | None, Field(gt=0, lt=1)] = None
+    chi2_pvalue: Annotated[float | None, Field(gt=0, lt=1)] = None
     min_drifted_features: Annotated[int, Field(ge=1)] = 1
+    # The effect-size floor of prediction drift (its PSI must also beat the calibrated threshold).
     prediction_psi_threshold: Annotated[float, Field(gt=0)] = 0.2
     # Live performance may fall this far (absolute, in the primary metric) below the
     # champion's holdout value before it triggers retraining.

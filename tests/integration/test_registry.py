@@ -349,3 +349,61 @@ def test_unreachable_mlflow_fails_fast_and_moves_nothing(
     assert alias(client, spec, "champion") == v1
     assert "promotion_rejected" not in client.get_model_version(spec.registered_model_name, v2).tags
     assert history(spec, warehouse_url) == before
+
+
+def test_the_history_records_the_confidence_the_margin_and_the_window(
+    kit: Any, trained: training.TrainingResult, client: MlflowClient, warehouse_url: str
+) -> None:
+    from nightly_ml.modeling import evaluation
+
+    spec = fresh_spec(kit, "churn_confidence")
+    interval = (WINDOW_END - timedelta(days=1), WINDOW_END)
+    record = run_logging.log_training_result(
+        spec,
+        trained,
+        trigger={"reason": "drift", "interval_start": interval[0].isoformat(), "interval_end": interval[1].isoformat()},
+        airflow_context=AIRFLOW,
+    )
+    assert access.trigger_interval(spec, record.model_version) == interval
+    challenger = evaluation.paired_evaluation(spec, access.load_model(spec, record.model_version), trained.holdout)
+    baseline = evaluation.baseline_evaluation(spec, trained.train, trained.holdout)
+    decision = decide(spec.promotion, challenger, None, baseline, seed=spec.training.seed)
+    assert decision.promote and decision.confidence is not None, decision.reasons
+    holdout = (trained.holdout_start, trained.holdout_start + timedelta(days=spec.training.holdout_days))
+    context = aliases.DecisionContext(holdout=holdout, interval=interval)
+    aliases.promote(
+        spec,
+        record.model_version,
+        decision,
+        expected_champion=None,
+        actor="t",
+        reason="r",
+        url=warehouse_url,
+        context=context,
+    )
+    [row] = history(spec, warehouse_url)
+    assert row["primary_metric"] == "roc_auc" and row["margin"] == pytest.approx(spec.promotion.min_improvement)
+    assert row["confidence"] == pytest.approx(decision.confidence.share) and row[
+        "required_confidence"
+    ] == pytest.approx(0.9)
+    assert row["baseline_confidence"] == pytest.approx(decision.confidence.share)
+    assert row["bootstrap"]["against"] == "naive baseline" and row["bootstrap"]["resamples"] == 1000
+    assert (row["holdout_start"], row["holdout_end"]) == holdout
+    assert (row["interval_start"], row["interval_end"]) == interval
+    tags = client.get_model_version(spec.registered_model_name, record.model_version).tags
+    assert tags["promotion_confidence"].startswith(f"{decision.confidence.share:.4f} vs naive baseline")
+
+    # A challenger identical to the champion wins no resample: rejected, tagged, recorded with its numbers.
+    champion = access.evaluate_champion_on(spec, trained.holdout)
+    assert champion is not None and champion.evaluation.holdout is not None
+    tie = decide(spec.promotion, challenger, champion.evaluation, baseline, seed=spec.training.seed)
+    assert not tie.promote and tie.confidence is not None and tie.confidence.share == 0
+    v2 = register(spec, trained)
+    aliases.reject(spec, v2, tie, url=warehouse_url, context=context)
+    latest = history(spec, warehouse_url)[0]
+    assert (latest["action"], latest["confidence"], latest["interval_start"]) == ("reject", 0.0, interval[0])
+    assert (
+        "cannot be told from noise"
+        in client.get_model_version(spec.registered_model_name, v2).tags["promotion_rejected"]
+    )
+    assert access.trigger_interval(spec, v2) is None  # its run recorded no interval

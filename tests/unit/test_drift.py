@@ -12,12 +12,12 @@ import pytest
 from scipy import stats
 from sklearn import metrics
 
-from nightly_ml.monitoring import drift, statistics
+from nightly_ml.monitoring import calibration, drift, statistics
 from nightly_ml.monitoring.drift import FeatureDrift
 from nightly_ml.monitoring.statistics import SampleStats
 from nightly_ml.spec import DatasetSpec, DriftRules, load_spec
 
-RULES = DriftRules()  # psi 0.2, ks p 0.001, chi2 p 0.001
+RULES = DriftRules()  # false-alarm rate 1%, PSI floor 0.2
 
 
 @pytest.fixture(scope="module")
@@ -158,39 +158,52 @@ def test_categorical_feature_drift_flags_new_category() -> None:
 # --------------------------------------------------------------------------- decision rule
 
 
+def _null(threshold: float) -> calibration.NullThreshold:
+    """A calibrated null whose threshold is ``threshold`` (draws spread below it)."""
+    draws = np.linspace(threshold / 100, threshold, 100)
+    return calibration.NullThreshold(threshold, 0.999, 100, 28, 100, "intervals", math.log(threshold) - 3, 1.0, draws)
+
+
 @pytest.mark.parametrize(
-    ("psi", "ks_statistic", "ks_p", "expected"),
+    ("psi", "ks_statistic", "threshold", "expected"),
     [
-        pytest.param(0.01, 0.02, 0.5, False, id="stable"),
-        pytest.param(0.25, 0.05, 0.5, True, id="psi-over-threshold"),
-        pytest.param(0.2, 0.0, 1.0, True, id="psi-at-threshold"),
-        pytest.param(0.05, 0.12, 1e-6, True, id="ks-significant-and-large"),
-        pytest.param(0.05, 0.06, 1e-6, False, id="ks-significant-but-small-effect"),
-        pytest.param(0.05, 0.3, 0.01, False, id="ks-large-but-not-significant"),
-        pytest.param(float("nan"), float("nan"), float("nan"), False, id="not-computable"),
+        pytest.param(0.01, 0.02, 0.05, False, id="stable"),
+        pytest.param(0.25, 0.05, 0.05, True, id="beyond-null-and-psi-floor"),
+        pytest.param(0.2, 0.0, 0.05, True, id="psi-at-floor"),
+        pytest.param(0.06, 0.12, 0.05, True, id="beyond-null-and-ks-floor"),
+        pytest.param(0.06, 0.06, 0.05, False, id="beyond-null-but-small-effect"),
+        pytest.param(0.6, 0.3, 0.9, False, id="large-but-within-sampling-noise"),
+        pytest.param(float("nan"), float("nan"), 0.05, False, id="not-computable"),
     ],
 )
-def test_numeric_decision(psi: float, ks_statistic: float, ks_p: float, expected: bool) -> None:
-    drifted, reason = drift.numeric_decision(psi, ks_statistic, ks_p, RULES)
+def test_numeric_decision(psi: float, ks_statistic: float, threshold: float, expected: bool) -> None:
+    drifted, reason = drift.numeric_decision(psi, ks_statistic, _null(threshold), RULES)
     assert drifted is expected
     assert reason.startswith("stable") is not expected
 
 
 @pytest.mark.parametrize(
-    ("psi", "chi2_p", "cramers_v", "unseen", "expected"),
+    ("psi", "cramers_v", "unseen", "threshold", "expected"),
     [
-        pytest.param(0.01, 0.4, 0.02, 0.0, False, id="stable"),
-        pytest.param(0.3, 0.4, 0.02, 0.0, True, id="psi-over-threshold"),
-        pytest.param(0.08, 1e-9, 0.15, 0.0, True, id="chi2-significant-and-large"),
-        pytest.param(0.08, 1e-9, 0.05, 0.0, False, id="chi2-significant-but-small-effect"),
-        pytest.param(0.08, 0.01, 0.3, 0.0, False, id="chi2-large-but-not-significant"),
-        pytest.param(0.01, 0.4, 0.02, 0.05, True, id="unseen-at-5-percent"),
-        pytest.param(0.01, 0.4, 0.02, 0.049, False, id="unseen-below-5-percent"),
+        pytest.param(0.01, 0.02, 0.0, 0.05, False, id="stable"),
+        pytest.param(0.3, 0.02, 0.0, 0.05, True, id="beyond-null-and-psi-floor"),
+        pytest.param(0.08, 0.15, 0.0, 0.05, True, id="beyond-null-and-v-floor"),
+        pytest.param(0.08, 0.05, 0.0, 0.05, False, id="beyond-null-but-small-effect"),
+        pytest.param(0.5, 0.3, 0.0, 0.9, False, id="large-but-within-sampling-noise"),
+        pytest.param(0.01, 0.02, 0.05, 0.05, True, id="unseen-at-5-percent"),
+        pytest.param(0.01, 0.02, 0.049, 0.05, False, id="unseen-below-5-percent"),
     ],
 )
-def test_categorical_decision(psi: float, chi2_p: float, cramers_v: float, unseen: float, expected: bool) -> None:
-    drifted, _ = drift.categorical_decision(psi, chi2_p, cramers_v, unseen, RULES)
+def test_categorical_decision(psi: float, cramers_v: float, unseen: float, threshold: float, expected: bool) -> None:
+    drifted, _ = drift.categorical_decision(psi, cramers_v, unseen, _null(threshold), RULES)
     assert drifted is expected
+
+
+def test_small_batches_are_not_tested() -> None:
+    edges = (1.0, 2.0)
+    result = drift.numeric_feature_drift("x", edges, [50, 50, 50], [5, 0, 0], 0.9, DriftRules(min_rows_per_test=20))
+    assert not result.drifted and not result.tested and "not tested" in result.reason
+    assert math.isnan(result.threshold)
 
 
 def _drift(name: str, drifted: bool, *, ref_mean: float = 0.0, cur_mean: float = 0.0, sd: float = 1.0) -> FeatureDrift:

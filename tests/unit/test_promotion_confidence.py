@@ -62,6 +62,12 @@ def regression(champion_error: float, challenger_error: float, seed: int = 0) ->
     )
 
 
+def retrained_identically() -> tuple[Evaluation, ...]:
+    """A challenger that predicts exactly what the champion predicts: it wins no resample."""
+    _, champion, baseline = classification(1.0, 1.0)
+    return champion, champion, baseline
+
+
 def _blind(evaluation_: Evaluation) -> Evaluation:
     """The same model on a holdout that cannot tell anything apart: every prediction is the base rate."""
     assert evaluation_.holdout is not None
@@ -74,13 +80,13 @@ CASES = [
     # gate, (challenger, champion, baseline), promote?, phrase in the reasons, id
     pytest.param(AUC_GATE, classification(1.0, 1.6), True,
                  "≥ required 90%", id="auc-clearly-better"),
-    pytest.param(AUC_GATE, classification(1.0, 1.03), False,
+    pytest.param(AUC_GATE, classification(1.0, 1.005, seed=3), False,
                  "cannot be told from noise", id="auc-better-within-noise"),
     pytest.param(AUC_GATE, classification(1.6, 1.0), False,
                  "not better", id="auc-worse"),
     pytest.param(RMSE_GATE, regression(3.0, 2.0), True,
                  "≥ required 90%", id="rmse-clearly-better"),
-    pytest.param(RMSE_GATE, regression(3.0, 2.96), False,
+    pytest.param(RMSE_GATE, regression(3.0, 2.96, seed=0), False,
                  "< required 90%", id="rmse-better-within-noise"),
     pytest.param(PromotionGate(primary_metric="r2", min_improvement=0.001), regression(3.0, 2.0), True,
                  "confidence vs champion", id="r2-clearly-better"),
@@ -90,7 +96,7 @@ CASES = [
                  "≥ required 90%", id="pr-auc-clearly-better"),
     pytest.param(PromotionGate(primary_metric="f1", min_improvement=0.0), classification(1.0, 1.6), True,
                  "≥ required 90%", id="f1-clearly-better"),
-    pytest.param(PromotionGate(primary_metric="accuracy", min_improvement=0.0), classification(1.0, 1.0), False,
+    pytest.param(PromotionGate(primary_metric="accuracy", min_improvement=0.0), retrained_identically(), False,
                  "a tie is not an improvement", id="accuracy-same-model"),
 ]
 # fmt: on
@@ -112,7 +118,7 @@ def test_gate_with_confidence(
 
 
 def test_within_noise_is_better_on_average_and_the_reason_quotes_the_confidence() -> None:
-    challenger, champion, baseline = classification(1.0, 1.03)
+    challenger, champion, baseline = classification(1.0, 1.005, seed=3)
     decision = decide(AUC_GATE, challenger, champion, baseline, seed=7)
     assert decision.primary_delta is not None and decision.primary_delta > AUC_GATE.min_improvement
     assert decision.confidence is not None and 0.3 < decision.confidence.share < AUC_GATE.confidence
@@ -122,7 +128,7 @@ def test_within_noise_is_better_on_average_and_the_reason_quotes_the_confidence(
 
 
 def test_a_higher_confidence_turns_a_likely_winner_down() -> None:
-    challenger, champion, baseline = classification(1.0, 1.1)
+    challenger, champion, baseline = classification(1.0, 1.01, seed=3)  # +0.006 AUC, in 88% of resamples
     lenient = decide(AUC_GATE.model_copy(update={"confidence": 0.6}), challenger, champion, baseline, seed=7)
     strict = decide(AUC_GATE.model_copy(update={"confidence": 0.999}), challenger, champion, baseline, seed=7)
     assert lenient.confidence is not None and strict.confidence is not None
@@ -146,10 +152,12 @@ def test_every_promotion_must_beat_the_naive_baseline_even_with_a_champion(task:
     assert not decision.promote, decision.reasons
     assert "naive baseline" in decision.reasons[0], decision.reasons
     assert decision.baseline_confidence is not None and decision.baseline_confidence.share < gate.confidence
+    # Both champions here are worse than the baseline: the reasons say no model should be serving.
+    assert any("champion does not beat the naive baseline either" in reason for reason in decision.reasons)
 
 
 def test_the_bootstrap_is_deterministic_for_a_seed() -> None:
-    challenger, champion, baseline = classification(1.0, 1.1)
+    challenger, champion, baseline = classification(1.0, 1.01, seed=3)
     first = decide(AUC_GATE, challenger, champion, baseline, seed=7)
     assert decide(AUC_GATE, challenger, champion, baseline, seed=7) == first
     other = decide(AUC_GATE, challenger, champion, baseline, seed=8)
@@ -178,7 +186,7 @@ def test_whole_blocks_are_resampled() -> None:
     by_day = paired_confidence(
         gate, HoldoutScores(labels, challenger, days), HoldoutScores(labels, champion, days), "champion", seed=1
     )
-    assert row_level.share == 1.0 and row_level.blocks == N
+    assert row_level.share > 0.999 and row_level.blocks == N
     assert by_day.blocks == DAYS and by_day.share < 0.9
     counts = bootstrap.block_counts(DAYS, 500, seed=1)
     assert (counts.sum(axis=1) == DAYS).all()  # each resample has as many blocks as the holdout
@@ -199,13 +207,17 @@ def test_without_row_scores_the_point_estimate_decides_and_says_so() -> None:
     assert any("not assessed" in reason for reason in decision.reasons)
 
 
-@pytest.mark.parametrize("metric", ["roc_auc", "pr_auc", "r2"])
-def test_resampled_metrics_match_sklearn_on_the_resampled_rows(metric: str) -> None:
+@pytest.mark.parametrize(
+    ("metric", "block_rows"),
+    [("roc_auc", 25), ("roc_auc", 1), ("pr_auc", 25), ("r2", 25)],
+    ids=["roc_auc-block-pairs", "roc_auc-600-blocks-by-weights", "pr_auc", "r2"],
+)
+def test_resampled_metrics_match_sklearn_on_the_resampled_rows(metric: str, block_rows: int) -> None:
     rng = np.random.default_rng(0)
     labels = (rng.random(600) < 0.4).astype("float64") if metric != "r2" else rng.normal(0, 1, 600)
     scores = np.round(rng.random(600) * 0.5 + 0.5 * labels, 2) if metric != "r2" else labels + rng.normal(0, 1, 600)
-    blocks = np.arange(600) // 25
-    counts = bootstrap.block_counts(24, 5, seed=2)
+    blocks = np.arange(600) // block_rows
+    counts = bootstrap.block_counts(int(blocks.max()) + 1, 5, seed=2)
     reference = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score, "r2": r2_score}[metric]
     values = bootstrap.resampled_metric(metric, labels, scores, blocks, counts)
     for resample, value in zip(counts, values, strict=True):
@@ -215,9 +227,12 @@ def test_resampled_metrics_match_sklearn_on_the_resampled_rows(metric: str) -> N
 
 def test_a_thousand_resamples_of_a_three_day_holdout_take_well_under_a_second() -> None:
     challenger, champion, baseline = classification(1.0, 1.1)
-    started = time.perf_counter()
-    decide(AUC_GATE, challenger, champion, baseline, seed=7)  # AUC twice vs champion, twice vs baseline
-    assert time.perf_counter() - started < 1.0
+    timings = []
+    for _ in range(3):  # the best of three: a busy shared machine must not fail the test
+        started = time.perf_counter()
+        decide(AUC_GATE, challenger, champion, baseline, seed=7)  # two paired AUC bootstraps, 1,000 resamples each
+        timings.append(time.perf_counter() - started)
+    assert min(timings) < 0.5, timings  # about 0.15 s on a 2-core box
 
 
 def test_holdout_blocks_are_local_days_cut_into_hour_slices_when_few() -> None:

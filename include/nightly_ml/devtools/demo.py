@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START)
     parser.add_argument("--datasets", default="churn,demand")
     parser.add_argument("--stationary", action="store_true", help="no drift scenario")
+    parser.add_argument("--verbose", action="store_true", help="Airflow's task logs on the terminal, not in a file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -146,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from nightly_ml.spec import load_spec
 
+    log_file = None if args.verbose else data_dir / "logs" / "demo_tasks.log"
+    replay.send_task_logs_to(log_file)
+    if log_file:
+        print(f"Airflow task logs: {log_file} (--verbose shows them here)")
     bag = replay.load_dag_bag(str(PROJECT_ROOT / "dags"))
     specs = [load_spec(name) for name in datasets]
     first = datetime(args.start.year, args.start.month, args.start.day, tzinfo=UTC)
@@ -165,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\nreports: {settings().reports_dir}\nalerts written to: {settings().outbox_dir} (no SMTP connection set)"
         if not os.environ.get("AIRFLOW_CONN_SMTP_ALERTS")
         else ""
+    )
+    print(
+        "\nThe same runs are in the Airflow UI: `make up`, then open http://localhost:8080 (the login is printed) "
+        "and the DAGs ingest__*, score__*, monitor__*, retrain__*; drift reports are linked from each monitor run."
     )
     return 0
 

@@ -124,23 +124,29 @@ def row_rules(spec: DatasetSpec) -> list[Rule]:
 
 
 def soft_rules(spec: DatasetSpec, reference_profile: dict[str, tuple[float, float]] | None) -> list[Rule]:
-    """Mean of each numeric feature within ``tolerance`` reference standard deviations."""
+    """Mean of each numeric feature within ``reference mean ± allowed deviation``.
+
+    ``reference_profile`` maps a feature to (reference mean, allowed deviation): the deviation is
+    calibrated on the spread of the reference's per-interval means at the spec's false-alarm
+    rate, floored at ``validation.mean_shift_tolerance_sd`` row sds (see
+    :func:`nightly_ml.tasks.ingest.reference_profile`).
+    """
     import great_expectations.expectations as gxe
 
     if not reference_profile:
         return []
-    tolerance = spec.validation.mean_shift_tolerance_sd
     rules = []
     for feature in spec.numeric_features:
         if feature.name not in reference_profile:
             continue
-        mean, sd = reference_profile[feature.name]
-        low, high = mean - tolerance * sd, mean + tolerance * sd
+        mean, allowed = reference_profile[feature.name]
+        low, high = mean - allowed, mean + allowed
         rules.append(
             Rule(
                 "mean_shift",
                 feature.name,
-                f"mean of {feature.name} within {low:.4g}..{high:.4g} (reference {mean:.4g} ± {tolerance} sd)",
+                f"mean of {feature.name} within {low:.4g}..{high:.4g} (reference {mean:.4g} ± {allowed:.4g}, "
+                f"calibrated on per-interval means at a {spec.drift.false_alarm_rate:.2%} false-alarm rate)",
                 gxe.ExpectColumnMeanToBeBetween(column=value_column(feature.name), min_value=low, max_value=high),
                 hard=False,
             )

@@ -215,28 +215,39 @@ def validate(
     return report
 
 
+IntervalMoments = tuple[int, float, float]  # non-null rows, mean, population variance of one interval
+
+
 def reference_profile_from_warehouse(
     conn: psycopg2.extensions.connection, spec: DatasetSpec, reference_start: datetime, reference_end: datetime
-) -> dict[str, tuple[float, float]]:
-    """Mean and standard deviation of each numeric feature over the champion's training window."""
-    if not spec.numeric_features:
+) -> dict[str, list[IntervalMoments]]:
+    """Per-interval rows, mean and variance of each numeric feature over the champion's training window.
+
+    One scan for every feature. Intervals (not rows) are what the soft mean-shift tolerance is
+    calibrated on: the rows of one interval share its circumstances (one day's weather), so a
+    batch mean moves with the spread of interval means, far more than the row sd suggests.
+    """
+    features = spec.numeric_features
+    if not features:
         return {}
     aggregates = sql.SQL(", ").join(
-        sql.SQL("avg({c}), stddev_samp({c})").format(c=sql.Identifier(f.name)) for f in spec.numeric_features
+        sql.SQL("count({c}), avg({c}), var_pop({c})").format(c=sql.Identifier(f.name)) for f in features
+    )
+    statement = db.compose(
+        "validation_reference_profile.sql",
+        aggregates=aggregates,
+        table=db.warehouse_table(spec),
+        event_time=spec.event_time,
     )
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {aggs} FROM {table} WHERE {ts} >= %(start)s AND {ts} < %(end)s").format(
-                aggs=aggregates, table=db.warehouse_table(spec), ts=sql.Identifier(spec.event_time)
-            ),
-            {"start": reference_start, "end": reference_end},
-        )
-        row = cur.fetchone()
-    profile = {}
-    for i, feature in enumerate(spec.numeric_features):
-        mean, sd = row[2 * i], row[2 * i + 1]
-        if mean is not None and sd is not None:
-            profile[feature.name] = (float(mean), float(sd))
+        cur.execute(statement, {"start": reference_start, "end": reference_end})
+        rows = cur.fetchall()
+    profile: dict[str, list[IntervalMoments]] = {}
+    for i, feature in enumerate(features):
+        found = [(int(r[1 + 3 * i]), r[2 + 3 * i], r[3 + 3 * i]) for r in rows]
+        moments = [(n, float(mean), float(var)) for n, mean, var in found if n > 0 and mean is not None]
+        if moments:
+            profile[feature.name] = moments
     return profile
 
 

@@ -332,6 +332,12 @@ def decide(
     else:
         vs_baseline = _compare(gate, challenger, baseline, new, floor, "naive baseline", seed)
         baseline_reasons = vs_baseline.reasons
+        if not vs_baseline.passed and improvement(metric, old, floor) <= _EPS:
+            baseline_reasons = (
+                *baseline_reasons,
+                f"the champion does not beat the naive baseline either ({metric} {_num(old)} vs {_num(floor)}): "
+                "no model in the registry should be serving this data; look at the features and labels.",
+            )
     guards_ok, guard_reasons = _guards(gate, challenger, champion)
     slices_ok, slice_reasons = _slices(gate, challenger, champion)
     checks = (

@@ -1,16 +1,18 @@
 """Drift aggregates of one interval, computed in PostgreSQL.
 
 Everything that grows with the data stays in the database: quantiles
-(``percentile_cont``/``percentile_disc``), bin counts (``width_bucket`` in one
-``GROUP BY``), per-category counts and the exact two-sample KS statistic (values collapsed
-to per-value counts first, then running sums). Python only sees a few numbers per feature,
-plus the (label, prediction) pairs for live performance, which are streamed through a
-server-side cursor and capped (newest rows first).
+(``percentile_cont``/``percentile_disc``), bin counts and moments *per interval*
+(``width_bucket`` in one ``GROUP BY GROUPING SETS``: the count matrix the calibrated null
+draws whole intervals from), per-category counts per interval and the exact two-sample KS
+statistic (values collapsed to per-value counts first, then running sums). Python only sees
+a few numbers per feature and interval, plus the (label, prediction) pairs for live
+performance, which are streamed through a server-side cursor and capped (newest rows first).
 
 Windows
     *reference*  warehouse rows with event_time in [reference_start, reference_end): the
                  champion's training window;
-    *current*    warehouse rows with event_time in [interval_start, interval_end).
+    *current*    warehouse rows with event_time in [interval_start, interval_end), or, with
+                 ``drift.window_intervals`` > 1, from the start of the oldest pooled interval.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +36,8 @@ from nightly_ml.monitoring.drift import (
     numeric_feature_drift,
     prediction_drift,
 )
+from nightly_ml.monitoring.plan import CalibrationPlan, IntervalMoments
+from nightly_ml.monitoring.plan import monitored_features as monitored_features
 from nightly_ml.monitoring.statistics import SampleStats, quantile_levels, reference_bin_edges
 from nightly_ml.spec import Column, DatasetSpec
 
@@ -65,6 +69,8 @@ class Windows:
     reference_end: datetime
     current_start: datetime
     current_end: datetime
+    # start of the oldest interval the current sample pools (None: the current interval alone)
+    pool_start: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in ("reference_start", "reference_end", "current_start", "current_end"):
@@ -81,6 +87,7 @@ class Windows:
             "ref_end": self.reference_end,
             "cur_start": self.current_start,
             "cur_end": self.current_end,
+            "pool_start": self.pool_start or self.current_start,
         }
 
 
@@ -113,14 +120,17 @@ def feature_samples(spec: DatasetSpec, feature: str, windows: Windows) -> Sample
             table=db.warehouse_table(spec),
             event_time=spec.event_time,
             start=sql.Placeholder(f"{prefix}_start"),
-            end=sql.Placeholder(f"{prefix}_end"),
+            end=sql.Placeholder("cur_end" if prefix == "pool" else f"{prefix}_end"),
         )
 
-    return SamplePair(sample(REFERENCE, "ref"), sample(CURRENT, "cur"), windows.params())
+    return SamplePair(sample(REFERENCE, "ref"), sample(CURRENT, "pool"), windows.params())
 
 
 def _prediction_samples(
-    spec: DatasetSpec, reference_intervals: Sequence[datetime], current_interval: datetime, model_version: str | None
+    spec: DatasetSpec,
+    reference_intervals: Sequence[datetime],
+    current_intervals: Sequence[datetime],
+    model_version: str | None,
 ) -> SamplePair:
     def sample(name: str, intervals: str) -> sql.Composed:
         return db.compose(
@@ -133,7 +143,7 @@ def _prediction_samples(
 
     params = {
         "ref_intervals": list(reference_intervals),
-        "cur_intervals": [current_interval],
+        "cur_intervals": list(current_intervals),
         "model_version": model_version,
     }
     return SamplePair(sample(REFERENCE, "ref_intervals"), sample(CURRENT, "cur_intervals"), params)
@@ -177,16 +187,47 @@ def profile(
     return found.get(REFERENCE, empty), found.get(CURRENT, empty), reference_bin_edges(quantiles)
 
 
+@dataclass(frozen=True)
+class IntervalBins:
+    """Per-interval counts per reference bin (reference: K x bins, oldest first), current totals, moments."""
+
+    reference: np.ndarray
+    current: np.ndarray
+    moments: IntervalMoments
+
+
+def interval_bins(conn: psycopg2.extensions.connection, pair: SamplePair, edges: Sequence[float]) -> IntervalBins:
+    """Bin counts per interval (``len(edges) + 1`` bins, nulls left out) and the reference's per-interval moments."""
+    bins = len(edges) + 1
+    counts: dict[str, dict[datetime, np.ndarray]] = {REFERENCE: {}, CURRENT: {}}
+    moments: dict[datetime, tuple[int, float, float]] = {}
+    with conn.cursor() as cur:
+        cur.execute(pair.compose("monitoring_interval_bins.sql"), {**pair.params, "edges": [float(e) for e in edges]})
+        for sample, interval, bin_number, n, mean, variance in cur.fetchall():
+            if bin_number is None:
+                if sample == REFERENCE:
+                    moments[interval] = (int(n), float(mean), float(variance))
+                continue
+            row = counts[sample].setdefault(interval, np.zeros(bins, dtype=np.int64))
+            row[bin_number] += n
+    reference = counts[REFERENCE]
+    order = sorted(reference)
+    matrix = np.array([reference[t] for t in order], dtype=np.int64).reshape(len(order), bins)
+    current = np.sum(list(counts[CURRENT].values()), axis=0) if counts[CURRENT] else np.zeros(bins, dtype=np.int64)
+    stats = [moments[t] for t in sorted(moments)]
+    return IntervalBins(
+        matrix,
+        np.asarray(current, dtype=np.int64),
+        IntervalMoments(tuple(m[0] for m in stats), tuple(m[1] for m in stats), tuple(m[2] for m in stats)),
+    )
+
+
 def bin_counts(
     conn: psycopg2.extensions.connection, pair: SamplePair, edges: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Counts per reference bin (``len(edges) + 1`` bins, nulls left out) of both samples."""
-    counts = {REFERENCE: np.zeros(len(edges) + 1, dtype=np.int64), CURRENT: np.zeros(len(edges) + 1, dtype=np.int64)}
-    with conn.cursor() as cur:
-        cur.execute(pair.compose("monitoring_bin_counts.sql"), {**pair.params, "edges": [float(e) for e in edges]})
-        for sample, bin_number, n in cur.fetchall():
-            counts[sample][bin_number] += n
-    return counts[REFERENCE], counts[CURRENT]
+    found = interval_bins(conn, pair, edges)
+    return found.reference.sum(axis=0), found.current
 
 
 def ks_statistic(conn: psycopg2.extensions.connection, pair: SamplePair) -> tuple[float, int, int]:
@@ -198,16 +239,35 @@ def ks_statistic(conn: psycopg2.extensions.connection, pair: SamplePair) -> tupl
     return value, int(n_ref), int(n_cur)
 
 
-def category_counts(
+CategoryCounts = dict[str | None, int]
+
+
+def interval_category_counts(
     conn: psycopg2.extensions.connection, pair: SamplePair
-) -> tuple[dict[str | None, int], dict[str | None, int]]:
-    """Rows per category of both samples; nulls are counted under the key ``None``."""
-    counts: dict[str, dict[str | None, int]] = {REFERENCE: {}, CURRENT: {}}
+) -> tuple[list[CategoryCounts], CategoryCounts]:
+    """Rows per category of each reference interval (oldest first) and of the current sample; nulls under None."""
+    reference: dict[datetime, CategoryCounts] = {}
+    current: CategoryCounts = {}
     with conn.cursor() as cur:
         cur.execute(pair.compose("monitoring_category_counts.sql"), pair.params)
-        for sample, category, n in cur.fetchall():
-            counts[sample][category] = int(n)
-    return counts[REFERENCE], counts[CURRENT]
+        for sample, interval, category, n in cur.fetchall():
+            target = reference.setdefault(interval, {}) if sample == REFERENCE else current
+            target[category] = target.get(category, 0) + int(n)
+    return [reference[t] for t in sorted(reference)], current
+
+
+def _summed(parts: Sequence[CategoryCounts]) -> CategoryCounts:
+    total: CategoryCounts = {}
+    for part in parts:
+        for category, n in part.items():
+            total[category] = total.get(category, 0) + n
+    return total
+
+
+def category_counts(conn: psycopg2.extensions.connection, pair: SamplePair) -> tuple[CategoryCounts, CategoryCounts]:
+    """Rows per category of both samples; nulls are counted under the key ``None``."""
+    per_interval, current = interval_category_counts(conn, pair)
+    return _summed(per_interval), current
 
 
 def _category_stats(counts: Mapping[str | None, int]) -> SampleStats:
@@ -215,41 +275,65 @@ def _category_stats(counts: Mapping[str | None, int]) -> SampleStats:
     return SampleStats(rows=rows, non_null=rows - counts.get(None, 0))
 
 
-def monitored_features(spec: DatasetSpec) -> list[Column]:
-    """The features drift is measured on: the spec's ``monitored_features`` that are not free text.
-
-    ``monitor_drift: false`` marks features whose per-interval distribution is fixed by the
-    interval itself (``day_of_week`` in a daily batch never looks like a multi-day
-    reference), which would otherwise flag every night. Free-text ``string`` features have
-    no bins, and their per-value counts would grow with the data.
-    """
-    return [f for f in spec.monitored_features if f.type != "string"]
+def _non_null(counts: CategoryCounts) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if k is not None}
 
 
 def feature_drift(
-    conn: psycopg2.extensions.connection, spec: DatasetSpec, feature: str, windows: Windows
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    feature: str,
+    windows: Windows,
+    plan: CalibrationPlan | None = None,
 ) -> FeatureDrift:
-    """All drift statistics of one feature, aggregated in the database."""
+    """All drift statistics of one feature, aggregated in the database, and the calibrated verdict."""
     column = spec.feature(feature)
     pair = feature_samples(spec, feature, windows)
     if column.is_numeric:
         reference, current, edges = profile(
             conn, pair, levels=quantile_levels(spec.drift.bins), discrete=column.type == "integer"
         )
-        ref_counts, cur_counts = bin_counts(conn, pair, edges)
+        bins = interval_bins(conn, pair, edges)
         statistic, _, _ = ks_statistic(conn, pair)
         return numeric_feature_drift(
-            feature, edges, ref_counts, cur_counts, statistic, spec.drift, reference=reference, current=current
+            feature,
+            edges,
+            bins.reference,
+            bins.current,
+            statistic,
+            spec.drift,
+            reference=reference,
+            current=current,
+            plan=plan,
+            moments=bins.moments,
         )
-    ref_counts, cur_counts = category_counts(conn, pair)
+    per_interval, cur_counts = interval_category_counts(conn, pair)
+    ref_counts = _summed(per_interval)
     return categorical_feature_drift(
         feature,
-        {k: v for k, v in ref_counts.items() if k is not None},
-        {k: v for k, v in cur_counts.items() if k is not None},
+        _non_null(ref_counts),
+        _non_null(cur_counts),
         spec.drift,
         reference=_category_stats(ref_counts),
         current=_category_stats(cur_counts),
+        plan=plan,
+        interval_counts=[_non_null(c) for c in per_interval],
     )
+
+
+def pooled_windows(conn: psycopg2.extensions.connection, spec: DatasetSpec, windows: Windows) -> Windows:
+    """``windows`` with the current sample widened to the newest ``drift.window_intervals`` loaded intervals.
+
+    Only intervals after the reference window are pooled: the first nights after training pool fewer.
+    """
+    pooled = spec.drift.window_intervals
+    if pooled <= 1:
+        return windows
+    statement = db.compose("monitoring_pooled_intervals.sql", table=db.warehouse_table(spec))
+    with conn.cursor() as cur:
+        cur.execute(statement, {**windows.params(), "limit": pooled})
+        starts = [row[0] for row in cur.fetchall()]
+    return replace(windows, pool_start=min([*starts, windows.current_start]))
 
 
 def _scored_intervals(
@@ -271,33 +355,39 @@ def measure_prediction_drift(
     champion_version: str | None,
     reference_intervals: int = DEFAULT_PREDICTION_REFERENCE_INTERVALS,
     prediction_interval_start: datetime | None = None,
+    plan: CalibrationPlan | None = None,
 ) -> PredictionDrift | None:
     """Prediction drift of one scored interval against the scored intervals before it (see module doc).
 
+    With ``drift.window_intervals`` > 1 the evaluated interval pools the scored intervals just
+    before it, and the reference is the ``reference_intervals`` scored before those.
     None when there is nothing to compare: no scored interval, or none before it.
     """
+    pooled = spec.drift.window_intervals
     if prediction_interval_start is None:
-        scored = _scored_intervals(conn, spec, interval_start, champion_version, reference_intervals + 1)
+        scored = _scored_intervals(conn, spec, interval_start, champion_version, reference_intervals + pooled)
         if not scored:
             return None
-        evaluated, references = scored[0], scored[1:]
+        evaluated, current, references = scored[0], scored[:pooled], scored[pooled:]
     else:
         evaluated = prediction_interval_start
-        references = _scored_intervals(conn, spec, evaluated, champion_version, reference_intervals)
+        earlier = _scored_intervals(conn, spec, evaluated, champion_version, reference_intervals + pooled - 1)
+        current, references = [evaluated, *earlier[: pooled - 1]], earlier[pooled - 1 :]
     if not references:
         return None
-    pair = _prediction_samples(spec, references, evaluated, champion_version)
-    reference, current, edges = profile(conn, pair, levels=quantile_levels(spec.drift.bins))
-    if reference.non_null == 0 or current.non_null == 0:
+    pair = _prediction_samples(spec, references, current, champion_version)
+    reference, current_stats, edges = profile(conn, pair, levels=quantile_levels(spec.drift.bins))
+    if reference.non_null == 0 or current_stats.non_null == 0:
         return None
-    ref_counts, cur_counts = bin_counts(conn, pair, edges)
+    bins = interval_bins(conn, pair, edges)
     return prediction_drift(
         edges,
-        ref_counts,
-        cur_counts,
+        bins.reference,
+        bins.current,
         spec.drift,
         interval_start=evaluated,
         reference_intervals=sorted(references),
+        plan=plan,
     )
 
 

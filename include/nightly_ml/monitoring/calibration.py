@@ -100,7 +100,7 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-def test_level(false_alarm_rate: float, tests: int) -> float:
+def null_level(false_alarm_rate: float, tests: int) -> float:
     """The null quantile each of ``tests`` tests uses so that together they flag at most ``false_alarm_rate``."""
     if not 0 < false_alarm_rate < 1:
         raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
@@ -191,10 +191,11 @@ def draw_row_batches(total: np.ndarray, n: int, draws: int, rng: np.random.Gener
 def _leave_out_references(counts: np.ndarray, used: np.ndarray) -> np.ndarray:
     """The reference each draw is compared with: without its intervals, unless they are most of it."""
     total = counts.sum(axis=0)
-    left = total[None, :] - used.astype(np.int64) @ counts
+    # float64 so that numpy uses BLAS: exact for counts below 2**53.
+    left = np.rint(total[None, :] - used.astype(np.float64) @ counts.astype(np.float64))
     too_small = left.sum(axis=1) < total.sum() / 2
     left[too_small] = total
-    return left
+    return left.astype(np.int64)
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -313,3 +314,27 @@ def mean_tolerance(
     reference_var = tau2 / k + within / rows
     tolerance = t_quantile(1 - (1 - level) / 2, k - 1) * math.sqrt(batch_var + reference_var)
     return MeanTolerance(grand, tolerance, math.sqrt(tau2), math.sqrt(within), n, k, level)
+
+
+def allowed_mean_shift(
+    intervals: Sequence[tuple[int, float, float]], level: float, floor_sd: float, n: int | None = None
+) -> tuple[float, float] | None:
+    """(reference mean, allowed |batch mean - reference mean|) from per-interval (rows, mean, variance).
+
+    The allowed deviation is the larger of the calibrated tolerance (:func:`mean_tolerance`, for a
+    batch of ``n`` rows; default the median reference interval's size) and the effect-size floor
+    ``floor_sd`` row standard deviations of the whole reference. None without any rows.
+    """
+    kept = [(k, m, v) for k, m, v in intervals if k > 0]
+    if not kept:
+        return None
+    sizes = np.array([k for k, _, _ in kept], dtype=np.float64)
+    means = np.array([m for _, m, _ in kept], dtype=np.float64)
+    variances = np.array([v for _, _, v in kept], dtype=np.float64)
+    rows = sizes.sum()
+    grand = float(np.sum(sizes * means) / rows)
+    total_var = float(np.sum(sizes * (variances + (means - grand) ** 2)) / max(rows - 1, 1))
+    floor = floor_sd * math.sqrt(total_var) if total_var > 0 else 1e-9 * max(1.0, abs(grand))
+    batch = n if n is not None else int(np.median(sizes))
+    tolerance = mean_tolerance(sizes, means, variances, batch, level)
+    return grand, floor if tolerance is None else max(floor, tolerance.tolerance)

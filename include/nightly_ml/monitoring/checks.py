@@ -7,6 +7,12 @@ Prediction drift
     it. Using only what was scored before the interval keeps a re-run's answer equal to the
     first run's.
 
+Calibrated thresholds
+    Every drift test's threshold is the null quantile of its statistic at tonight's batch size,
+    simulated from the reference's per-interval histograms (:mod:`nightly_ml.monitoring.calibration`),
+    at ``drift.false_alarm_rate`` split over the tests; ``drift.window_intervals`` pools the newest
+    intervals into the current sample. The thresholds are stored with each metric row.
+
 Live performance
     Rows with event_time in [interval_end - lookback_days, interval_end) whose label had
     arrived by interval_end (``_label_interval_start``), joined to the champion's
@@ -35,9 +41,11 @@ from nightly_ml.monitoring.aggregates import (
     labelled_pairs,
     measure_prediction_drift,
     monitored_features,
+    pooled_windows,
     window_rows,
 )
 from nightly_ml.monitoring.drift import decide, live_metrics, performance_check
+from nightly_ml.monitoring.plan import calibration_plan
 from nightly_ml.monitoring.results import MonitoringResult, load_history, write_result
 from nightly_ml.spec import DatasetSpec
 
@@ -71,7 +79,10 @@ def compute_monitoring(
             f"{spec.name}: no warehouse rows in the interval [{windows.current_start}, {windows.current_end}); "
             "was it merged?"
         )
-    features = [feature_drift(conn, spec, f.name, windows) for f in monitored_features(spec)]
+    # Thresholds are calibrated to tonight's batch size, seeded by the interval (a re-run draws the same null).
+    plan = calibration_plan(spec, windows.current_start)
+    pooled = pooled_windows(conn, spec, windows)
+    features = [feature_drift(conn, spec, f.name, pooled, plan) for f in monitored_features(spec)]
     prediction = measure_prediction_drift(
         conn,
         spec,
@@ -79,6 +90,7 @@ def compute_monitoring(
         champion_version=champion_version,
         reference_intervals=prediction_reference_intervals,
         prediction_interval_start=prediction_interval_start,
+        plan=plan,
     )
     labels, predictions = labelled_pairs(
         conn,
@@ -106,6 +118,8 @@ def compute_monitoring(
         verdict=verdict,
         live_metrics=metrics,
         labelled_rows=len(labels),
+        false_alarm_rate=spec.drift.false_alarm_rate,
+        pool_start=pooled.pool_start,
     )
 
 

@@ -1,4 +1,12 @@
-"""Drift decisions: per-feature and prediction drift, live performance, soft failures and the verdict."""
+"""Drift decisions: per-feature and prediction drift, soft mean shifts and the verdict.
+
+A feature drifts when its PSI is beyond what sampling noise gives at the batch's size (the
+calibrated null of :mod:`nightly_ml.monitoring.calibration`, at the spec's false-alarm rate
+corrected for the number of tests) *and* beyond an effect-size floor (PSI >= ``psi_threshold``,
+or KS statistic / Cramér's V >= 0.1), so that neither a 24-row batch nor a 2M-row one flags
+noise or a practically null shift. KS and chi-square p-values are still computed and shown,
+but they assume i.i.d. rows and no longer decide.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,25 @@ from typing import Any
 
 import numpy as np
 
+from nightly_ml.monitoring.calibration import NullThreshold
+from nightly_ml.monitoring.performance import (
+    PerformanceCheck as PerformanceCheck,
+)
+from nightly_ml.monitoring.performance import (
+    live_metrics as live_metrics,
+)
+from nightly_ml.monitoring.performance import (
+    performance_check as performance_check,
+)
+from nightly_ml.monitoring.plan import (
+    PREDICTION_TEST,
+    CalibrationPlan,
+    IntervalMoments,
+    default_plan,
+    null_for,
+)
+from nightly_ml.monitoring.plan import calibration_plan as calibration_plan
+from nightly_ml.monitoring.plan import monitored_features as monitored_features
 from nightly_ml.monitoring.statistics import (
     MAX_UNSEEN_SHARE,
     MIN_CRAMERS_V,
@@ -24,7 +51,9 @@ from nightly_ml.monitoring.statistics import (
     ks_pvalue,
     psi,
 )
-from nightly_ml.spec import METRIC_GREATER_IS_BETTER, DatasetSpec, DriftRules, TaskType
+from nightly_ml.spec import DatasetSpec, DriftRules
+
+# --------------------------------------------------------------------------- per feature
 
 
 @dataclass(frozen=True)
@@ -46,66 +75,109 @@ class FeatureDrift:
     unseen_categories: tuple[str, ...] = ()
     reference: SampleStats | None = None
     current: SampleStats | None = None
+    # the calibrated PSI threshold and the PSI's p-value under the simulated null (NaN: not tested)
+    threshold: float = NAN
+    null_pvalue: float = NAN
+    null_method: str = ""
+    null_level: float = NAN
+    tested: bool = True
+    # the calibrated soft mean-shift tolerance (allowed |current - reference mean|; NaN: none)
+    mean_tolerance: float = NAN
 
 
-def numeric_decision(psi_value: float, ks_statistic: float, ks_p: float, rules: DriftRules) -> tuple[bool, str]:
-    """The numeric rule: PSI >= threshold, or KS significant with D >= 0.1. Returns (drifted, reason)."""
-    if not math.isnan(psi_value) and psi_value >= rules.psi_threshold:
-        return True, f"PSI {_fmt(psi_value)} ≥ {_fmt(rules.psi_threshold)}"
-    if not math.isnan(ks_p) and ks_p < rules.ks_pvalue and ks_statistic >= MIN_KS_STATISTIC:
-        return True, (
-            f"KS statistic {_fmt(ks_statistic)} ≥ {MIN_KS_STATISTIC} "
-            f"with p-value {_fmt(ks_p)} < {_fmt(rules.ks_pvalue)}"
-        )
-    return False, f"stable: PSI {_fmt(psi_value)}, KS statistic {_fmt(ks_statistic)} (p-value {_fmt(ks_p)})"
+def _beyondnull_for(psi_value: float, null: NullThreshold) -> str | None:
+    if math.isnan(psi_value) or psi_value < null.threshold:
+        return None
+    return f"PSI {_fmt(psi_value)} ≥ {_fmt(null.threshold)} ({null.describe()}, p {_fmt(null.pvalue(psi_value))})"
+
+
+def numeric_decision(psi_value: float, ks_statistic: float, null: NullThreshold, rules: DriftRules) -> tuple[bool, str]:
+    """Numeric rule: PSI beyond the calibrated null, and PSI >= psi_threshold or KS D >= 0.1."""
+    beyond = _beyondnull_for(psi_value, null)
+    if beyond is None:
+        return False, f"stable: PSI {_fmt(psi_value)} < {_fmt(null.threshold)} ({null.describe()})"
+    if psi_value >= rules.psi_threshold:
+        return True, f"{beyond}, and ≥ {_fmt(rules.psi_threshold)}"
+    if not math.isnan(ks_statistic) and ks_statistic >= MIN_KS_STATISTIC:
+        return True, f"{beyond}, KS statistic {_fmt(ks_statistic)} ≥ {MIN_KS_STATISTIC}"
+    return False, (
+        f"stable: {beyond}, but below the effect-size floors (PSI < {_fmt(rules.psi_threshold)}, "
+        f"KS statistic {_fmt(ks_statistic)} < {MIN_KS_STATISTIC})"
+    )
 
 
 def categorical_decision(
-    psi_value: float, chi2_p: float, cramers_v: float, unseen_share: float, rules: DriftRules
+    psi_value: float, cramers_v: float, unseen_share: float, null: NullThreshold | None, rules: DriftRules
 ) -> tuple[bool, str]:
-    """The categorical rule: PSI, chi-square significant with V >= 0.1, or >= 5% unseen. Returns (drifted, reason)."""
+    """Categorical rule: >= 5% unseen categories, or PSI beyond the null with PSI >= threshold or V >= 0.1."""
     if unseen_share >= MAX_UNSEEN_SHARE:
         return True, f"categories unseen in the reference make up {unseen_share:.1%} of rows (≥ {MAX_UNSEEN_SHARE:.0%})"
-    if not math.isnan(psi_value) and psi_value >= rules.psi_threshold:
-        return True, f"PSI {_fmt(psi_value)} ≥ {_fmt(rules.psi_threshold)}"
-    if not math.isnan(chi2_p) and chi2_p < rules.chi2_pvalue and cramers_v >= MIN_CRAMERS_V:
-        return True, (
-            f"Cramér's V {_fmt(cramers_v)} ≥ {MIN_CRAMERS_V} with chi-square p-value {_fmt(chi2_p)} "
-            f"< {_fmt(rules.chi2_pvalue)}"
-        )
-    return False, f"stable: PSI {_fmt(psi_value)}, Cramér's V {_fmt(cramers_v)} (chi-square p-value {_fmt(chi2_p)})"
+    if null is None:
+        return False, "not tested"
+    beyond = _beyondnull_for(psi_value, null)
+    if beyond is None:
+        return False, f"stable: PSI {_fmt(psi_value)} < {_fmt(null.threshold)} ({null.describe()})"
+    if psi_value >= rules.psi_threshold:
+        return True, f"{beyond}, and ≥ {_fmt(rules.psi_threshold)}"
+    if not math.isnan(cramers_v) and cramers_v >= MIN_CRAMERS_V:
+        return True, f"{beyond}, Cramér's V {_fmt(cramers_v)} ≥ {MIN_CRAMERS_V}"
+    return False, (
+        f"stable: {beyond}, but below the effect-size floors (PSI < {_fmt(rules.psi_threshold)}, "
+        f"Cramér's V {_fmt(cramers_v)} < {MIN_CRAMERS_V})"
+    )
+
+
+def _interval_matrix(reference_counts: Sequence[int] | np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+    """Per-interval counts (K, B); a flat count vector is one interval (the i.i.d. rows null)."""
+    matrix = np.asarray(reference_counts, dtype=np.int64)
+    return matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
 
 
 def numeric_feature_drift(
     feature: str,
     edges: Sequence[float],
-    reference_counts: Sequence[int],
+    reference_counts: Sequence[int] | np.ndarray | Sequence[Sequence[int]],
     current_counts: Sequence[int],
     ks_statistic: float,
     rules: DriftRules,
     *,
     reference: SampleStats | None = None,
     current: SampleStats | None = None,
+    plan: CalibrationPlan | None = None,
+    moments: IntervalMoments | None = None,
 ) -> FeatureDrift:
-    """Drift of a numeric feature from its reference-bin counts and the exact KS statistic."""
+    """Drift of a numeric feature from reference-bin counts (per interval: K x bins) and the exact KS statistic."""
     edges = tuple(edges)
-    if len(reference_counts) != len(edges) + 1 or len(current_counts) != len(edges) + 1:
+    intervals = _interval_matrix(reference_counts)
+    if intervals.shape[1] != len(edges) + 1 or len(current_counts) != len(edges) + 1:
         raise ValueError(f"{feature}: {len(edges)} edges need {len(edges) + 1} counts per sample")
-    n_ref, n_cur = int(sum(reference_counts)), int(sum(current_counts))
-    psi_value = psi(reference_counts, current_counts)
-    p_value = ks_pvalue(ks_statistic, n_ref, n_cur)
-    drifted, reason = numeric_decision(psi_value, ks_statistic, p_value, rules)
+    plan = plan or default_plan(rules)
+    totals = intervals.sum(axis=0)
+    n_ref, n_cur = int(totals.sum()), int(sum(current_counts))
+    psi_value = psi(totals, current_counts)
+    null, skipped = null_for(intervals, n_cur, plan, feature) if n_ref else (None, "no reference")
+    if null is None:
+        drifted, reason = False, skipped or "not tested"
+    else:
+        drifted, reason = numeric_decision(psi_value, ks_statistic, null, rules)
+    tolerance = moments.tolerance(n_cur, plan.mean_level) if moments is not None and n_cur else None
     return FeatureDrift(
         feature=feature,
         kind="numeric",
         psi=psi_value,
         drifted=drifted,
         reason=reason,
-        histogram=Histogram.binned(edges, reference_counts, current_counts),
+        histogram=Histogram.binned(edges, totals, current_counts),
         ks_statistic=float(ks_statistic),
-        ks_pvalue=p_value,
+        ks_pvalue=ks_pvalue(ks_statistic, n_ref, n_cur),
         reference=reference,
         current=current,
+        threshold=null.threshold if null else NAN,
+        null_pvalue=null.pvalue(psi_value) if null else NAN,
+        null_method=null.method if null else "",
+        null_level=null.level if null else NAN,
+        tested=null is not None,
+        mean_tolerance=tolerance.tolerance if tolerance else NAN,
     )
 
 
@@ -117,16 +189,28 @@ def categorical_feature_drift(
     *,
     reference: SampleStats | None = None,
     current: SampleStats | None = None,
+    plan: CalibrationPlan | None = None,
+    interval_counts: Sequence[Mapping[str, int]] | None = None,
 ) -> FeatureDrift:
-    """Drift of a categorical (or boolean) feature from per-category counts (nulls excluded)."""
+    """Drift of a categorical (or boolean) feature from per-category counts (nulls excluded).
+
+    ``interval_counts`` (per reference interval; they sum to ``reference_counts``) calibrate the
+    null on whole intervals; without them the null draws i.i.d. rows.
+    """
     # Reference order (most common first), then categories only the current sample has.
     categories = sorted((c for c, n in reference_counts.items() if n > 0), key=lambda c: (-reference_counts[c], c))
     categories += sorted(c for c, n in current_counts.items() if n > 0 and reference_counts.get(c, 0) == 0)
     ref = tuple(int(reference_counts.get(c, 0)) for c in categories)
     cur = tuple(int(current_counts.get(c, 0)) for c in categories)
+    per_interval = [[int(counts.get(c, 0)) for c in categories] for counts in interval_counts or [reference_counts]]
+    plan = plan or default_plan(rules)
     test = chi_square(reference_counts, current_counts)
     psi_value = psi(ref, cur)
-    drifted, reason = categorical_decision(psi_value, test.pvalue, test.cramers_v, test.unseen_share, rules)
+    n_cur = sum(cur)
+    null, skipped = null_for(np.asarray(per_interval), n_cur, plan, feature) if sum(ref) else (None, "no reference")
+    drifted, reason = categorical_decision(psi_value, test.cramers_v, test.unseen_share, null, rules)
+    if null is None and not drifted:
+        reason = skipped or reason
     return FeatureDrift(
         feature=feature,
         kind="categorical",
@@ -141,15 +225,24 @@ def categorical_feature_drift(
         unseen_categories=tuple(sorted(test.unseen_categories)),
         reference=reference,
         current=current,
+        threshold=null.threshold if null else NAN,
+        null_pvalue=null.pvalue(psi_value) if null else NAN,
+        null_method=null.method if null else "",
+        null_level=null.level if null else NAN,
+        tested=null is not None,
     )
 
 
-# --------------------------------------------------------------------------- predictions and performance
+# --------------------------------------------------------------------------- predictions
 
 
 @dataclass(frozen=True)
 class PredictionDrift:
-    """PSI of the champion's predictions on one scored interval against earlier scored intervals."""
+    """PSI of the champion's predictions on one scored interval against earlier scored intervals.
+
+    ``threshold`` is the calibrated PSI threshold (the spec's ``prediction_psi_threshold`` is the
+    effect-size floor on top of it).
+    """
 
     psi: float
     threshold: float
@@ -158,119 +251,51 @@ class PredictionDrift:
     histogram: Histogram
     interval_start: datetime | None = None
     reference_intervals: tuple[datetime, ...] = ()
+    null_pvalue: float = NAN
+    null_method: str = ""
+    null_level: float = NAN
 
 
 def prediction_drift(
     edges: Sequence[float],
-    reference_counts: Sequence[int],
+    reference_counts: Sequence[int] | np.ndarray | Sequence[Sequence[int]],
     current_counts: Sequence[int],
     rules: DriftRules,
     *,
     interval_start: datetime | None = None,
     reference_intervals: Sequence[datetime] = (),
+    plan: CalibrationPlan | None = None,
 ) -> PredictionDrift:
-    """Prediction drift: PSI on bins from the reference predictions >= ``prediction_psi_threshold``."""
+    """Prediction drift: PSI beyond the calibrated null (per scored interval) and >= ``prediction_psi_threshold``."""
     edges = tuple(edges)
-    value = psi(reference_counts, current_counts)
-    drifted = not math.isnan(value) and value >= rules.prediction_psi_threshold
-    relation = "≥" if drifted else "<"
-    reason = f"prediction PSI {_fmt(value)} {relation} {_fmt(rules.prediction_psi_threshold)}"
+    intervals = _interval_matrix(reference_counts)
+    totals = intervals.sum(axis=0)
+    value = psi(totals, current_counts)
+    plan = plan or default_plan(rules)
+    null, skipped = null_for(intervals, int(sum(current_counts)), plan, PREDICTION_TEST)
+    floor = rules.prediction_psi_threshold
+    if null is None:
+        drifted, reason = False, f"prediction drift {skipped}"
+    else:
+        threshold = max(null.threshold, floor)
+        drifted = not math.isnan(value) and value >= threshold
+        relation = "≥" if drifted else "<"
+        reason = (
+            f"prediction PSI {_fmt(value)} {relation} {_fmt(threshold)} (the larger of the {null.describe()}, "
+            f"{_fmt(null.threshold)}, and the floor {_fmt(floor)}; p {_fmt(null.pvalue(value))})"
+        )
     return PredictionDrift(
         psi=value,
-        threshold=rules.prediction_psi_threshold,
+        threshold=null.threshold if null else NAN,
         drifted=drifted,
         reason=reason,
-        histogram=Histogram.binned(edges, reference_counts, current_counts),
+        histogram=Histogram.binned(edges, totals, current_counts),
         interval_start=interval_start,
         reference_intervals=tuple(reference_intervals),
+        null_pvalue=null.pvalue(value) if null else NAN,
+        null_method=null.method if null else "",
+        null_level=null.level if null else NAN,
     )
-
-
-def live_metrics(
-    task: TaskType, labels: Sequence[float] | np.ndarray, predictions: Sequence[float] | np.ndarray
-) -> dict[str, float]:
-    """Live performance from (label, prediction) pairs; NaN for a metric that cannot be computed.
-
-    Classification: ``predictions`` are positive-class probabilities; f1 and accuracy use
-    the 0.5 threshold; roc_auc and pr_auc need both classes. Regression: rmse, mae, r2
-    (r2 needs two rows).
-    """
-    # sklearn is heavy and only this function needs it.
-    from sklearn import metrics
-
-    y = np.asarray(labels, dtype=np.float64)
-    p = np.asarray(predictions, dtype=np.float64)
-    if y.shape != p.shape:
-        raise ValueError(f"{y.shape[0]} labels but {p.shape[0]} predictions")
-    if task == "classification":
-        names = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "accuracy")
-        if y.size == 0:
-            return dict.fromkeys(names, NAN)
-        truth = (y >= 0.5).astype(np.int64)
-        prob = np.clip(p, 0.0, 1.0)
-        decided = (prob >= 0.5).astype(np.int64)
-        both_classes = truth.min() != truth.max()
-        return {
-            "roc_auc": float(metrics.roc_auc_score(truth, prob)) if both_classes else NAN,
-            "pr_auc": float(metrics.average_precision_score(truth, prob)) if both_classes else NAN,
-            "log_loss": float(metrics.log_loss(truth, np.clip(prob, 1e-15, 1 - 1e-15), labels=[0, 1])),
-            "brier": float(metrics.brier_score_loss(truth, prob, pos_label=1)),
-            "f1": float(metrics.f1_score(truth, decided, zero_division=0)),
-            "accuracy": float(metrics.accuracy_score(truth, decided)),
-        }
-    names = ("rmse", "mae", "r2")
-    if y.size == 0:
-        return dict.fromkeys(names, NAN)
-    return {
-        "rmse": float(math.sqrt(metrics.mean_squared_error(y, p))),
-        "mae": float(metrics.mean_absolute_error(y, p)),
-        "r2": float(metrics.r2_score(y, p)) if y.size >= 2 else NAN,
-    }
-
-
-@dataclass(frozen=True)
-class PerformanceCheck:
-    """Live value of the primary metric against the champion's holdout value."""
-
-    metric: str
-    live: float
-    holdout: float | None
-    labelled_rows: int
-    decayed: bool
-    reason: str
-
-
-def performance_check(
-    metric: str,
-    live: Mapping[str, float],
-    holdout: Mapping[str, float] | None,
-    labelled_rows: int,
-    rules: DriftRules,
-) -> PerformanceCheck:
-    """Decay: live ``metric`` worse than the holdout value by more than the tolerance, on enough labelled rows."""
-    value = float(live.get(metric, NAN))
-    reference = None if holdout is None or holdout.get(metric) is None else float(holdout[metric])
-
-    def check(decayed: bool, reason: str) -> PerformanceCheck:
-        return PerformanceCheck(metric, value, reference, labelled_rows, decayed, reason)
-
-    if reference is None or math.isnan(reference):
-        return check(False, f"no champion holdout value for {metric}")
-    if labelled_rows < rules.min_labelled_rows:
-        return check(False, f"only {labelled_rows} labelled rows (< {rules.min_labelled_rows}): {metric} not judged")
-    if math.isnan(value):
-        return check(False, f"live {metric} cannot be computed on {labelled_rows} labelled rows")
-    worse_by = reference - value if METRIC_GREATER_IS_BETTER[metric] else value - reference
-    if worse_by > rules.performance_tolerance:
-        return check(
-            True,
-            (
-                f"performance decay: live {metric} {_fmt(value)} on {labelled_rows} labelled rows is worse than the "
-                f"champion's holdout {_fmt(reference)} by {_fmt(worse_by)} "
-                f"(> tolerance {_fmt(rules.performance_tolerance)})"
-            ),
-        )
-    return check(False, f"live {metric} {_fmt(value)} vs holdout {_fmt(reference)} on {labelled_rows} labelled rows")
 
 
 # --------------------------------------------------------------------------- verdict
@@ -278,13 +303,20 @@ def performance_check(
 
 @dataclass(frozen=True)
 class SoftFailure:
-    """A numeric feature whose mean left the reference mean +- tolerance_sd reference standard deviations."""
+    """A numeric feature whose mean left the reference mean by more than the allowed deviation.
+
+    ``allowed`` is the larger of the calibrated tolerance (from the spread of the reference's
+    per-interval means, at the spec's false-alarm rate) and the floor ``tolerance_sd`` reference
+    standard deviations; without a calibrated tolerance the floor alone.
+    """
 
     feature: str
     reference_mean: float
     reference_sd: float
     current_mean: float
     tolerance_sd: float
+    allowed: float = NAN
+    calibrated: float = NAN
 
     @property
     def shift_sd(self) -> float:
@@ -296,10 +328,15 @@ class SoftFailure:
 
     @property
     def message(self) -> str:
+        source = (
+            f"the calibrated tolerance {_fmt(self.calibrated)} from per-interval means"
+            if not math.isnan(self.calibrated)
+            else "no calibrated tolerance"
+        )
         return (
             f"mean of {self.feature} {_fmt(self.current_mean)} is outside the reference "
-            f"{_fmt(self.reference_mean)} ± {_fmt(self.tolerance_sd)} sd of {_fmt(self.reference_sd)} "
-            f"(shift {_fmt(self.shift_sd)} sd)"
+            f"{_fmt(self.reference_mean)} ± {_fmt(self.allowed)} (the larger of {source} and "
+            f"{_fmt(self.tolerance_sd)} sd of {_fmt(self.reference_sd)}; shift {_fmt(self.shift_sd)} sd)"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -309,12 +346,14 @@ class SoftFailure:
             "reference_sd": self.reference_sd,
             "current_mean": self.current_mean,
             "tolerance_sd": self.tolerance_sd,
+            "allowed": self.allowed,
+            "calibrated_tolerance": self.calibrated,
             "message": self.message,
         }
 
 
 def mean_shift_failures(features: Iterable[FeatureDrift], tolerance_sd: float) -> tuple[SoftFailure, ...]:
-    """Soft expectation failures: numeric features whose current mean moved > tolerance_sd reference sds."""
+    """Soft expectation failures: numeric features whose mean moved beyond the calibrated tolerance and the floor."""
     failures = []
     for f in features:
         if f.kind != "numeric" or f.reference is None or f.current is None:
@@ -324,9 +363,10 @@ def mean_shift_failures(features: Iterable[FeatureDrift], tolerance_sd: float) -
             continue
         sd = 0.0 if math.isnan(ref_sd) else ref_sd
         # A constant reference still allows floating-point noise in the mean.
-        allowed = tolerance_sd * sd if sd > 0 else 1e-9 * max(1.0, abs(ref_mean))
+        floor = tolerance_sd * sd if sd > 0 else 1e-9 * max(1.0, abs(ref_mean))
+        allowed = max(floor, f.mean_tolerance) if not math.isnan(f.mean_tolerance) else floor
         if abs(cur_mean - ref_mean) > allowed:
-            failures.append(SoftFailure(f.feature, ref_mean, sd, cur_mean, tolerance_sd))
+            failures.append(SoftFailure(f.feature, ref_mean, sd, cur_mean, tolerance_sd, allowed, f.mean_tolerance))
     return tuple(failures)
 
 

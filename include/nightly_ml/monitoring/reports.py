@@ -104,14 +104,14 @@ def _time_axis(ax: Any) -> None:
 def psi_history_plot(
     dates: Sequence[datetime], series: dict[str, list[float]], threshold: float, prediction_threshold: float
 ) -> str:
-    """PSI per feature over the monitoring history, with the spec's thresholds."""
+    """PSI per feature over the monitoring history, with the spec's effect-size floors (thresholds are per night)."""
     fig = Figure(figsize=(8.0, 3.4), dpi=DPI)
     ax = fig.subplots()
     for name, values in series.items():
         ax.plot(dates, values, marker="o", markersize=3, linewidth=1.2, label=name)
-    ax.axhline(threshold, color="crimson", linestyle="--", linewidth=1, label="feature PSI threshold")
+    ax.axhline(threshold, color="crimson", linestyle="--", linewidth=1, label="feature PSI floor")
     if prediction_threshold != threshold:
-        ax.axhline(prediction_threshold, color="purple", linestyle=":", linewidth=1, label="prediction PSI threshold")
+        ax.axhline(prediction_threshold, color="purple", linestyle=":", linewidth=1, label="prediction PSI floor")
     ax.set_ylabel("PSI")
     ax.set_title("PSI per feature", fontsize=10)
     _time_axis(ax)

@@ -41,6 +41,9 @@ class MonitoringResult:
     live_metrics: dict[str, float]
     labelled_rows: int
     report_path: Path | None = None
+    # the spec's drift.false_alarm_rate the thresholds were calibrated to, and the pooled sample's start
+    false_alarm_rate: float = math.nan
+    pool_start: datetime | None = None
 
     @property
     def should_retrain(self) -> bool:
@@ -76,6 +79,8 @@ class MonitoringResult:
                 "live_metrics": self.live_metrics,
                 "labelled_rows": self.labelled_rows,
                 "soft_failures": [s.feature for s in self.verdict.soft_failures],
+                "false_alarm_rate": self.false_alarm_rate,
+                "untested_features": [f.feature for f in self.verdict.features if not f.tested],
                 "report_path": str(self.report_path) if self.report_path else None,
             }
         )
@@ -129,6 +134,12 @@ def _metric_row(result: MonitoringResult, f: FeatureDrift) -> dict[str, Any]:
         "reason": f.reason,
         "histogram": _json(f.histogram.to_json()),
         "run_id": result.run_id,
+        "psi_threshold": _number(f.threshold),
+        "null_pvalue": _number(f.null_pvalue),
+        "null_level": _number(f.null_level),
+        "null_method": f.null_method or None,
+        "tested": f.tested,
+        "mean_tolerance": _number(f.mean_tolerance),
     }
 
 
@@ -147,6 +158,7 @@ def _prediction_row(result: MonitoringResult, p: PredictionDrift) -> dict[str, A
             "cur_sd",
             "ref_null_share",
             "cur_null_share",
+            "mean_tolerance",
         ),
     )
     row.update(
@@ -167,6 +179,11 @@ def _prediction_row(result: MonitoringResult, p: PredictionDrift) -> dict[str, A
             }
         ),
         run_id=result.run_id,
+        psi_threshold=_number(p.threshold),
+        null_pvalue=_number(p.null_pvalue),
+        null_level=_number(p.null_level),
+        null_method=p.null_method or None,
+        tested=bool(p.null_method),
     )
     return row
 
@@ -195,6 +212,8 @@ def _run_row(result: MonitoringResult) -> dict[str, Any]:
         "should_retrain": verdict.should_retrain,
         "reasons": _json(list(verdict.reasons)),
         "report_path": str(result.report_path) if result.report_path else None,
+        "false_alarm_rate": _number(result.false_alarm_rate),
+        "pool_start": result.pool_start,
     }
 
 
@@ -224,14 +243,17 @@ class HistoryPoint:
     prediction_psi: float = math.nan
     live_metrics: dict[str, float] = field(default_factory=dict)
     labelled_rows: int = 0
-    # feature (or PREDICTION_FEATURE) -> PSI
+    # feature (or PREDICTION_FEATURE) -> PSI, and the calibrated threshold it was judged by
     feature_psi: dict[str, float] = field(default_factory=dict)
+    feature_threshold: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_result(cls, result: MonitoringResult) -> HistoryPoint:
         psi = {f.feature: f.psi for f in result.verdict.features}
+        thresholds = {f.feature: f.threshold for f in result.verdict.features}
         if result.verdict.prediction is not None:
             psi[PREDICTION_FEATURE] = result.verdict.prediction.psi
+            thresholds[PREDICTION_FEATURE] = result.verdict.prediction.threshold
         return cls(
             interval_start=result.interval_start,
             should_retrain=result.should_retrain,
@@ -240,6 +262,7 @@ class HistoryPoint:
             live_metrics=dict(result.live_metrics),
             labelled_rows=result.labelled_rows,
             feature_psi=psi,
+            feature_threshold=thresholds,
         )
 
 
@@ -276,7 +299,17 @@ def load_history(
             live_metrics={k: _float_or_nan(v) for k, v in (metrics or {}).items()},
             labelled_rows=int(labelled_rows),
             feature_psi={k: _float_or_nan(v) for k, v in (feature_psi or {}).items()},
+            feature_threshold={k: _float_or_nan(v) for k, v in (thresholds or {}).items()},
         )
-        for interval_start, should_retrain, drifted, prediction_psi, metrics, labelled_rows, feature_psi in rows
+        for (
+            interval_start,
+            should_retrain,
+            drifted,
+            prediction_psi,
+            metrics,
+            labelled_rows,
+            feature_psi,
+            thresholds,
+        ) in rows
     )
     return MonitoringHistory(spec.name, points)

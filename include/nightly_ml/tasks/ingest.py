@@ -241,11 +241,16 @@ def finish(dataset: str, start: datetime, stage_summary: dict[str, Any]) -> str 
 
 
 def reference_profile(dataset: str) -> dict[str, tuple[float, float]] | None:
-    """Mean and sd of each numeric feature over the champion's training window (None: no champion).
+    """(Reference mean, allowed shift) of each numeric feature over the champion's training window (None: no
+    champion), for the soft mean-shift expectations.
 
-    These feed the soft distribution expectations. They are advisory — the monitor checks the
-    same shift — so an unreachable registry skips them with a warning instead of failing ingest.
+    The allowed shift is calibrated on the spread of the window's per-interval means, for a batch of a
+    typical reference interval's size, at ``drift.false_alarm_rate`` split over the numeric features,
+    and floored at ``validation.mean_shift_tolerance_sd`` row sds. The expectations are advisory —
+    the monitor checks the same shift — so an unreachable registry skips them with a warning instead
+    of failing ingest.
     """
+    from nightly_ml.monitoring import calibration
     from nightly_ml.registry import access
 
     spec = load_spec(dataset)
@@ -257,4 +262,8 @@ def reference_profile(dataset: str) -> dict[str, tuple[float, float]] | None:
     if champion is None or champion.reference_window is None:
         return None
     with db.transaction() as conn:
-        return validation.reference_profile_from_warehouse(conn, spec, *champion.reference_window)
+        moments = validation.reference_profile_from_warehouse(conn, spec, *champion.reference_window)
+    level = calibration.null_level(spec.drift.false_alarm_rate, max(len(spec.numeric_features), 1))
+    floor = spec.validation.mean_shift_tolerance_sd
+    profile = {name: calibration.allowed_mean_shift(intervals, level, floor) for name, intervals in moments.items()}
+    return {name: bounds for name, bounds in profile.items() if bounds is not None}
