@@ -23,7 +23,6 @@ request or a link lookup needs them.
 # annotations of the endpoints below, which are defined inside build_app() to keep imports lazy.
 import html
 import json
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 URL_PREFIX = "/nightly-ml"
 # Environment variable with the MLflow UI address as a browser reaches it, when that differs from
 # MLFLOW_TRACKING_URI (in docker compose the workers log to http://mlflow:5000, a name only they resolve).
-MLFLOW_UI_URL_ENV = "NIGHTLY_ML_MLFLOW_UI_URL"
 # Report pages run as an opaque origin: their scripts work (Data Docs needs them) but cannot read or
 # use the Airflow session, so a value in the data that slipped into a page cannot act as the user.
 REPORT_CSP = "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox allow-downloads"
@@ -278,8 +276,7 @@ def public_url(value: str) -> str:
         return report_url(Path(unquote(parts.path))) or ""
     from nightly_ml.config import settings
 
-    # read here, not in nightly_ml.config: only the API server's links need it
-    ui_url = os.environ.get(MLFLOW_UI_URL_ENV, "").rstrip("/")
+    ui_url = settings().mlflow_ui_url or ""
     tracking = settings().mlflow_tracking_uri.rstrip("/")
     if ui_url and tracking.startswith(("http://", "https://")) and value.startswith(tracking):
         return ui_url + value[len(tracking) :]

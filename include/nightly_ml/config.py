@@ -26,6 +26,7 @@ class Settings:
     code_version: str
     task_retries: int
     retry_delay_seconds: float
+    mlflow_ui_url: str | None = None
 
     @property
     def landing_dir(self) -> Path:
@@ -81,4 +82,30 @@ def settings() -> Settings:
         # At least one retry, always: the DAG policy tests enforce it.
         task_retries=max(1, int(os.environ.get("NIGHTLY_ML_TASK_RETRIES", "2"))),
         retry_delay_seconds=float(os.environ.get("NIGHTLY_ML_RETRY_DELAY_SECONDS", "30")),
+        mlflow_ui_url=(os.environ.get("NIGHTLY_ML_MLFLOW_UI_URL") or "").rstrip("/") or None,
     )
+
+
+def source_database_url(variable: str) -> str | None:
+    """The URL of a source database, from the variable its spec names (``source.url_env``)."""
+    return os.environ.get(variable) or None
+
+
+GX_WAREHOUSE_URL_VARIABLE = "NIGHTLY_ML_GX_WAREHOUSE_URL"
+
+
+def gx_connection_string(sqlalchemy_url: str) -> str:
+    """The warehouse for Great Expectations, as the ``${VAR}`` template it requires.
+
+    GX refuses literal connection strings and hostless (Unix-socket) URLs, but accepts a
+    template resolved from the environment when it connects; its usage statistics stay off.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ[GX_WAREHOUSE_URL_VARIABLE] = sqlalchemy_url
+    return "${" + GX_WAREHOUSE_URL_VARIABLE + "}"
+
+
+def apply_library_defaults(defaults: dict[str, str]) -> None:
+    """Defaults for libraries configured only through the environment (MLflow's HTTP retries); set values win."""
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)

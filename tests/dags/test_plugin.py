@@ -263,6 +263,7 @@ def test_mlflow_link_uses_the_browser_address(
     settings.cache_clear()
     assert links["MLflow run"].get_link(None, ti_key=ti_key()) == "http://mlflow:5000/#/experiments/3/runs/abc123"
     monkeypatch.setenv("NIGHTLY_ML_MLFLOW_UI_URL", "http://localhost:5000/")
+    settings.cache_clear()
     assert links["MLflow run"].get_link(None, ti_key=ti_key()) == "http://localhost:5000/#/experiments/3/runs/abc123"
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 from psycopg2 import sql
 
-from nightly_ml.config import settings
+from nightly_ml.config import settings, source_database_url
 from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatabaseSource, DatasetSpec, FilesSource, SimulatorSource
 
@@ -97,13 +97,11 @@ def input_ready(spec: DatasetSpec, start: datetime, end: datetime) -> bool:
 
 
 def _source_rows(spec: DatasetSpec, source: DatabaseSource, start: datetime, end: datetime) -> int:
-    import os
-
     import psycopg2
 
     from nightly_ml.db import libpq_url
 
-    url = os.environ.get(source.url_env)
+    url = source_database_url(source.url_env)
     if not url:
         raise RuntimeError(f"source database URL variable {source.url_env} is not set for dataset {spec.name}")
     schema, _, name = source.table.rpartition(".")
@@ -161,13 +159,11 @@ def _extract_simulated(spec: DatasetSpec, source: SimulatorSource, start: dateti
 
 
 def _extract_database(spec: DatasetSpec, source: DatabaseSource, start: datetime, end: datetime) -> list[RawFile]:
-    import os
-
     import psycopg2
 
     from nightly_ml.db import libpq_url
 
-    url = os.environ.get(source.url_env)
+    url = source_database_url(source.url_env)
     if not url:
         raise RuntimeError(f"source database URL variable {source.url_env} is not set for dataset {spec.name}")
     folder = landing_folder(spec, start)

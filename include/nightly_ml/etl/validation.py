@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +11,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
-from nightly_ml.config import settings
+from nightly_ml.config import gx_connection_string, settings
 from nightly_ml.etl.quarantine import _quarantine_rows
 from nightly_ml.etl.rules import Rule, batch_rules, row_rules, soft_rules
 from nightly_ml.etl.staging import BatchRejected, StageResult, delimiter_hint
@@ -53,10 +52,7 @@ class _GxRun:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        # GX refuses literal connection strings and hostless (Unix-socket) URLs, but accepts
-        # a ${VAR} template, resolved from the environment when it connects.
-        os.environ["NIGHTLY_ML_GX_WAREHOUSE_URL"] = db.sqlalchemy_url(settings().require_warehouse_url())
+        connection_string = gx_connection_string(db.sqlalchemy_url(settings().require_warehouse_url()))
         self.docs_dir = settings().reports_dir / "data_docs" / spec.name / partition_name(spec, start)
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -70,7 +66,7 @@ class _GxRun:
             },
         )
         self.source = self.context.data_sources.add_postgres(
-            "warehouse", connection_string="${NIGHTLY_ML_GX_WAREHOUSE_URL}"
+            "warehouse", connection_string=connection_string
         )
         self.spec = spec
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
@@ -59,7 +60,10 @@ def label_cast(spec: DatasetSpec) -> sql.SQL:
 # --------------------------------------------------------------------------- the rows of one interval
 
 
-def interval_rows(spec: DatasetSpec, start: datetime, url: str | None = None) -> pd.DataFrame:
+Connection = psycopg2.extensions.connection
+
+
+def interval_rows(spec: DatasetSpec, start: datetime, conn: Connection) -> pd.DataFrame:
     """The interval's labelled, pipeline-scored rows: features, ``_label``, ``_pipeline`` and ``_baseline``.
 
     One interval at a time keeps memory at the size of one batch, as the nightly scoring does.
@@ -78,7 +82,7 @@ def interval_rows(spec: DatasetSpec, start: datetime, url: str | None = None) ->
     )
     params = {"interval_start": start, "as_of": start, "window_start": window_start, "zone": spec.timezone}
     names = [*columns, "_label", "_pipeline", "_baseline"]
-    with db.transaction(url) as conn, conn.cursor() as cur:
+    with conn.cursor() as cur:
         cur.execute(statement, params)
         frame = pd.DataFrame.from_records(cur.fetchall(), columns=names)
     for name in ("_label", "_pipeline", "_baseline"):
@@ -99,17 +103,17 @@ def _window_query(spec: DatasetSpec, name: str, **identifiers: Any) -> sql.Compo
     )
 
 
-def known_labelled_rows(spec: DatasetSpec, window_end: datetime, url: str | None = None) -> int:
+def known_labelled_rows(spec: DatasetSpec, window_end: datetime, conn: Connection) -> int:
     """Labelled rows of the training window ending at ``window_end`` whose labels were known by then."""
     window_start, _ = frames.training_window(spec, window_end)
-    with db.transaction(url) as conn, conn.cursor() as cur:
+    with conn.cursor() as cur:
         cur.execute(
             _window_query(spec, "backtest_known_labels.sql"), {"window_start": window_start, "window_end": window_end}
         )
         return int(cur.fetchone()[0])
 
 
-def known_training_frame(spec: DatasetSpec, window_end: datetime, url: str | None = None) -> pd.DataFrame:
+def known_training_frame(spec: DatasetSpec, window_end: datetime, conn: Connection) -> pd.DataFrame:
     """:func:`frames.load_training_frame` as it would have read on the night of ``window_end`` (point-in-time)."""
     window_start, _ = frames.training_window(spec, window_end)
     columns = frames.frame_columns(spec)
@@ -120,7 +124,7 @@ def known_training_frame(spec: DatasetSpec, window_end: datetime, url: str | Non
         key=spec.key.name,
     )
     blocks: list[pd.DataFrame] = []
-    with db.transaction(url) as conn, conn.cursor(name=f"backtest_{spec.name}") as cur:
+    with conn.cursor(name=f"backtest_{spec.name}") as cur:
         cur.itersize = FETCH_ROWS
         cur.execute(statement, {"window_start": window_start, "window_end": window_end})
         while rows := cur.fetchmany(FETCH_ROWS):
@@ -150,12 +154,12 @@ class FixedCadence:
     trained at ``moment`` saw only what was known at ``moment`` and scores the intervals from there on.
     """
 
-    def __init__(self, spec: DatasetSpec, cadence_days: int, url: str | None = None) -> None:
+    def __init__(self, spec: DatasetSpec, cadence_days: int, conn: Connection) -> None:
         if cadence_days < 1:
             raise ValueError(f"fixed_cadence_days must be at least 1, got {cadence_days}")
         self.spec = spec
         self.cadence_days = cadence_days
-        self.url = url
+        self.conn = conn
         self.model: Any = None
         self.version: str | None = None
         self.retrains: list[FixedRetrain] = []
@@ -166,7 +170,7 @@ class FixedCadence:
         last = self._last_attempt if self.model is not None else None
         if not retrain_due(self.spec, last, moment, self.cadence_days):
             return None
-        known = known_labelled_rows(self.spec, moment, self.url)
+        known = known_labelled_rows(self.spec, moment, self.conn)
         if self.model is None and known < self.spec.training.min_rows:
             return None  # bootstrap: wait until the window holds enough labelled rows, as the pipeline does
         self._last_attempt = moment
@@ -178,7 +182,7 @@ class FixedCadence:
 
     def _train(self, moment: datetime, known: int) -> FixedRetrain | None:
         try:
-            result = training.run_training(self.spec, known_training_frame(self.spec, moment, self.url), moment)
+            result = training.run_training(self.spec, known_training_frame(self.spec, moment, self.conn), moment)
         except frames.TrainingDataError as error:
             if self.model is None:
                 return None  # e.g. a holdout without labels yet: the first model comes a night later

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from sklearn.pipeline import Pipeline
 
-from nightly_ml.config import settings
+from nightly_ml.config import apply_library_defaults, settings
 from nightly_ml.modeling import evaluation, frames
 from nightly_ml.modeling.promotion import Evaluation
 from nightly_ml.spec import CLASSIFICATION_METRICS, REGRESSION_METRICS, DatasetSpec
@@ -138,8 +137,7 @@ def _is_local_store(uri: str) -> bool:
 
 def _client() -> MlflowClient:
     """A client on the configured server; the fluent API (used to log runs) points there too."""
-    for name, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    apply_library_defaults(HTTP_DEFAULTS)
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         # The embedded default lives under the data dir, which may not exist yet on a fresh machine.
