@@ -32,6 +32,7 @@ from datetime import timedelta
 from airflow.sdk import PokeReturnValue, dag, task
 
 from nightly_ml.intervals import interval_extra
+from nightly_ml.layout import XCOM_DATA_DOCS_URL
 from nightly_ml.spec import DatasetSpec, load_all_specs
 from nightly_ml.tasks.common import (
     dag_start,
@@ -111,10 +112,10 @@ def build(spec: DatasetSpec):
             except BatchRejected as rejected:
                 docs = steps.data_docs_url(dataset, start)
                 if docs:
-                    context["ti"].xcom_push(key="data_docs_url", value=docs)
+                    context["ti"].xcom_push(key=XCOM_DATA_DOCS_URL, value=docs)
                 raise AirflowFailException(str(rejected)) from rejected
             if report.get("data_docs_url"):
-                context["ti"].xcom_push(key="data_docs_url", value=report["data_docs_url"])
+                context["ti"].xcom_push(key=XCOM_DATA_DOCS_URL, value=report["data_docs_url"])
             return report
 
         @task(outlets=[asset], multiple_outputs=False)

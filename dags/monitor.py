@@ -21,6 +21,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import TriggerRule, dag, task
 
+from nightly_ml.layout import XCOM_DRIFT_REPORT_URL
 from nightly_ml.spec import DatasetSpec, load_all_specs
 from nightly_ml.tasks.common import dag_start, default_args, interval_params, predictions_asset, resolve_intervals
 
@@ -45,8 +46,8 @@ def build(spec: DatasetSpec):
             from nightly_ml.tasks import monitor as steps
 
             decision = steps.monitor_intervals(dataset, resolve_intervals(context), context["run_id"])
-            if decision.get("report_path"):
-                context["ti"].xcom_push(key="drift_report_url", value=f"file://{decision['report_path']}")
+            if decision.get("report_url"):
+                context["ti"].xcom_push(key=XCOM_DRIFT_REPORT_URL, value=decision["report_url"])
             return decision
 
         @task.branch

@@ -27,6 +27,8 @@ class Settings:
     task_retries: int
     retry_delay_seconds: float
     mlflow_ui_url: str | None = None
+    # Where a browser reaches the plugin's reports app (links in mails and in task pages).
+    reports_url: str = "http://localhost:8080/nightly-ml/reports"
 
     @property
     def landing_dir(self) -> Path:
@@ -83,6 +85,7 @@ def settings() -> Settings:
         task_retries=max(1, int(os.environ.get("NIGHTLY_ML_TASK_RETRIES", "2"))),
         retry_delay_seconds=float(os.environ.get("NIGHTLY_ML_RETRY_DELAY_SECONDS", "30")),
         mlflow_ui_url=(os.environ.get("NIGHTLY_ML_MLFLOW_UI_URL") or "").rstrip("/") or None,
+        reports_url=os.environ.get("NIGHTLY_ML_REPORTS_URL") or "http://localhost:8080/nightly-ml/reports",
     )
 
 

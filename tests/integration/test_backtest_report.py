@@ -90,6 +90,11 @@ def ops_rows(url: str, table: str, rows: Sequence[dict[str, Any]]) -> None:
             )
 
 
+def interval_rows(spec: DatasetSpec, start: datetime, url: str) -> pd.DataFrame:
+    with db.transaction(url) as conn:
+        return backtest_policies.interval_rows(spec, start, conn)
+
+
 def rmse(labels: Sequence[float], scores: Sequence[float]) -> float:
     return math.sqrt(sum((y - s) ** 2 for y, s in zip(labels, scores, strict=True)) / len(labels))
 
@@ -133,12 +138,12 @@ EXPECTED_BASELINE = {
 
 
 def test_baseline_uses_only_labels_known_at_the_interval_start(tiny: DatasetSpec, warehouse_url: str) -> None:
-    rows = backtest_policies.interval_rows(tiny, EVALUATED, warehouse_url)
+    rows = interval_rows(tiny, EVALUATED, warehouse_url)
     got = dict(zip(rows[tiny.key.name], rows["_baseline"], strict=True))
     assert got == pytest.approx(EXPECTED_BASELINE)
     # the late label is there now (the metric uses it), but never reached the baseline of its night
     deliver_label(tiny, warehouse_url, "d0h4", -500.0, EVALUATED)
-    again = backtest_policies.interval_rows(tiny, EVALUATED, warehouse_url)
+    again = interval_rows(tiny, EVALUATED, warehouse_url)
     assert list(again["_baseline"]) == list(rows["_baseline"])
     deliver_label(tiny, warehouse_url, "d0h4", 999.0, EVALUATED)
 
@@ -162,7 +167,7 @@ def test_tiny_metrics_match_a_hand_computation(tiny: DatasetSpec, warehouse_url:
     frame = frames.load_training_frame(tiny, retrain.at, url=warehouse_url)
     known = frame[frame[tiny.key.name] != "d0h4"]  # delivered after the retrain: not known then
     model = training.run_training(tiny, known.reset_index(drop=True), retrain.at).best.model
-    rows = backtest_policies.interval_rows(tiny, EVALUATED, warehouse_url)
+    rows = interval_rows(tiny, EVALUATED, warehouse_url)
     scores = evaluation.predict_scores(tiny, model, frames.feature_frame(tiny, rows))
     assert last.metrics["fixed_cadence"] == pytest.approx(rmse(labels, list(scores)))
     assert last.fixed_cadence_version == "fixed-1"
@@ -198,10 +203,15 @@ def replay(kit: Any, warehouse_url: str) -> DatasetSpec:
         batch = kit.labelled_batch(spec, day(n), day(n + 1), ROWS_PER_DAY)
         kit.load_warehouse(spec, batch, day(n), day(n + 1), warehouse_url)
         if n >= 6:
-            noisy = batch[spec.label.name].to_numpy() + rng.normal(0, 5, len(batch))
-            predict(spec, warehouse_url, day(n), "1" if n < 15 else "2", dict(zip(batch[spec.key.name], noisy)))
+            noisy = dict(zip(batch[spec.key.name], batch[spec.label.name] + rng.normal(0, 5, len(batch)), strict=True))
+            predict(spec, warehouse_url, day(n), "1" if n < 15 else "2", noisy)
     audits = [
-        {"status": "merged", "rows_in": ROWS_PER_DAY, "rows_merged": ROWS_PER_DAY, "rows_quarantined": 2 if n == 3 else 0}
+        {
+            "status": "merged",
+            "rows_in": ROWS_PER_DAY,
+            "rows_merged": ROWS_PER_DAY,
+            "rows_quarantined": 2 if n == 3 else 0,
+        }
         for n in range(DAYS)
     ] + [{"status": "rejected", "rows_in": ROWS_PER_DAY, "rows_merged": 0, "rows_quarantined": 0}]
     ops_rows(
@@ -236,8 +246,17 @@ def replay(kit: Any, warehouse_url: str) -> DatasetSpec:
             for action, from_version, to_version, n in decisions
         ]
         # another dataset's decision must not count
-        + [{"dataset": "other", "model_name": "other_model", "to_version": "9", "action": "promote", "actor": "t",
-            "reason": "x", "interval_start": day(10)}],
+        + [
+            {
+                "dataset": "other",
+                "model_name": "other_model",
+                "to_version": "9",
+                "action": "promote",
+                "actor": "t",
+                "reason": "x",
+                "interval_start": day(10),
+            }
+        ],
     )
     ops_rows(
         warehouse_url,

@@ -10,13 +10,12 @@ from typing import Any
 import psycopg2.extensions
 from psycopg2 import sql
 
-from nightly_ml import db
+from nightly_ml import db, layout
 from nightly_ml.config import gx_connection_string, settings
 from nightly_ml.etl.quarantine import _quarantine_rows
 from nightly_ml.etl.rules import Rule, batch_rules, row_rules, soft_rules
 from nightly_ml.etl.staging import BatchRejected, StageResult, delimiter_hint
 from nightly_ml.etl.typed_tables import bad_rows_table, create_typed_table, typed_table
-from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatasetSpec
 
 
@@ -53,7 +52,7 @@ class _GxRun:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         connection_string = gx_connection_string(db.sqlalchemy_url(settings().require_warehouse_url()))
-        self.docs_dir = settings().reports_dir / "data_docs" / spec.name / partition_name(spec, start)
+        self.docs_dir = layout.data_docs_dir(spec, start)
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.site = "run_site"
@@ -102,7 +101,7 @@ class _GxRun:
 
     def docs_url(self) -> str | None:
         index = self.docs_dir / "index.html"
-        return index.as_uri() if index.exists() else None
+        return layout.public_url(index) if index.exists() else None
 
 
 def _outcome(rule: Rule, result: Any) -> RuleOutcome:
@@ -248,4 +247,4 @@ def reference_profile_from_warehouse(
 
 
 def data_docs_index(spec: DatasetSpec, start: datetime) -> Path:
-    return settings().reports_dir / "data_docs" / spec.name / partition_name(spec, start) / "index.html"
+    return layout.data_docs_index(spec, start)

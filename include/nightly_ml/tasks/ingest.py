@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
-from nightly_ml import alerts, db
+from nightly_ml import alerts, db, layout
 from nightly_ml.etl import quarantine, sources, staging, validation, warehouse
 from nightly_ml.etl.staging import BatchRejected, StageResult
 from nightly_ml.intervals import parse_utc, partition_name
@@ -153,7 +153,7 @@ def validate(
             run_id,
             str(rejected),
             stage=stage_result,
-            data_docs_url=docs.as_uri() if docs.exists() else None,
+            data_docs_url=layout.public_url(docs) if docs.exists() else None,
         ) from None
     finally:
         conn.close()
@@ -179,8 +179,8 @@ def validate(
 
 def data_docs_url(dataset: str, start: datetime) -> str | None:
     """The Data Docs page of the interval's latest validation, if one was built."""
-    docs = validation.data_docs_index(load_spec(dataset), start)
-    return docs.as_uri() if docs.exists() else None
+    docs = layout.data_docs_index(load_spec(dataset), start)
+    return layout.public_url(docs) if docs.exists() else None
 
 
 def merge(

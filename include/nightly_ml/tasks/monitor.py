@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from nightly_ml import alerts, db
+from nightly_ml import alerts, db, layout
 from nightly_ml.spec import load_spec
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
             "drifted_features": [],
             "champion_version": None,
             "report_path": None,
+            "report_url": None,
         }
 
     reference_start, reference_end = champion.reference_window
@@ -65,6 +67,8 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
         lookback_days=spec.drift.performance_lookback_days,
     )
     summary = result.summary()
+    report = summary.get("report_path")
+    summary["report_url"] = layout.public_url(Path(report)) if report else None
     action = "retrain" if result.should_retrain else "none"
     if result.should_retrain and not result.verdict.performance_decay:
         since = _recent_trigger(dataset, start, spec.drift.retrain_cooldown_days)
@@ -132,5 +136,5 @@ def alert_retraining(summary: dict[str, Any]) -> str | None:
     start = datetime.fromisoformat(summary["interval_start"])
     end = datetime.fromisoformat(summary["interval_end"])
     return alerts.send(
-        alerts.retraining_triggered(spec, start, end, list(summary["reasons"]), summary.get("report_path")), spec
+        alerts.retraining_triggered(spec, start, end, list(summary["reasons"]), summary.get("report_url")), spec
     )

@@ -1,0 +1,63 @@
+"""Where reports live and how a browser reaches them: the one owner of the reports layout and the XCom keys.
+
+Every writer (validation's Data Docs, the drift report, the backtest report) asks here for its
+path, and the Airflow plugin serves the same tree. Links that leave the machine (alert mails,
+task links) are ``http`` URLs of the plugin's reports app, never a worker's file path.
+
+    <reports>/data_docs/<dataset>/ds=<local day>/index.html     Great Expectations Data Docs
+    <reports>/<dataset>/drift_<local day>.html                   drift report of an interval
+    <reports>/<dataset>/backtest_<first>_<last>.html (+ .json)   backtest report
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from nightly_ml.config import settings
+from nightly_ml.intervals import local, partition_name
+from nightly_ml.spec import DatasetSpec
+
+# XCom keys the tasks push and the plugin's task links read.
+XCOM_DATA_DOCS_URL = "data_docs_url"
+XCOM_DRIFT_REPORT_URL = "drift_report_url"
+XCOM_MLFLOW_RUN_URL = "mlflow_run_url"
+
+# The plugin's reports app, under the Airflow API server.
+APP_PREFIX = "/nightly-ml"
+REPORTS_PATH = f"{APP_PREFIX}/reports"
+
+
+def reports_root() -> Path:
+    return settings().reports_dir
+
+
+def data_docs_dir(spec: DatasetSpec, start: datetime) -> Path:
+    return reports_root() / "data_docs" / spec.name / partition_name(spec, start)
+
+
+def data_docs_index(spec: DatasetSpec, start: datetime) -> Path:
+    return data_docs_dir(spec, start) / "index.html"
+
+
+def drift_report_path(spec: DatasetSpec, interval_start: datetime) -> Path:
+    """The drift report of an interval, named by its local day (a re-run replaces it; history is in ops.*)."""
+    if interval_start.tzinfo is None:
+        raise ValueError("interval_start must be timezone-aware")
+    return reports_root() / spec.name / f"drift_{local(spec, interval_start):%Y-%m-%d}.html"
+
+
+def backtest_report_path(spec: DatasetSpec, first: date, last: date, suffix: str = ".html") -> Path:
+    return reports_root() / spec.name / f"backtest_{first:%Y-%m-%d}_{last:%Y-%m-%d}{suffix}"
+
+
+def public_url(path: Path) -> str | None:
+    """The http address of a report file as a person opens it (``NIGHTLY_ML_REPORTS_URL``), or None
+    for a file outside the reports tree."""
+    root = reports_root()
+    for folder, target in ((root, path), (root.resolve(), path.resolve())):
+        if target.is_relative_to(folder):
+            relative = quote(target.relative_to(folder).as_posix(), safe="/=")
+            return f"{settings().reports_url.rstrip('/')}/{relative}"
+    return None
