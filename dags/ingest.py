@@ -89,19 +89,17 @@ def build(spec: DatasetSpec):
         def stage(batch: dict, files: list[dict[str, str]], **context) -> dict:
             from airflow.sdk.exceptions import AirflowFailException
 
-            from nightly_ml.etl.staging import BatchRejected
             from nightly_ml.tasks import ingest as steps
 
             try:
                 return steps.stage(dataset, *steps.interval_of(batch), files, context["run_id"])
-            except BatchRejected as rejected:
+            except steps.BatchRejected as rejected:
                 raise AirflowFailException(str(rejected)) from rejected
 
         @task(multiple_outputs=False)
         def validate(batch: dict, staged: dict, **context) -> dict:
             from airflow.sdk.exceptions import AirflowFailException
 
-            from nightly_ml.etl.staging import BatchRejected
             from nightly_ml.tasks import ingest as steps
 
             start, end = steps.interval_of(batch)
@@ -109,7 +107,7 @@ def build(spec: DatasetSpec):
                 report = steps.validate(
                     dataset, start, end, staged, context["run_id"], steps.reference_profile(dataset)
                 )
-            except BatchRejected as rejected:
+            except steps.BatchRejected as rejected:
                 docs = steps.data_docs_url(dataset, start)
                 if docs:
                     context["ti"].xcom_push(key=XCOM_DATA_DOCS_URL, value=docs)
