@@ -5,7 +5,7 @@ One DAG per dataset (`retrain__<dataset>`). It runs when monitoring triggers it 
 decay, a failing soft expectation, or no champion yet), on the spec's weekly schedule, and
 by hand with the form below (force, window end, model family, reason).
 
-1. **check_data** skips the run (with the reason) while the training window holds too few
+1. **plan** finds the training window and **enough_data** skips the run (with the reason) while the training window holds too few
    labelled rows — e.g. the first nights, before late labels arrive.
 2. **train** fits the spec's candidate pipelines with a small time-series search, logs params,
    metrics, the dataset digest, signature and a model card to MLflow and registers the best
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
+from nightly_ml.layout import XCOM_MLFLOW_RUN_URL
 from nightly_ml.spec import DatasetSpec, load_all_specs
-from nightly_ml.tasks.common import dag_start, default_args
+from nightly_ml.tasks.common import INSTANT_PATTERN, dag_start, default_args
 
 
 def params_for(spec: DatasetSpec) -> dict[str, Param]:
@@ -32,8 +33,9 @@ def params_for(spec: DatasetSpec) -> dict[str, Param]:
         "window_end": Param(
             None,
             type=["null", "string"],
-            format="date-time",
-            description="End of the training window (UTC). Empty: the newest merged interval.",
+            pattern=INSTANT_PATTERN,
+            description="End of the training window (ISO 8601; without an offset, UTC). Empty: the newest merged "
+            "interval.",
         ),
         "model_family": Param(
             "all",
@@ -50,7 +52,7 @@ def params_for(spec: DatasetSpec) -> dict[str, Param]:
 
 def build(spec: DatasetSpec):
     dataset = spec.name
-    schedule = CronTriggerTimetable(spec.training.schedule, timezone="UTC") if spec.training.schedule else None
+    schedule = CronTriggerTimetable(spec.training.schedule, timezone=spec.timezone) if spec.training.schedule else None
 
     @dag(
         dag_id=f"retrain__{dataset}",
@@ -64,68 +66,49 @@ def build(spec: DatasetSpec):
         doc_md=__doc__,
     )
     def retrain() -> None:
-        @task.short_circuit
-        def check_data(**context) -> bool:
+        @task(multiple_outputs=False)
+        def plan(**context) -> dict:
             from nightly_ml.tasks import retrain as steps
 
-            window_end = steps.resolve_window_end(dataset, context["params"])
-            found = steps.labelled_rows(dataset, window_end)
-            context["ti"].xcom_push(key="window_end", value=window_end.isoformat())
-            print(found["reason"])
-            return bool(found["enough"])
+            return steps.plan(dataset, context["params"])
+
+        @task.short_circuit
+        def enough_data(planned: dict) -> bool:
+            print(planned["reason"])
+            return bool(planned["enough"])
 
         @task(multiple_outputs=False)
-        def train(**context) -> dict:
-            from datetime import datetime
-
+        def train(planned: dict, **context) -> dict:
             from nightly_ml.tasks import retrain as steps
 
             params, ti = context["params"], context["ti"]
-            window_end = datetime.fromisoformat(ti.xcom_pull(task_ids="check_data", key="window_end"))
             reused = None if params["force"] else steps.existing_version(dataset, ti.dag_id, ti.run_id)
             if reused:
-                return {"version": reused, "window_end": window_end.isoformat(), "reused": True}
-            trigger = {
-                "reason": params["reason"],
-                "triggered_by": "schedule" if context["dag_run"].run_type == "scheduled" else params["triggered_by"],
-                "interval_start": params["interval_start"],
-                "interval_end": params["interval_end"],
-                "drifted_features": params["drifted_features"],
-                "model_family": params["model_family"],
-            }
-            airflow_context = {
-                "dag_id": ti.dag_id,
-                "run_id": ti.run_id,
-                "task_id": ti.task_id,
-                "try_number": ti.try_number,
-                "data_interval_start": params["interval_start"],
-                "data_interval_end": params["interval_end"],
-            }
+                return {"version": reused, "window_end": planned["window_end"], "reused": True}
             result = steps.train(
                 dataset,
-                window_end,
-                trigger=trigger,
-                airflow_context=airflow_context,
+                steps.parse_utc(planned["window_end"]),
+                trigger=steps.trigger_of(params, scheduled=context["dag_run"].run_type == "scheduled"),
+                airflow_context=steps.airflow_context_of(ti, params),
                 model_family=params["model_family"],
             )
-            ti.xcom_push(key="mlflow_run_url", value=result["mlflow_run_url"])
+            ti.xcom_push(key=XCOM_MLFLOW_RUN_URL, value=result["mlflow_run_url"])
             return result
 
         @task(multiple_outputs=False)
         def promote(trained: dict, **context) -> dict:
-            from datetime import datetime
-
             from nightly_ml.tasks import retrain as steps
 
             return steps.gate_and_promote(
                 dataset,
                 trained["version"],
-                datetime.fromisoformat(trained["window_end"]),
+                steps.parse_utc(trained["window_end"]),
                 actor=f"airflow:{context['ti'].dag_id}/{context['ti'].run_id}",
                 reason=context["params"]["reason"],
             )
 
-        promote(check_data() >> train())
+        planned = plan()
+        promote(enough_data(planned) >> train(planned))
 
     return retrain()
 

@@ -1,10 +1,11 @@
-"""Nightly ML in the Airflow UI: the validation and drift reports, and links from tasks to them.
+"""Nightly ML in the Airflow UI: the validation, drift and backtest reports, and links from tasks to them.
 
 - **Reports app** at ``/nightly-ml/`` on the API server (a FastAPI sub-app): an index of the
   reports under ``settings().reports_dir`` and the report files themselves, read-only
-  (Great Expectations Data Docs sites under ``data_docs/<dataset>/<partition>/`` and drift
-  reports at ``<dataset>/drift_<YYYY-MM-DD>.html``). Every request needs a logged-in Airflow
-  user allowed to see the website (``requires_access_view(AccessView.WEBSITE)``: the UI's
+  (Great Expectations Data Docs sites under ``data_docs/<dataset>/<partition>/``, drift
+  reports at ``<dataset>/drift_<YYYY-MM-DD>.html`` and backtest reports of a replayed range at
+  ``<dataset>/backtest_<from>_<to>.html``, with their data beside them as ``.json``). Every
+  request needs a logged-in Airflow user allowed to see the website (``requires_access_view(AccessView.WEBSITE)``: the UI's
   session cookie or an API bearer token). Paths are resolved and must stay inside the reports
   directory. Report pages are served with a CSP ``sandbox``: they run in an opaque origin, so
   script inside a report cannot act with the user's Airflow session.
@@ -102,7 +103,7 @@ class Report:
 
 
 def list_reports(root: Path | None = None) -> list[Report]:
-    """Data Docs sites and drift reports found under the reports directory, newest label first."""
+    """Data Docs sites, drift and backtest reports found under the reports directory, newest label first."""
     base = root or reports_root()
     if not base.is_dir():
         return []
@@ -127,6 +128,13 @@ def list_reports(root: Path | None = None) -> list[Report]:
                 stamp(drift),
             )
         )
+    for backtest in base.glob("*/backtest_*.html"):
+        if backtest.parent.name == "data_docs":
+            continue
+        label = backtest.stem.removeprefix("backtest_").replace("_", " to ", 1)
+        found.append(
+            Report(backtest.parent.name, "backtest", label, backtest.relative_to(base).as_posix(), stamp(backtest))
+        )
     found.sort(key=lambda r: r.kind)
     found.sort(key=lambda r: r.label, reverse=True)
     found.sort(key=lambda r: r.dataset)
@@ -134,15 +142,24 @@ def list_reports(root: Path | None = None) -> list[Report]:
 
 
 def render_index(reports: list[Report], prefix: str, root: Path) -> str:
-    """A plain HTML page: one table per dataset, one row per interval, a column per kind of report."""
+    """A plain HTML page: per dataset its backtests (one line per replayed range), then one table with a row
+    per interval and a column per kind of nightly report."""
     rows: dict[str, dict[str, dict[str, Report]]] = {}
+    backtests: dict[str, list[Report]] = {}
     for report in reports:
-        rows.setdefault(report.dataset, {}).setdefault(report.label, {})[report.kind] = report
+        if report.kind == "backtest":
+            backtests.setdefault(report.dataset, []).append(report)
+            rows.setdefault(report.dataset, {})
+        else:
+            rows.setdefault(report.dataset, {}).setdefault(report.label, {})[report.kind] = report
+
+    def link(path: str) -> str:
+        return f"{prefix}/reports/{quote(path, safe='/=')}"
 
     def cell(report: Report | None) -> str:
         if report is None:
             return "<td>—</td>"
-        href = html.escape(f"{prefix}/reports/{quote(report.path, safe='/=')}")
+        href = html.escape(link(report.path))
         return f'<td><a href="{href}" target="_blank" rel="noopener">open</a> <small>{report.modified}</small></td>'
 
     sections = []
@@ -151,9 +168,21 @@ def render_index(reports: list[Report], prefix: str, root: Path) -> str:
             f"<tr><td>{html.escape(label)}</td>{cell(kinds.get('validation'))}{cell(kinds.get('drift'))}</tr>"
             for label, kinds in by_label.items()
         )
+        replays = "".join(
+            f"<li>{html.escape(r.label)}: <a href=\"{html.escape(link(r.path))}\" target=\"_blank\" rel=\"noopener\">"
+            f"backtest report</a> · <a href=\"{html.escape(link(r.path.removesuffix('.html') + '.json'))}\">"
+            f"data (JSON)</a> <small>{r.modified}</small></li>"
+            for r in backtests.get(dataset, [])
+        )
         sections.append(
-            f"<h2>{html.escape(dataset)}</h2><table><thead><tr><th>interval</th>"
-            f"<th>validation (Data Docs)</th><th>drift report</th></tr></thead><tbody>{body}</tbody></table>"
+            f"<h2>{html.escape(dataset)}</h2>"
+            + (f"<p>Backtests (a replay of the dataset's history):</p><ul>{replays}</ul>" if replays else "")
+            + (
+                "<table><thead><tr><th>interval</th><th>validation (Data Docs)</th><th>drift report</th></tr></thead>"
+                f"<tbody>{body}</tbody></table>"
+                if body
+                else ""
+            )
         )
     content = "".join(sections) or f"<p>No reports yet in <code>{html.escape(str(root))}</code>.</p>"
     return (

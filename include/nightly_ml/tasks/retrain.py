@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from nightly_ml import alerts, db
+from nightly_ml.intervals import parse_utc
 from nightly_ml.spec import DatasetSpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,6 @@ def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor:
 def resolve_window_end(dataset: str, params: dict[str, Any]) -> datetime:
     """End of the training window: the form's ``window_end``, the triggering interval's end, else the
     end of the newest merged interval (what the warehouse holds now)."""
-    from nightly_ml.intervals import parse_utc
 
     for key in ("window_end", "interval_end"):
         if params.get(key):
@@ -162,3 +162,41 @@ def resolve_window_end(dataset: str, params: dict[str, Any]) -> datetime:
     if row is None or row[0] is None:
         raise ValueError(f"{dataset}: no merged interval in the warehouse yet; nothing to train on")
     return parse_utc(row[0])
+
+
+class TrainingPlan(TypedDict):
+    """What the plan step hands on: the window's end and whether it holds enough labelled rows."""
+
+    window_end: str
+    enough: bool
+    reason: str
+
+
+def plan(dataset: str, params: dict[str, Any]) -> TrainingPlan:
+    window_end = resolve_window_end(dataset, params)
+    found = labelled_rows(dataset, window_end)
+    return {"window_end": window_end.isoformat(), "enough": bool(found["enough"]), "reason": str(found["reason"])}
+
+
+def trigger_of(params: dict[str, Any], *, scheduled: bool) -> dict[str, Any]:
+    """Why this training run happened, as its MLflow tags record it."""
+    return {
+        "reason": params["reason"],
+        "triggered_by": "schedule" if scheduled else params["triggered_by"],
+        "interval_start": params["interval_start"],
+        "interval_end": params["interval_end"],
+        "drifted_features": params["drifted_features"],
+        "model_family": params["model_family"],
+    }
+
+
+def airflow_context_of(ti: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The Airflow run a training run came from, for its MLflow tags."""
+    return {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "try_number": ti.try_number,
+        "data_interval_start": params["interval_start"],
+        "data_interval_end": params["interval_end"],
+    }
