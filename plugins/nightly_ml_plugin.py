@@ -5,10 +5,11 @@
   (Great Expectations Data Docs sites under ``data_docs/<dataset>/<partition>/``, drift
   reports at ``<dataset>/drift_<YYYY-MM-DD>.html`` and backtest reports of a replayed range at
   ``<dataset>/backtest_<from>_<to>.html``, with their data beside them as ``.json``). Every
-  request needs a logged-in Airflow user allowed to see the website (``requires_access_view(AccessView.WEBSITE)``: the UI's
-  session cookie or an API bearer token). Paths are resolved and must stay inside the reports
-  directory. Report pages are served with a CSP ``sandbox``: they run in an opaque origin, so
-  script inside a report cannot act with the user's Airflow session.
+  request needs a logged-in Airflow user allowed to see the website
+  (``requires_access_view(AccessView.WEBSITE)``: the UI's session cookie or an API bearer token).
+  Paths are resolved and must stay inside the reports directory. Report pages are served with a
+  CSP ``sandbox``: they run in an opaque origin, so script inside a report cannot act with the
+  user's Airflow session.
 - **Browse menu** entry "Nightly ML reports" showing that index inside the UI.
 - **Task extra links** (global, so they apply to every ``@task``): "Validation report",
   "Drift report" and "MLflow run", from the task's XComs ``data_docs_url``,
@@ -169,8 +170,8 @@ def render_index(reports: list[Report], prefix: str, root: Path) -> str:
             for label, kinds in by_label.items()
         )
         replays = "".join(
-            f"<li>{html.escape(r.label)}: <a href=\"{html.escape(link(r.path))}\" target=\"_blank\" rel=\"noopener\">"
-            f"backtest report</a> · <a href=\"{html.escape(link(r.path.removesuffix('.html') + '.json'))}\">"
+            f'<li>{html.escape(r.label)}: <a href="{html.escape(link(r.path))}" target="_blank" rel="noopener">'
+            f'backtest report</a> · <a href="{html.escape(link(r.path.removesuffix(".html") + ".json"))}">'
             f"data (JSON)</a> <small>{r.modified}</small></li>"
             for r in backtests.get(dataset, [])
         )

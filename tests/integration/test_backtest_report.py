@@ -347,7 +347,7 @@ def test_report_files_hold_the_plot_tables_and_a_json_round_trip(
     replay: DatasetSpec, summary: backtest.BacktestSummary, tmp_path: Path
 ) -> None:
     html_path, json_path = backtest.write_report(replay, summary, tmp_path)
-    assert html_path == tmp_path / "reports" / replay.name / "backtest_2024-03-01_2024-03-26.html"
+    assert html_path == tmp_path / "reports" / replay.name / "backtest_2024-03-01_2024-03-25.html"
     assert json_path == html_path.with_suffix(".json")
     page = html_path.read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') == 2  # nightly metric plot and monthly bars

@@ -212,6 +212,41 @@ def test_sql_ks_statistic_and_bin_counts_equal_numpy(
         assert cur_counts.tolist() == statistics.histogram_counts(cur, edges).tolist()
 
 
+def test_sql_per_interval_bins_and_moments_equal_numpy(loaded: Loaded, conn: psycopg2.extensions.connection) -> None:
+    """The count matrix the calibrated null draws from: one row per reference day, as numpy bins it."""
+    days = sorted(d for d in loaded.frames if REFERENCE_START <= d < REFERENCE_END)
+    for column in loaded.spec.numeric_features:
+        pair = aggregates.feature_samples(loaded.spec, column.name, _windows(SHIFTED))
+        _, _, edges = aggregates.profile(conn, pair, levels=statistics.quantile_levels(10))
+        bins = aggregates.interval_bins(conn, pair, edges)
+        expected = [
+            statistics.histogram_counts(loaded.frames[d][column.name].to_numpy(dtype=float), edges) for d in days
+        ]
+        assert bins.reference.tolist() == np.array(expected).tolist(), column.name
+        means = [loaded.frames[d][column.name].to_numpy(dtype=float).mean() for d in days]
+        assert bins.moments.means == pytest.approx(means) and bins.moments.sizes == (ROWS,) * len(days)
+
+
+def test_calibrated_thresholds_are_stored_with_each_metric(loaded: Loaded, tmp_path: Path) -> None:
+    _run(loaded, STATIONARY, tmp_path)
+    with db.transaction(loaded.url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT feature, psi_threshold, null_level, null_method, tested FROM ops.drift_metrics "
+            "WHERE dataset = %s AND interval_start = %s",
+            (loaded.spec.name, STATIONARY),
+        )
+        rows = cur.fetchall()
+        cur.execute(
+            "SELECT false_alarm_rate FROM ops.monitoring_runs WHERE dataset = %s AND interval_start = %s",
+            (loaded.spec.name, STATIONARY),
+        )
+        assert cur.fetchone()[0] == pytest.approx(loaded.spec.drift.false_alarm_rate)
+    tests = len(aggregates.monitored_features(loaded.spec)) + 1
+    for feature, threshold, level, method, tested in rows:
+        assert threshold > 0 and tested and method == "intervals", feature
+        assert level == pytest.approx(1 - loaded.spec.drift.false_alarm_rate / tests)
+
+
 def test_sql_category_counts_equal_pandas(loaded: Loaded, conn: psycopg2.extensions.connection) -> None:
     for column in loaded.spec.categorical_features:
         pair = aggregates.feature_samples(loaded.spec, column.name, _windows(SHIFTED))

@@ -149,8 +149,8 @@ def test_summary_text_is_short_and_compares_with_the_pipeline(spec: DatasetSpec)
 def test_write_report_is_self_contained_and_escaped(spec: DatasetSpec, tmp_path: Path) -> None:
     summary = hand_built(spec)
     html_path, json_path = backtest.write_report(spec, summary, tmp_path)
-    # named by the range's local dates (5:00 UTC is local midnight in New York in January)
-    assert html_path == tmp_path / "reports" / spec.name / "backtest_2024-01-01_2024-01-04.html"
+    # named by the range's first and last local day (5:00 UTC is local midnight in New York in January)
+    assert html_path == tmp_path / "reports" / spec.name / "backtest_2024-01-01_2024-01-03.html"
     page = html_path.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 2
     assert 'id="monthly"' in page and 'id="counts"' in page

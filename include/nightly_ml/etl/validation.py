@@ -64,9 +64,7 @@ class _GxRun:
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
-        self.source = self.context.data_sources.add_postgres(
-            "warehouse", connection_string=connection_string
-        )
+        self.source = self.context.data_sources.add_postgres("warehouse", connection_string=connection_string)
         self.spec = spec
 
     def run(self, table: str, suite_name: str, rules: list[Rule]) -> list[tuple[Rule, Any]]:

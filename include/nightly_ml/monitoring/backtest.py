@@ -17,13 +17,9 @@ columns (32 bytes a row); everything else is read one interval at a time.
 from __future__ import annotations
 
 import json
-import math
-import types
-import typing
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, is_dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +27,9 @@ import numpy as np
 import psycopg2.extensions
 from threadpoolctl import threadpool_limits
 
-from nightly_ml import db
+from nightly_ml import db, layout
 from nightly_ml.intervals import parse_utc
+from nightly_ml.modeling.evaluation import metrics_from_scores
 from nightly_ml.monitoring.backtest_policies import (
     POLICIES,
     POLICY_TITLES,
@@ -41,95 +38,19 @@ from nightly_ml.monitoring.backtest_policies import (
     FixedRetrain,
     interval_rows,
 )
+from nightly_ml.monitoring.backtest_summary import (
+    BacktestSummary,
+    DriftSummary,
+    Event,
+    IntervalResult,
+    MonthResult,
+    PolicyCounts,
+    drift_summary,
+    finite_or_none,
+    summary_from_dict,
+    summary_to_dict,
+)
 from nightly_ml.spec import DatasetSpec
-
-# --------------------------------------------------------------------------- the summary
-
-
-@dataclass(frozen=True)
-class IntervalResult:
-    """One replayed interval: what the pipeline did with it and, when comparable, every policy's metric."""
-
-    start: datetime
-    end: datetime
-    month: str
-    status: str  # load outcome: merged, rejected, or unaudited (rows without an audit row)
-    rows: int
-    rows_scored: int
-    champion_version: str | None
-    fixed_cadence_version: str | None
-    compared_rows: int
-    metrics: dict[str, float | None]  # policy -> primary metric; empty when not compared
-    excluded: str | None  # why the interval is not compared (None: compared)
-    drift: bool | None  # monitoring flagged feature or prediction drift (None: not monitored)
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something a policy did, placed at an interval: a trigger, a gate decision, an alias move or a retrain."""
-
-    at: datetime
-    policy: str
-    kind: str  # trigger, promote, reject, rollback, retrain, champion
-    version: str | None
-    detail: str
-
-
-@dataclass(frozen=True)
-class MonthResult:
-    month: str
-    intervals: int
-    compared_intervals: int
-    compared_rows: int
-    metrics: dict[str, float | None]
-
-
-@dataclass(frozen=True)
-class PolicyCounts:
-    """What a policy needed: retrains, model deployments and mails (data alerts are the same for every policy)."""
-
-    policy: str
-    retrains: int
-    promotions: int
-    rejections: int
-    triggers: int
-    alerts: int
-
-
-@dataclass(frozen=True)
-class DriftSummary:
-    """Monitoring verdicts over the range (latest pass per interval); ``rate`` is the false-alarm check."""
-
-    monitored: int
-    drifted: int
-    feature_drift: int
-    prediction_drift: int
-    retrain_recommended: int
-    rate: float | None
-
-
-@dataclass(frozen=True)
-class BacktestSummary:
-    dataset: str
-    task: str
-    metric: str
-    greater_is_better: bool
-    timezone: str
-    start: datetime
-    end: datetime
-    fixed_cadence_days: int
-    intervals: tuple[IntervalResult, ...]
-    months: tuple[MonthResult, ...]
-    overall: dict[str, float | None]
-    compared_intervals: int
-    compared_rows: int
-    bootstrap_intervals: int
-    counts: tuple[PolicyCounts, ...]
-    data_alerts: dict[str, int]
-    drift: DriftSummary
-    events: tuple[Event, ...]
-    fixed_retrains: tuple[FixedRetrain, ...]
-
 
 # --------------------------------------------------------------------------- small pure helpers
 
@@ -139,36 +60,12 @@ def month_of(spec: DatasetSpec, moment: datetime) -> str:
     return f"{moment.astimezone(spec.zone):%Y-%m}"
 
 
-def finite_or_none(value: Any) -> float | None:
-    """A float for JSON and for equality after a round trip: NaN and infinities become None."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def primary_metric(spec: DatasetSpec, labels: np.ndarray, scores: np.ndarray) -> float | None:
     """The spec's primary metric of ``scores`` against ``labels`` (None when undefined, e.g. AUC of one class)."""
-    from nightly_ml.modeling.evaluation import metrics_from_scores
-
     if len(labels) == 0:
         return None
     target = labels.astype("int64") if spec.task == "classification" else labels
     return finite_or_none(metrics_from_scores(spec, target, scores)[spec.promotion.primary_metric])
-
-
-def drift_summary(flags: Iterable[tuple[bool, bool, bool]]) -> DriftSummary:
-    """Counts from ``(feature_drift, prediction_drift, should_retrain)`` per monitored interval."""
-    rows = list(flags)
-    drifted = sum(1 for feature, prediction, _ in rows if feature or prediction)
-    return DriftSummary(
-        monitored=len(rows),
-        drifted=drifted,
-        feature_drift=sum(1 for feature, _, _ in rows if feature),
-        prediction_drift=sum(1 for _, prediction, _ in rows if prediction),
-        retrain_recommended=sum(1 for *_, retrain in rows if retrain),
-        rate=drifted / len(rows) if rows else None,
-    )
 
 
 def quarantine_alerted(spec: DatasetSpec, status: str, rows_in: int, rows_quarantined: int) -> bool:
@@ -182,7 +79,10 @@ def quarantine_alerted(spec: DatasetSpec, status: str, rows_in: int, rows_quaran
 
 
 class _Pool:
-    """Compared rows pooled per month: labels and each policy's scores, for metrics over many intervals."""
+    """Compared rows pooled per month: labels and each policy's scores, for metrics over many intervals.
+
+    Pooled, because a month's rmse (or AUC) is not the mean of its nights'; 32 bytes a compared row.
+    """
 
     def __init__(self) -> None:
         self.parts: dict[str, list[np.ndarray]] = {}
@@ -407,52 +307,6 @@ def _assemble(
     )
 
 
-# --------------------------------------------------------------------------- JSON
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float):
-        return finite_or_none(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def summary_to_dict(summary: BacktestSummary) -> dict[str, Any]:
-    """The summary as JSON-safe data: ISO timestamps, NaN and infinities as null."""
-    return _plain(asdict(summary))
-
-
-def _decode(kind: Any, value: Any) -> Any:
-    """Rebuild a value of the annotated type ``kind`` from JSON data (the inverse of :func:`_plain`)."""
-    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
-    if value is None:
-        return None
-    if origin in (typing.Union, types.UnionType):
-        return _decode(next(a for a in arguments if a is not type(None)), value)
-    if is_dataclass(kind):
-        hints = typing.get_type_hints(kind)
-        return kind(**{f.name: _decode(hints[f.name], value[f.name]) for f in fields(kind)})
-    if origin is tuple:
-        return tuple(_decode(arguments[0], v) for v in value)
-    if origin is dict:
-        return {k: _decode(arguments[1], v) for k, v in value.items()}
-    if kind is datetime:
-        return datetime.fromisoformat(value)
-    if kind is float:
-        return float(value)
-    return value
-
-
-def summary_from_dict(data: Mapping[str, Any]) -> BacktestSummary:
-    """A summary from :func:`summary_to_dict`'s output (e.g. the report's JSON file)."""
-    return _decode(BacktestSummary, data)
-
-
 # --------------------------------------------------------------------------- text and files
 
 
@@ -500,14 +354,17 @@ def render_summary_text(summary: BacktestSummary) -> str:
     )
 
 
-def report_paths(summary: BacktestSummary, output_dir: Path) -> tuple[Path, Path]:
-    """``<output_dir>/reports/<dataset>/backtest_<from>_<to>.{html,json}``, dates of the range in the spec's zone."""
-    from zoneinfo import ZoneInfo
+def report_paths(spec: DatasetSpec, summary: BacktestSummary, output_dir: Path) -> tuple[Path, Path]:
+    """``<output_dir>/reports/<dataset>/backtest_<first>_<last>.{html,json}``: the range's first and last local
+    day, named by :mod:`nightly_ml.layout` (``output_dir`` is the data directory, as for the drift report)."""
+    first = summary.start.astimezone(spec.zone).date()
+    last = (summary.end - timedelta(microseconds=1)).astimezone(spec.zone).date()
+    folder = output_dir / "reports" / spec.name
 
-    zone = ZoneInfo(summary.timezone)
-    stem = f"backtest_{summary.start.astimezone(zone):%Y-%m-%d}_{summary.end.astimezone(zone):%Y-%m-%d}"
-    folder = output_dir / "reports" / summary.dataset
-    return folder / f"{stem}.html", folder / f"{stem}.json"
+    def named(suffix: str) -> Path:
+        return folder / layout.backtest_report_path(spec, first, last, suffix).name
+
+    return named(".html"), named(".json")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -522,7 +379,7 @@ def write_report(spec: DatasetSpec, summary: BacktestSummary, output_dir: Path) 
     # Imported here: matplotlib is heavy and only the HTML needs it.
     from nightly_ml.monitoring.backtest_report import render_html
 
-    html_path, json_path = report_paths(summary, output_dir)
+    html_path, json_path = report_paths(spec, summary, output_dir)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(json_path, json.dumps(summary_to_dict(summary), indent=1, allow_nan=False) + "\n")
     _write_atomic(html_path, render_html(spec, summary, text=render_summary_text(summary)))
@@ -535,10 +392,14 @@ __all__ = [
     "BacktestSummary",
     "DriftSummary",
     "Event",
+    "FixedRetrain",
     "IntervalResult",
     "MonthResult",
     "PolicyCounts",
+    "drift_summary",
+    "finite_or_none",
     "render_summary_text",
+    "report_paths",
     "summarize",
     "summary_from_dict",
     "summary_to_dict",

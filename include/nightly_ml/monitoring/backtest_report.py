@@ -13,8 +13,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from nightly_ml.monitoring.backtest import BacktestSummary, Event
 from nightly_ml.monitoring.backtest_policies import POLICIES, POLICY_TITLES
+from nightly_ml.monitoring.backtest_summary import BacktestSummary, Event
 from nightly_ml.monitoring.reports import DPI, _environment, _png, _time_axis
 from nightly_ml.spec import DatasetSpec
 
