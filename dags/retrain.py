@@ -5,8 +5,8 @@ One DAG per dataset (`retrain__<dataset>`). It runs when monitoring triggers it 
 decay, a failing soft expectation, or no champion yet), on the spec's weekly schedule, and
 by hand with the form below (force, window end, model family, reason).
 
-1. **plan** finds the training window and **enough_data** skips the run (with the reason) while the training window holds too few
-   labelled rows — e.g. the first nights, before late labels arrive.
+1. **plan** finds the training window and **enough_data** skips the run (with the reason)
+   while the window holds too few labelled rows — e.g. the first nights, before late labels arrive.
 2. **train** fits the spec's candidate pipelines with a small time-series search, logs params,
    metrics, the dataset digest, signature and a model card to MLflow and registers the best
    as a new version. A retried task reuses the version its run registered (unless `force`).

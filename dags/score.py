@@ -9,6 +9,10 @@ version) into `warehouse.<dataset>_predictions`, replacing the interval's earlie
 With no champion yet, it skips with the reason in the log. Either way it updates the
 `predictions_<dataset>` Asset, on which monitoring is scheduled. Trigger it by hand with
 `interval_start`/`interval_end` to re-score a past interval.
+
+Several intervals in one run (queued Asset events, a backfill, a catch-up) are scored one by one, in
+order, each with the champion of its own night — never a model trained on it — and an interval that
+version already scored is left as it is.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def build(spec: DatasetSpec):
             from nightly_ml.tasks import score as steps
 
             intervals = resolve_intervals(context)
-            results = [steps.score(dataset, start, end) for start, end in intervals]
+            results = steps.score_intervals(dataset, intervals)
             context["outlet_events"][predictions].extra = {"dataset": dataset, **intervals_extra(intervals)}
             return results
 

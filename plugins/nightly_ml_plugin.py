@@ -313,6 +313,14 @@ def public_url(value: str) -> str:
     return value
 
 
+# The XCom keys the tasks push (nightly_ml.layout owns them; spelled out here because every Airflow
+# process imports this plugin and must not import the pipeline package: a test keeps them equal).
+XCOM_DATA_DOCS_URL = "data_docs_url"
+XCOM_DRIFT_REPORT_URL = "drift_report_url"
+XCOM_MLFLOW_RUN_URL = "mlflow_run_url"
+XCOM_BACKTEST_REPORT_URL = "backtest_report_url"
+
+
 class XComLink(BaseOperatorLink):
     """A link read from one XCom key of the task instance; empty (hidden) when there is no such XCom."""
 
@@ -325,17 +333,22 @@ class XComLink(BaseOperatorLink):
 
 class ValidationReportLink(XComLink):
     name = "Validation report"
-    source_key = "data_docs_url"
+    source_key = XCOM_DATA_DOCS_URL
 
 
 class DriftReportLink(XComLink):
     name = "Drift report"
-    source_key = "drift_report_url"
+    source_key = XCOM_DRIFT_REPORT_URL
 
 
 class MlflowRunLink(XComLink):
     name = "MLflow run"
-    source_key = "mlflow_run_url"
+    source_key = XCOM_MLFLOW_RUN_URL
+
+
+class BacktestReportLink(XComLink):
+    name = "Backtest report"
+    source_key = XCOM_BACKTEST_REPORT_URL
 
 
 class NightlyMLPlugin(AirflowPlugin):
@@ -352,4 +365,4 @@ class NightlyMLPlugin(AirflowPlugin):
             "url_route": "nightly-ml-reports",
         }
     ]
-    global_operator_extra_links = [ValidationReportLink(), DriftReportLink(), MlflowRunLink()]
+    global_operator_extra_links = [ValidationReportLink(), DriftReportLink(), MlflowRunLink(), BacktestReportLink()]

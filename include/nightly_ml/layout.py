@@ -6,11 +6,13 @@ task links) are ``http`` URLs of the plugin's reports app, never a worker's file
 
     <reports>/data_docs/<dataset>/ds=<local day>/index.html     Great Expectations Data Docs
     <reports>/<dataset>/drift_<local day>.html                   drift report of an interval
+    <reports>/<dataset>/runs/drift_<day>__<run id>.html          the same report as one run wrote it (kept)
     <reports>/<dataset>/backtest_<first>_<last>.html (+ .json)   backtest report
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -23,6 +25,7 @@ from nightly_ml.spec import DatasetSpec
 XCOM_DATA_DOCS_URL = "data_docs_url"
 XCOM_DRIFT_REPORT_URL = "drift_report_url"
 XCOM_MLFLOW_RUN_URL = "mlflow_run_url"
+XCOM_BACKTEST_REPORT_URL = "backtest_report_url"
 
 # The plugin's reports app, under the Airflow API server.
 APP_PREFIX = "/nightly-ml"
@@ -46,6 +49,13 @@ def drift_report_path(spec: DatasetSpec, interval_start: datetime) -> Path:
     if interval_start.tzinfo is None:
         raise ValueError("interval_start must be timezone-aware")
     return reports_root() / spec.name / f"drift_{local(spec, interval_start):%Y-%m-%d}.html"
+
+
+def drift_run_report_path(interval_report: Path, run_id: str) -> Path:
+    """One run's own copy of an interval's drift report, beside it under ``runs/``: a later run replaces the
+    interval's report but never this one, so the report an old decision rested on stays readable."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
+    return interval_report.parent / "runs" / f"{interval_report.stem}__{safe}{interval_report.suffix}"
 
 
 def backtest_report_path(spec: DatasetSpec, first: date, last: date, suffix: str = ".html") -> Path:

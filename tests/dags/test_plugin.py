@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -49,6 +50,14 @@ def test_airflow_loads_the_plugin_from_the_plugins_folder(plugin: ModuleType) ->
     )
     names = {link.name for link in plugins_manager.get_global_operator_extra_links()}
     assert names >= LINK_NAMES
+
+
+def test_the_plugin_links_read_the_keys_the_tasks_push() -> None:
+    from nightly_ml import layout
+
+    plugin = runpy.run_path(str(PLUGIN_FILE))
+    for name in ("XCOM_DATA_DOCS_URL", "XCOM_DRIFT_REPORT_URL", "XCOM_MLFLOW_RUN_URL", "XCOM_BACKTEST_REPORT_URL"):
+        assert plugin[name] == getattr(layout, name), name
 
 
 def test_the_plugin_imports_light() -> None:

@@ -3,7 +3,9 @@
 Rows come from a server-side cursor ``chunk_rows`` at a time and each chunk's predictions
 go straight back with ``COPY ... FROM STDIN``, so memory stays flat however large the
 interval is. Everything happens in one transaction that first deletes the interval's earlier
-predictions: a re-run replaces them, and a failed run leaves the old ones in place.
+predictions: a re-run replaces them, and a failed run leaves the old ones in place. The same transaction
+records which version scored which load of the interval (``ops.scoring_runs``), so :func:`score_version`
+leaves an interval alone that the wanted version already scored.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class ScoreResult:
     rows: int
     model_version: str | None
     skipped_reason: str | None = None
+    # the interval already held this version's predictions of its current load: nothing was re-scored
+    reused: bool = False
 
     @property
     def skipped(self) -> bool:
@@ -114,6 +118,10 @@ def write_predictions(
                 ),
                 {"model_name": spec.registered_model_name, "model_version": model_version},
             )
+            cur.execute(
+                db.load_sql("scoring_record.sql"),
+                {"dataset": spec.name, "start": start, "end": end, "model_version": model_version, "rows": total},
+            )
     log.info("%s: scored %d row(s) of [%s, %s) with version %s", spec.name, total, start, end, model_version)
     return total
 
@@ -139,3 +147,46 @@ def score_interval(
     version, model = loaded
     rows = write_predictions(spec, model, version, start, end, url=url, chunk_rows=chunk_rows)
     return ScoreResult(rows=rows, model_version=version)
+
+
+def already_scored(
+    spec: DatasetSpec, version: str, start: datetime, end: datetime, url: str | None = None
+) -> int | None:
+    """The row count when ``version`` already scored the interval's current load completely, else ``None``."""
+    query = db.compose("scoring_state.sql", predictions=db.predictions_table(spec))
+    params = {"dataset": spec.name, "start": _utc(start), "end": _utc(end), "model_version": str(version)}
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(query, params)
+        row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+def score_version(
+    spec: DatasetSpec,
+    version: str,
+    start: datetime,
+    end: datetime,
+    url: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> ScoreResult:
+    """Score one interval with a given registered version (the champion of the interval's night), unless that
+    version already scored the interval's current load: then nothing is loaded or written (``reused``)."""
+    start, end = _utc(start), _utc(end)
+    version = str(version)
+    done = already_scored(spec, version, start, end, url)
+    if done is not None:
+        log.info(
+            "%s: [%s, %s) already scored by version %s (%d rows); not re-scored", spec.name, start, end, version, done
+        )
+        return ScoreResult(rows=done, model_version=version, reused=True)
+    model = access.load_model(spec, version)
+    rows = write_predictions(spec, model, version, start, end, url=url, chunk_rows=chunk_rows)
+    return ScoreResult(rows=rows, model_version=version)
+
+
+def scored_versions(spec: DatasetSpec, start: datetime, end: datetime, url: str | None = None) -> dict[str, int]:
+    """The model versions the interval's stored predictions came from, with their row counts, most rows first."""
+    query = db.compose("scoring_versions.sql", predictions=db.predictions_table(spec))
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(query, {"start": _utc(start), "end": _utc(end)})
+        return {str(version): int(rows) for version, rows in cur.fetchall()}

@@ -21,6 +21,7 @@ import jinja2
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
+from nightly_ml import layout
 from nightly_ml.monitoring.aggregates import PREDICTION_FEATURE
 from nightly_ml.monitoring.checks import report_path_for
 from nightly_ml.monitoring.results import MonitoringHistory, MonitoringResult
@@ -186,12 +187,20 @@ def render_report_html(spec: DatasetSpec, result: MonitoringResult, history: Mon
     return _environment().get_template("drift_report.html").render(**_context(spec, result, history))
 
 
-def render_report(spec: DatasetSpec, result: MonitoringResult, history: MonitoringHistory, output_dir: Path) -> Path:
-    """Write ``<output_dir>/reports/<dataset>/drift_<YYYY-MM-DD>.html`` atomically and return its path."""
-    path = report_path_for(spec, result.interval_start, output_dir)
+def _write(path: Path, html: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write aside, then rename: the UI never serves half a report.
     partial = path.with_suffix(".html.partial")
-    partial.write_text(render_report_html(spec, result, history), encoding="utf-8")
+    partial.write_text(html, encoding="utf-8")
     partial.replace(path)
+
+
+def render_report(spec: DatasetSpec, result: MonitoringResult, history: MonitoringHistory, output_dir: Path) -> Path:
+    """Write ``<output_dir>/reports/<dataset>/drift_<YYYY-MM-DD>.html`` (the interval's latest report) and this
+    run's own copy under ``runs/`` (:func:`nightly_ml.layout.drift_run_report_path`, never replaced by a later
+    run), each atomically; return the interval's path."""
+    path = report_path_for(spec, result.interval_start, output_dir)
+    html = render_report_html(spec, result, history)
+    _write(layout.drift_run_report_path(path, result.run_id), html)
+    _write(path, html)
     return path

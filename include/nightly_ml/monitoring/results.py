@@ -1,4 +1,9 @@
-"""Monitoring results: one verdict per interval, stored in the ops schema, and its history."""
+"""Monitoring results: one verdict per interval and run, stored in the ops schema, and its history.
+
+Nothing is overwritten: each run's pass over an interval is a row of ``ops.monitoring_runs`` (with its
+``ops.drift_metrics``), keyed by dataset, interval and Airflow run id; the newest pass is the interval's
+``is_current`` one, flipped in the transaction that stores it. A retry of the same run replaces its own rows.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Any
 import numpy as np
 import psycopg2.extras
 
-from nightly_ml import db
+from nightly_ml import db, layout
 from nightly_ml.monitoring.aggregates import HISTORY_LIMIT, LOCK_CLASS, PREDICTION_FEATURE
 from nightly_ml.monitoring.drift import DriftVerdict, FeatureDrift, PredictionDrift
 from nightly_ml.spec import DatasetSpec
@@ -44,6 +49,11 @@ class MonitoringResult:
     # the spec's drift.false_alarm_rate the thresholds were calibrated to, and the pooled sample's start
     false_alarm_rate: float = math.nan
     pool_start: datetime | None = None
+
+    @property
+    def run_report_path(self) -> Path | None:
+        """This run's own copy of the report (``report_path`` is the interval's latest one)."""
+        return layout.drift_run_report_path(self.report_path, self.run_id) if self.report_path else None
 
     @property
     def should_retrain(self) -> bool:
@@ -82,6 +92,7 @@ class MonitoringResult:
                 "false_alarm_rate": self.false_alarm_rate,
                 "untested_features": [f.feature for f in self.verdict.features if not f.tested],
                 "report_path": str(self.report_path) if self.report_path else None,
+                "run_report_path": str(self.run_report_path) if self.run_report_path else None,
             }
         )
 
@@ -214,20 +225,31 @@ def _run_row(result: MonitoringResult) -> dict[str, Any]:
         "report_path": str(result.report_path) if result.report_path else None,
         "false_alarm_rate": _number(result.false_alarm_rate),
         "pool_start": result.pool_start,
+        "run_report_path": str(result.run_report_path) if result.run_report_path else None,
     }
 
 
 def write_result(result: MonitoringResult, url: str | None = None) -> None:
-    """Replace the interval's rows in ops.monitoring_runs and ops.drift_metrics, in one transaction."""
-    keys = {"dataset": result.dataset, "interval_start": result.interval_start}
+    """Add this run's pass to ops.monitoring_runs and ops.drift_metrics and make it the interval's current one,
+    in one transaction; earlier runs' passes are kept (a retry of the same run replaces its own)."""
+    keys = {"dataset": result.dataset, "interval_start": result.interval_start, "run_id": result.run_id}
     metric_rows = [_metric_row(result, f) for f in result.verdict.features]
     if result.verdict.prediction is not None:
         metric_rows.append(_prediction_row(result, result.verdict.prediction))
     with db.transaction(url) as conn, conn.cursor() as cur:
         cur.execute(db.load_sql("monitoring_lock.sql"), {**keys, "lock_class": LOCK_CLASS})
-        cur.execute(db.load_sql("monitoring_delete.sql"), keys)
+        cur.execute(db.load_sql("monitoring_supersede.sql"), keys)
         cur.execute(db.load_sql("monitoring_insert_run.sql"), _run_row(result))
         psycopg2.extras.execute_batch(cur, db.load_sql("monitoring_insert_drift_metric.sql"), metric_rows)
+
+
+def record_action(dataset: str, interval_start: datetime, run_id: str, action: str, url: str | None = None) -> None:
+    """Store what the monitor task did with a run's verdict (retrain, cooldown, none, ...) on that run's row."""
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("monitoring_set_action.sql"),
+            {"dataset": dataset, "interval_start": interval_start, "run_id": run_id, "action": action},
+        )
 
 
 # --------------------------------------------------------------------------- history

@@ -25,6 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from sklearn.pipeline import Pipeline
 
+from nightly_ml import db
 from nightly_ml.config import apply_library_defaults, settings
 from nightly_ml.modeling import evaluation, frames
 from nightly_ml.modeling.promotion import Evaluation
@@ -104,6 +105,13 @@ class ChampionInfo:
     @property
     def model_uri(self) -> str:
         return f"models:/{self.model_name}/{self.version}"
+
+    def trained_on(self, start: datetime, end: datetime) -> bool:
+        """Whether its training window (the reference window) overlaps ``[start, end)``."""
+        if self.reference_window is None:
+            return False
+        window_start, window_end = self.reference_window
+        return window_start < end and start < window_end
 
 
 @dataclass(frozen=True)
@@ -227,6 +235,40 @@ def get_champion(spec: DatasetSpec) -> ChampionInfo | None:
         version = _alias_version(client, name, ALIAS_CHAMPION)
         if version is None:
             return None
+    return _info(client, spec, version)
+
+
+def version_info(spec: DatasetSpec, version: str) -> ChampionInfo | None:
+    """What :func:`get_champion` says of the champion, for any registered version (``None``: no such version)."""
+    client = _client()
+    name = spec.registered_model_name
+    with _mlflow(f"looking up {name} version {version}"):
+        found = _version(client, name, str(version))
+    return None if found is None else _info(client, spec, found)
+
+
+def champion_at(spec: DatasetSpec, moment: datetime, url: str | None = None) -> str | None:
+    """The version that was champion at ``moment``, from the recorded moves (``ops.promotion_history``).
+
+    A move decided on an interval's monitoring takes effect at that interval's end (the data moment, so a
+    night replayed later keeps its order); a move by hand when it was made. ``None`` when no recorded move
+    had taken effect yet. With no move recorded at all (an alias set outside :mod:`aliases`), the current
+    champion: the caller checks that it was not trained on the interval it is asked about.
+    """
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("registry_champion_at.sql"), {"model_name": spec.registered_model_name, "moment": moment}
+        )
+        version, recorded = cur.fetchone()
+    if recorded:
+        return None if version is None else str(version)
+    current = get_champion(spec)
+    return None if current is None else current.version
+
+
+def _info(client: MlflowClient, spec: DatasetSpec, version: ModelVersion) -> ChampionInfo:
+    name = spec.registered_model_name
+    with _mlflow(f"reading the training run of {name} version {version.version}"):
         run = client.get_run(version.run_id)
     tags = dict(run.data.tags)
     return ChampionInfo(

@@ -1,4 +1,10 @@
-"""Task steps of ``monitor__<dataset>``: drift and performance of scored intervals, and the decision to retrain."""
+"""Task steps of ``monitor__<dataset>``: drift and performance of scored intervals, and the decision to retrain.
+
+Point in time: each interval is judged against the version that scored it (the ``model_version`` stored with
+its predictions: the champion of its night) and that version's reference window, never today's champion, so
+a catch-up or backfill run over many intervals gives each the result of its night. Each pass is stored as a
+new history row for the interval and run (:mod:`nightly_ml.monitoring.results`), with the action taken.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +28,9 @@ def _load_status(dataset: str, start: datetime) -> str | None:
 
 
 def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[str, Any]:
-    """Drift and performance of one interval against the champion; says whether to retrain and why."""
-    from nightly_ml.monitoring import checks, drift
+    """Drift and performance of one interval against the version that scored it; says whether to retrain and why."""
+    from nightly_ml.modeling import scoring
+    from nightly_ml.monitoring import checks, drift, results
     from nightly_ml.registry import access
 
     spec = load_spec(dataset)
@@ -38,7 +45,30 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
             "reasons": [f"the interval's load status is {status or 'missing'}, not merged"],
         }
 
-    champion = access.get_champion(spec)
+    scored = scoring.scored_versions(spec, start, end)
+    if not scored:
+        current = access.get_champion(spec)
+        if current is not None:
+            # Not scored on its night (no champion yet then): nothing to judge, and no bootstrap now.
+            return {
+                **base,
+                "action": "none",
+                "should_retrain": False,
+                "reasons": [
+                    f"the interval holds no predictions (no champion on its night); version {current.version} is "
+                    "the champion now, so nothing is judged and no bootstrap training is needed"
+                ],
+                "drifted_features": [],
+                "champion_version": None,
+                "report_path": None,
+                "report_url": None,
+            }
+    version = next(iter(scored), None)
+    if len(scored) > 1:
+        log.warning(
+            "%s [%s, %s) holds predictions of versions %s; judging version %s", dataset, start, end, scored, version
+        )
+    champion = access.version_info(spec, version) if version is not None else None
     if champion is None or champion.reference_window is None:
         verdict = drift.no_champion_verdict()
         return {
@@ -67,7 +97,8 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
         lookback_days=spec.drift.performance_lookback_days,
     )
     summary = result.summary()
-    report = summary.get("report_path")
+    # This run's own copy: the link in the task and the mail keeps showing what this run decided.
+    report = summary.get("run_report_path") or summary.get("report_path")
     summary["report_url"] = layout.public_url(Path(report)) if report else None
     action = "retrain" if result.should_retrain else "none"
     if result.should_retrain and not result.verdict.performance_decay:
@@ -79,9 +110,25 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
                 f"retraining not triggered again: drift already triggered it for "
                 f"{since:%Y-%m-%d}, within the {spec.drift.retrain_cooldown_days}-day cool-down",
             ]
+    if action == "retrain" and _already_triggered(dataset, start, run_id):
+        # A catch-up or backfill re-judges the interval as on its night, but its retrain already ran then.
+        action = "already_triggered"
+        summary["reasons"] = [
+            *summary["reasons"],
+            "retraining not triggered again: an earlier run of this interval already triggered it",
+        ]
     if action == "retrain":
         _record_trigger(dataset, start, end, summary["reasons"])
+    results.record_action(dataset, start, run_id, action)
     return {**base, **summary, "action": action}
+
+
+def _already_triggered(dataset: str, start: datetime, run_id: str) -> bool:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("monitoring_triggered_before.sql"), {"dataset": dataset, "start": start, "run_id": run_id}
+        )
+        return bool(cur.fetchone()[0])
 
 
 def _recent_trigger(dataset: str, start: datetime, cooldown_days: int) -> datetime | None:
@@ -106,14 +153,14 @@ def _record_trigger(dataset: str, start: datetime, end: datetime, reasons: list[
 def monitor_intervals(dataset: str, intervals: list[tuple[datetime, datetime]], run_id: str) -> dict[str, Any]:
     """Monitor each interval in order; one decision per run: retraining if any interval asks for it, on the
     newest such interval, else the newest interval's verdict."""
-    summaries = [monitor(dataset, start, end, run_id) for start, end in intervals]
+    summaries = [monitor(dataset, start, end, run_id) for start, end in sorted(intervals)]
     wanted = [s for s in summaries if s["action"] == "retrain"] or summaries
     return wanted[-1]
 
 
 def branch_for(summary: dict[str, Any]) -> str:
     """The task the monitor DAG's branch follows for a decision."""
-    return {"retrain": "retrain_conf", "stop": "stop"}.get(summary["action"], "no_action")
+    return {"retrain": "retrain_conf", "stop": "stop"}.get(summary["action"], "no_action")  # cooldown, none, ...
 
 
 def retrain_conf(summary: dict[str, Any]) -> dict[str, Any]:
