@@ -17,13 +17,43 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nightly_ml.config import settings
 from nightly_ml.spec import DatasetSpec
 
-if TYPE_CHECKING:
-    from nightly_ml.modeling.promotion import GateDecision
+
+class _Confidence(Protocol):
+    """What a mail says of a bootstrap (``modeling.promotion.Confidence``; core does not import modeling)."""
+
+    @property
+    def against(self) -> str: ...
+    @property
+    def share(self) -> float: ...
+    @property
+    def required(self) -> float: ...
+    @property
+    def resamples(self) -> int: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def p_value(self) -> float: ...
+
+
+class _GateDecision(Protocol):
+    """The parts of ``modeling.promotion.GateDecision`` a promotion mail reads."""
+
+    @property
+    def reasons(self) -> tuple[str, ...]: ...
+    @property
+    def primary_delta(self) -> float | None: ...
+    @property
+    def margin(self) -> float | None: ...
+    @property
+    def confidence(self) -> _Confidence | None: ...
+    @property
+    def baseline_confidence(self) -> _Confidence | None: ...
+
 
 log = logging.getLogger(__name__)
 DEFAULT_SENDER = "nightly-ml@localhost"
@@ -125,7 +155,7 @@ def retraining_triggered(
     )
 
 
-def _confidence_line(decision: GateDecision | None) -> str:
+def _confidence_line(decision: _GateDecision | None) -> str:
     """One sentence with the gate's confidence, for a person deciding whether to trust the move."""
     found = decision.confidence if decision else None
     if decision is None or found is None:
@@ -148,7 +178,7 @@ def model_moved(
     to_version: str,
     reasons: list[str],
     tracking_uri: str,
-    decision: GateDecision | None = None,
+    decision: _GateDecision | None = None,
 ) -> Alert:
     verb = {"promote": "promoted", "rollback": "rolled back"}.get(action, action)
     found = decision.confidence if decision else None
@@ -172,7 +202,7 @@ def model_moved(
     )
 
 
-def _rejection_advice(decision: GateDecision | None) -> str:
+def _rejection_advice(decision: _GateDecision | None) -> str:
     """What to do, by why the gate said no: noise, the naive baseline, or a real regression."""
     summary = decision.reasons[0] if decision and decision.reasons else ""
     found = decision.confidence if decision else None
@@ -187,7 +217,8 @@ def _rejection_advice(decision: GateDecision | None) -> str:
             f"The challenger looks better on average, but only in {found.share:.0%} of bootstrap resamples "
             f"(required {found.required:.0%}): on this holdout the improvement cannot be told from noise. Nothing "
             f"to do if the champion still performs; a longer holdout (training.holdout_days) tells smaller "
-            f"differences apart, and a lower promotion.confidence trades safer promotions for faster ones."
+            f"differences apart; a lower promotion.confidence promotes sooner, at the price of more promotions "
+            "that were noise."
         )
     return (
         "If drift persists and no challenger passes, look at the data: the world may have changed "
@@ -196,7 +227,7 @@ def _rejection_advice(decision: GateDecision | None) -> str:
 
 
 def challenger_rejected(
-    spec: DatasetSpec, version: str, reasons: list[str], decision: GateDecision | None = None
+    spec: DatasetSpec, version: str, reasons: list[str], decision: _GateDecision | None = None
 ) -> Alert:
     return Alert(
         subject=f"[nightly-ml] {spec.name}: challenger version {version} not promoted",

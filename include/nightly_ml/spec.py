@@ -264,38 +264,18 @@ class PromotionGate(_Strict):
     # The paired bootstrap of the holdout: promote only if the challenger beats the reference by the
     # margin in at least this share of resamples (one-sided p-value <= 1 - confidence).
     confidence: float = 0.9
-    bootstrap_resamples: int = 1000
-    # Rows of one interval share its conditions, so whole intervals (local days) are resampled; a
-    # holdout with fewer days than this is cut into contiguous time slices within each day instead,
-    # because a bootstrap of 3 blocks has only 10 distinct resamples. 1 = always whole days.
-    bootstrap_min_blocks: int = 24
+    bootstrap_resamples: Annotated[int, Field(ge=100, le=100_000)] = 1000
+    # Whole local days are resampled (rows of one day share its conditions); a holdout with fewer days
+    # than this is cut into hour slices within each day, as 3 blocks allow only 10 distinct resamples.
+    bootstrap_min_blocks: Annotated[int, Field(ge=1, le=1000)] = 24
 
     @field_validator("confidence")
     @classmethod
     def _usable_confidence(cls, value: float) -> float:
         if not 0.5 <= value < 1:
             raise ValueError(
-                f"promotion.confidence {value} must be at least 0.5 (a coin flip) and below 1 "
-                "(no finite holdout gives certainty); 0.9 means a one-sided p-value of 0.1"
-            )
-        return value
-
-    @field_validator("bootstrap_resamples")
-    @classmethod
-    def _enough_resamples(cls, value: int) -> int:
-        if not 100 <= value <= 100_000:
-            raise ValueError(
-                f"promotion.bootstrap_resamples {value} must be between 100 (fewer cannot resolve a 90% "
-                "confidence) and 100000 (more costs time and changes nothing); 1000 is the usual choice"
-            )
-        return value
-
-    @field_validator("bootstrap_min_blocks")
-    @classmethod
-    def _sane_min_blocks(cls, value: int) -> int:
-        if not 1 <= value <= 1000:
-            raise ValueError(
-                f"promotion.bootstrap_min_blocks {value} must be between 1 (resample whole days only) and 1000"
+                f"promotion.confidence {value} must be at least 0.5 (a coin flip) and below 1 (no finite "
+                "holdout gives certainty); 0.9 means a one-sided p-value of 0.1"
             )
         return value
 

@@ -5,6 +5,7 @@ Synthetic holdouts of 3 days x 2,000 rows; each case is one situation the nightl
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -245,3 +246,33 @@ def test_holdout_blocks_are_local_days_cut_into_hour_slices_when_few() -> None:
     whole_days = spec.model_copy(update={"promotion": spec.promotion.model_copy(update={"bootstrap_min_blocks": 1})})
     blocks, note = evaluation.holdout_blocks(whole_days, holdout)
     assert note == "3 day(s)" and blocks.tolist() == [i // 144 for i in range(3 * 144)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("confidence", 1.0, "below 1 (no finite holdout gives certainty)"),
+        ("confidence", 0.4, "at least 0.5 (a coin flip)"),
+        ("bootstrap_resamples", 10, "greater than or equal to 100"),
+        ("bootstrap_min_blocks", 0, "greater than or equal to 1"),
+    ],
+)
+def test_the_spec_rejects_a_confidence_gate_that_cannot_work(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PromotionGate(primary_metric="roc_auc", **{field: value})
+
+
+def test_the_mails_say_the_confidence_and_what_to_do() -> None:
+    from nightly_ml import alerts
+
+    spec = load_spec("churn")
+    challenger, champion, baseline = classification(1.0, 1.005, seed=3)
+    noisy = decide(AUC_GATE, challenger, champion, baseline, seed=7)
+    assert noisy.confidence is not None
+    mail = alerts.challenger_rejected(spec, "5", list(noisy.reasons), noisy).body()
+    assert f"in {noisy.confidence.share:.1%} of 1000 paired bootstrap resamples" in mail
+    assert "cannot be told from noise" in mail and "training.holdout_days" in mail
+    clear = decide(AUC_GATE, *classification(1.0, 1.6), seed=7)
+    moved = alerts.model_moved(spec, "promote", "4", "5", list(clear.reasons), "http://mlflow", clear).body()
+    assert "Confidence: the challenger beat the champion by the required margin (0.002) in 100.0%" in moved
+    assert "rollback__churn" in moved

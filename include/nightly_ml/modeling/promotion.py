@@ -229,18 +229,15 @@ def paired_confidence(
 
 
 def _confidence_sentence(found: Confidence) -> str:
-    how = (
-        f"paired block bootstrap over {found.blocks} block(s) ({found.block_note}), {found.resamples} resamples"
-        if found.block_note
-        else f"paired block bootstrap over {found.blocks} block(s), {found.resamples} resamples"
-    )
+    cut = f" ({found.block_note})" if found.block_note else ""
     head = (
         f"confidence vs {found.against}: the challenger beat it by the required margin in {found.share:.1%} of "
-        f"resamples ({how}; one-sided p = {_num(found.p_value)})"
+        f"{found.resamples} paired bootstrap resamples of {found.blocks} block(s){cut}, "
+        f"one-sided p = {_num(found.p_value)}"
     )
     if found.passed:
-        return f"{head} ≥ required {found.required:.0%}."
-    return f"{head} < required {found.required:.0%}: on this holdout the difference cannot be told from noise."
+        return f"{head}, ≥ required {found.required:.0%}."
+    return f"{head}, < required {found.required:.0%}: on this holdout the difference cannot be told from noise."
 
 
 @dataclass(frozen=True)
