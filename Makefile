@@ -21,7 +21,7 @@ export DO_NOT_TRACK := 1
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
 
-.PHONY: help venv run up backtest test test-fast lint format bench eval-drift lock clean
+.PHONY: help venv run up down backtest test test-fast lint format bench eval-drift lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,11 @@ run: venv ## Install, start the embedded defaults (unless WAREHOUSE_URL is set) 
 
 up: venv ## Start the Airflow UI (standalone, port AIRFLOW_PORT) and the MLflow UI (port MLFLOW_PORT) locally
 	$(BIN)/python -m nightly_ml.devtools.localstack --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
+
+down: ## Stop what `make up` started (Airflow, the MLflow server) and the embedded PostgreSQL
+	$(BIN)/python -m nightly_ml.devtools.localstack --down
+	$(BIN)/python -m nightly_ml.devtools.embedded stop $(DATA_DIR)
+	@echo "Stopped the embedded PostgreSQL of $(DATA_DIR) (if it was running)."
 
 backtest: venv ## Replay a dataset's history through the DAGs and report the policy: make backtest DATASET=name [FROM=… TO=… SHUFFLE=seed]
 	@test -n "$(DATASET)" || { echo "usage: make backtest DATASET=<spec name> [FROM=YYYY-MM-DD] [TO=YYYY-MM-DD] [SHUFFLE=<seed>]"; exit 2; }

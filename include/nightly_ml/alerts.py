@@ -163,7 +163,7 @@ def _confidence_line(decision: _GateDecision | None) -> str:
     line = (
         f"\nConfidence: the challenger beat the {found.against} by the required margin"
         f"{'' if decision.margin is None else f' ({decision.margin:.4g})'} in {found.share:.1%} of "
-        f"{found.resamples} paired bootstrap resamples of the holdout (one-sided p = {found.p_value:.3f}; "
+        f"{found.resamples} paired bootstrap resamples of the holdout (one-sided p ≈ {found.p_value:.3f}; "
         f"required {found.required:.0%})."
     )
     if decision.baseline_confidence is not None and decision.baseline_confidence is not found:

@@ -26,6 +26,13 @@ def parse_utc(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def require_utc(moment: datetime) -> datetime:
+    """An aware moment in UTC; a naive one is refused (the pipeline never guesses a zone)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware (UTC) moment")
+    return moment.astimezone(UTC)
+
+
 def local(spec: DatasetSpec, moment: datetime) -> datetime:
     """``moment`` on the wall clock of the spec's time zone."""
     return moment.astimezone(spec.zone)

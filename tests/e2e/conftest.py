@@ -1,16 +1,29 @@
-"""End-to-end fixtures: one migrated Airflow metadata database per test session (SQLite, private home)."""
+"""End-to-end fixtures: one migrated Airflow metadata database per test session (SQLite, private home), and
+the real local stack (scheduler, API server and UI, MLflow) for the scheduler and browser tests."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import yaml
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +40,411 @@ def dag_bag(airflow_db: Path, warehouse_url: str):
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     assert bag.import_errors == {}
     return bag
+
+
+# --------------------------------------------------------------------------- the real stack, natively
+# What `make up` starts (nightly_ml.devtools.localstack's plan: an MLflow server, `airflow db migrate`,
+# `airflow standalone` = API server with the UI, scheduler, DAG processor, triggerer), on free 127.0.0.1
+# ports, with a private AIRFLOW_HOME and data dir, scratch PostgreSQL databases for the warehouse and
+# Airflow's metadata, and a light copy of the demand spec starting a few days ago (so that "the latest
+# complete interval" is in range). Shared by the scheduler test and the browser test; stopped (process
+# groups) and its databases dropped at the end of the session.
+
+STACK_START_TIMEOUT_S = 300.0
+STACK_STOP_GRACE_S = 20.0
+STACK_DAGS = ("ingest__demand", "score__demand", "monitor__demand")
+
+
+@dataclass
+class LiveStack:
+    url: str
+    username: str
+    password: str
+    home: Path
+    data_dir: Path
+    spec_dir: Path
+    warehouse_url: str
+    logs: dict[str, Path]
+    _token: str | None = None
+
+    def token(self) -> str:
+        if self._token is None:
+            response = httpx.post(
+                f"{self.url}/auth/token", json={"username": self.username, "password": self.password}, timeout=30
+            )
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, *, token: bool = True, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {self.token()}"
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+
+    # The helpers below, for tests that get the stack as a fixture.
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> httpx.Response:
+        return trigger(self, dag_id, conf)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        return task_states(self, dag_id, run_id)
+
+    def failure_report(self, dag_id: str, run_id: str) -> str:
+        return failure_report(self, dag_id, run_id)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        parts = []
+        for name, path in self.logs.items():
+            text = path.read_text(errors="replace") if path.exists() else ""
+            parts.append(f"--- {name} ({path}):\n{text[-chars:]}")
+        return "\n".join(parts)
+
+
+def light_demand_spec(spec_dir: Path, start: date) -> Path:
+    """The demand spec, made small: few rows a night, one model candidate, a start a few days back."""
+    raw = yaml.safe_load((PROJECT_ROOT / "include" / "specs" / "demand.yaml").read_text())
+    raw["start_date"] = start.isoformat()
+    raw["catchup"] = False
+    raw["source"]["rows_per_interval"] = 300
+    raw["validation"]["min_rows"] = 50
+    raw["drift"]["min_labelled_rows"] = 50
+    raw["training"].update(
+        window_days=2,
+        holdout_days=1,
+        min_rows=100,
+        cv_folds=2,
+        candidates=[{"name": "ridge", "estimator": "ridge", "search": {"alpha": [1.0]}}],
+    )
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    path = spec_dir / "demand.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _popen(command: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        # A session (process group) of its own: `airflow standalone` starts its parts in its group, so
+        # stopping the group stops all of them (and the task processes), and nothing else.
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process group we started: one SIGTERM to each member, then SIGKILL for what is left."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STACK_STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stack_ready(stack: LiveStack, password_file: Path) -> str | None:
+    """None when the API answers, the scheduler and DAG processor are healthy and the DAGs are parsed;
+    else what is still missing."""
+    try:
+        health = httpx.get(f"{stack.url}/api/v2/monitor/health", timeout=5)
+    except httpx.HTTPError as error:
+        return f"API server not answering ({error.__class__.__name__})"
+    if health.status_code != 200:
+        return f"health endpoint answered {health.status_code}"
+    states = health.json()
+    for part in ("scheduler", "dag_processor", "triggerer"):
+        if (states.get(part) or {}).get("status") != "healthy":
+            return f"{part} not healthy yet: {states.get(part)}"
+    if not password_file.is_file():
+        return f"no generated password in {password_file} yet"
+    if not stack.password:
+        stack.password = json.loads(password_file.read_text())[stack.username]
+    listed = stack.api("GET", "/api/v2/dags", params={"dag_id_pattern": "demand"})
+    if listed.status_code != 200:
+        return f"listing the DAGs answered {listed.status_code}"
+    found = {dag["dag_id"] for dag in listed.json()["dags"]}
+    missing = set(STACK_DAGS) - found
+    return f"DAGs not parsed yet: {sorted(missing)}" if missing else None
+
+
+@pytest.fixture(scope="session")
+def live_stack(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    """The local stack under the real scheduler; ingest, score and monitor unpaused (retrain stays paused)."""
+    from nightly_ml import db
+    from nightly_ml.config import settings
+    from nightly_ml.devtools import localstack
+    from nightly_ml.devtools.scratch import admin_execute, database_url
+    from nightly_ml.spec import load_spec_file
+
+    for tool in ("airflow", "mlflow"):
+        if not Path(sys.executable).with_name(tool).exists():
+            pytest.skip(f"the `{tool}` executable is not installed beside {sys.executable}: run `make venv`")
+
+    root = tmp_path_factory.mktemp("stack")
+    home, data_dir, spec_dir = root / "airflow", root / "data", root / "specs"
+    home.mkdir()
+    data_dir.mkdir()
+    load_spec_file(light_demand_spec(spec_dir, datetime.now(UTC).date() - timedelta(days=2)))
+
+    suffix = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    databases = {"warehouse": f"nightly_ml_stack_{suffix}", "airflow": f"nightly_ml_stack_airflow_{suffix}"}
+    for name in databases.values():
+        admin_execute(pg_admin_url, f'CREATE DATABASE "{name}"')
+    warehouse_url = database_url(pg_admin_url, databases["warehouse"])
+    metadata_url = database_url(pg_admin_url, databases["airflow"]).replace(
+        "postgresql://", "postgresql+psycopg2://", 1
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        db.migrate(warehouse_url)
+        airflow_port, mlflow_port = free_port(), free_port()
+        environ = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "PYTEST_"))}
+        environ.update(
+            AIRFLOW_HOME=str(home),
+            WAREHOUSE_URL=warehouse_url,
+            AIRFLOW__API__HOST="127.0.0.1",
+        )
+        # The plan reads the data dir from settings(): point it at the private one while it is made.
+        previous_data_dir = os.environ.get("NIGHTLY_ML_DATA_DIR")
+        os.environ["NIGHTLY_ML_DATA_DIR"] = str(data_dir)
+        settings.cache_clear()
+        try:
+            plan = localstack.plan(airflow_port, mlflow_port, environ)
+        finally:
+            if previous_data_dir is None:
+                os.environ.pop("NIGHTLY_ML_DATA_DIR", None)
+            else:
+                os.environ["NIGHTLY_ML_DATA_DIR"] = previous_data_dir
+            settings.cache_clear()
+        assert plan.mlflow_command is not None and not plan.start_embedded_warehouse
+        env = {
+            **environ,
+            **plan.env,
+            "NIGHTLY_ML_SPEC_DIR": str(spec_dir),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            # one API worker and no MLflow job runner: fewer processes competing for the test machine's cores
+            "AIRFLOW__API__WORKERS": "1",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+        logs = {
+            "mlflow": root / "mlflow.log",
+            "migrate": root / "airflow-migrate.log",
+            "standalone": root / "standalone.log",
+        }
+        stack = LiveStack(
+            url=f"http://127.0.0.1:{airflow_port}",
+            username="admin",
+            password="",
+            home=home,
+            data_dir=data_dir,
+            spec_dir=spec_dir,
+            warehouse_url=warehouse_url,
+            logs=logs,
+        )
+        (data_dir / "mlflow" / "artifacts").mkdir(parents=True)
+        processes.append(_popen(plan.mlflow_command, env, logs["mlflow"], root))
+        with logs["migrate"].open("wb") as out:
+            migrated = subprocess.run(
+                plan.migrate_command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, timeout=600, check=False
+            )
+        if migrated.returncode != 0:
+            pytest.fail(f"`airflow db migrate` failed:\n{stack.log_tail()}")
+        processes.append(_popen(plan.standalone_command, env, logs["standalone"], root))
+
+        password_file = home / "simple_auth_manager_passwords.json.generated"
+        deadline = time.monotonic() + STACK_START_TIMEOUT_S
+        while (waiting := _stack_ready(stack, password_file)) is not None:
+            exited = [p.args[1] for p in processes if p.poll() is not None]
+            if exited or time.monotonic() > deadline:
+                why = f"exited: {exited}" if exited else f"not ready after {STACK_START_TIMEOUT_S:.0f} s"
+                pytest.fail(f"the local stack did not start ({why}; last: {waiting}):\n{stack.log_tail()}")
+            time.sleep(1)
+        if not _healthy(env["MLFLOW_TRACKING_URI"]):
+            pytest.fail(f"the MLflow server is not healthy:\n{stack.log_tail()}")
+        for dag_id in STACK_DAGS:
+            stack.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        yield stack
+    finally:
+        for process in reversed(processes):
+            _stop_group(process)
+        for name in databases.values():
+            admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --------------------------------------------------------------------------- runs through REST API v2
+CHAIN_TIMEOUT_S = 360.0
+FINISHED = {"success", "failed"}
+
+
+def trigger(stack: LiveStack, dag_id: str, conf: dict[str, Any] | None = None) -> httpx.Response:
+    """``POST /api/v2/dags/<id>/dagRuns`` with no logical date, as the UI's trigger form sends it."""
+    body: dict[str, Any] = {"logical_date": None}
+    if conf is not None:
+        body["conf"] = conf
+    return stack.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+
+
+def task_states(stack: LiveStack, dag_id: str, run_id: str) -> dict[str, str | None]:
+    response = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    response.raise_for_status()
+    return {ti["task_id"]: ti["state"] for ti in response.json()["task_instances"]}
+
+
+def failure_report(stack: LiveStack, dag_id: str, run_id: str) -> str:
+    """The task states of a run and the end of the last try's log of each failed task, for a failure message."""
+    response = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    response.raise_for_status()
+    instances = response.json()["task_instances"]
+    lines = [f"{dag_id} / {run_id}: " + ", ".join(f"{ti['task_id']}={ti['state']}" for ti in instances)]
+    for ti in instances:
+        if ti["state"] not in ("failed", "up_for_retry"):
+            continue
+        log = stack.api(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{max(1, ti['try_number'])}",
+            params={"full_content": "true"},
+            headers={"Accept": "text/plain"},
+        )
+        lines.append(f"--- {ti['task_id']}, try {ti['try_number']}:\n{log.text[-3000:]}")
+    return "\n".join(lines)
+
+
+def wait_for_run(stack: LiveStack, dag_id: str, run_id: str, deadline: float) -> dict[str, Any]:
+    """Poll the run until it has finished, or fail at the deadline (monotonic clock)."""
+    while True:
+        response = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        response.raise_for_status()
+        run = response.json()
+        if run["state"] in FINISHED:
+            return run
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"{dag_id} run {run_id} still {run['state']} at the deadline:\n{failure_report(stack, dag_id, run_id)}"
+            )
+        time.sleep(2)
+
+
+def covered_intervals(stack: LiveStack, dag_id: str, run_id: str) -> set[str]:
+    """The interval starts carried by the Asset events that triggered a run."""
+    response = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")
+    response.raise_for_status()
+    starts: set[str] = set()
+    for event in response.json()["asset_events"]:
+        extra = event.get("extra") or {}
+        starts.update(start for start, _ in extra.get("intervals") or [])
+        if "interval_start" in extra:
+            starts.add(extra["interval_start"])
+    return starts
+
+
+def wait_for_asset_runs(stack: LiveStack, dag_id: str, starts: set[str], deadline: float) -> dict[str, dict[str, Any]]:
+    """For each interval start, a finished run of ``dag_id`` triggered by an Asset event of that interval
+    (a successful one when there is one)."""
+    found: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    while True:
+        response = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"order_by": "run_after", "limit": 100})
+        response.raise_for_status()
+        for run in response.json()["dag_runs"]:
+            if run["state"] not in FINISHED or run["dag_run_id"] in seen:
+                continue
+            seen.add(run["dag_run_id"])
+            for start in covered_intervals(stack, dag_id, run["dag_run_id"]) & starts:
+                if found.get(start, {}).get("state") != "success":
+                    found[start] = run
+        if set(found) == starts and all(run["state"] == "success" for run in found.values()):
+            return found
+        if time.monotonic() > deadline:
+            reports = [failure_report(stack, dag_id, run["dag_run_id"]) for run in found.values()]
+            pytest.fail(
+                f"{dag_id}: runs by interval at the deadline: { {s: r['state'] for s, r in found.items()} }, "
+                f"wanted {sorted(starts)}\n" + "\n".join(reports)
+            )
+        time.sleep(3)
+
+
+@dataclass
+class DemandChain:
+    """What the scheduler made of two manual ingest runs: a past day, and no conf at all."""
+
+    day: date
+    day_run: dict[str, Any]
+    latest_run: dict[str, Any]
+    # the interval (UTC starts, ISO) each ingest run loaded, from ops.load_audit
+    loaded: dict[str, list[datetime]]
+    score_runs: dict[str, dict[str, Any]]
+    monitor_runs: dict[str, dict[str, Any]]
+    latest_candidates: list[tuple[datetime, datetime]]
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def demand_chain(live_stack: LiveStack) -> DemandChain:
+    """Trigger ``ingest__demand`` for its first day (conf ``{"day": …}``) and with no conf, then wait
+    (bounded) until both have run and the Asset-scheduled score and monitor runs of both intervals finished."""
+    import psycopg2
+
+    from nightly_ml.spec import load_spec_file
+    from nightly_ml.tasks.common import latest_complete_interval
+
+    spec = load_spec_file(live_stack.spec_dir / "demand.yaml")
+    started = time.monotonic()
+    deadline = started + CHAIN_TIMEOUT_S
+    day = spec.start_date
+    # the latest complete interval, as the server will see it (either side of a midnight)
+    candidates = [latest_complete_interval(spec)]
+    day_response = trigger(live_stack, "ingest__demand", {"day": day.isoformat()})
+    latest_response = trigger(live_stack, "ingest__demand")
+    candidates.append(latest_complete_interval(spec))
+    for response in (day_response, latest_response):
+        assert response.status_code == 200, response.text
+    runs = {
+        name: wait_for_run(live_stack, "ingest__demand", response.json()["dag_run_id"], deadline)
+        for name, response in (("day", day_response), ("latest", latest_response))
+    }
+    loaded: dict[str, list[datetime]] = {}
+    with psycopg2.connect(live_stack.warehouse_url) as conn, conn.cursor() as cur:
+        for name, run in runs.items():
+            cur.execute(
+                "SELECT interval_start FROM ops.load_audit "
+                "WHERE dataset = 'demand' AND run_id = %s AND status = 'merged'",
+                (run["dag_run_id"],),
+            )
+            loaded[name] = [row[0] for row in cur.fetchall()]
+    conn.close()
+    starts = {start.isoformat() for name in loaded for start in loaded[name]}
+    score_runs = monitor_runs = {}
+    if all(run["state"] == "success" for run in runs.values()) and starts:
+        score_runs = wait_for_asset_runs(live_stack, "score__demand", starts, deadline)
+        monitor_runs = wait_for_asset_runs(live_stack, "monitor__demand", starts, deadline)
+    return DemandChain(
+        day=day,
+        day_run=runs["day"],
+        latest_run=runs["latest"],
+        loaded=loaded,
+        score_runs=score_runs,
+        monitor_runs=monitor_runs,
+        latest_candidates=candidates,
+        seconds=time.monotonic() - started,
+    )

@@ -128,7 +128,10 @@ def test_clean_night_merges_every_row_and_archives_the_raw_input(file_specs: Pat
     assert audit("churn", start)["status"] == "merged"
     assert not folder.exists()
     assert (sources.archive_folder(load_spec("churn"), start) / "part-0.csv").exists()
-    assert result["validation"]["data_docs_url"].startswith("file://")
+    # a link a reader on another machine can open: the reports app over http, never a worker's file path
+    assert result["validation"]["data_docs_url"] == (
+        f"http://localhost:8080/nightly-ml/reports/data_docs/churn/ds={start:%Y-%m-%d}/index.html"
+    )
 
 
 def test_typed_values_land_as_the_spec_says(file_specs: Path) -> None:
@@ -144,6 +147,18 @@ def test_typed_values_land_as_the_spec_says(file_specs: Path) -> None:
     assert row[2] == expected["plan"]
     assert row[3] == bool(expected["autopay"])
     assert row[4] == expected["event_time"].to_pydatetime()
+
+
+def test_integral_floats_are_integers(file_specs: Path) -> None:
+    """A CSV writer turns an integer column with gaps into floats: ``12.0`` is the integer 12."""
+    start, end = day(40)
+    frame = good_rows(start).astype({"tenure_months": object})
+    frame["tenure_months"] = [f"{v}.0" for v in frame["tenure_months"]]
+    write_csv(frame, drop_folder(start) / "part-0.csv")
+    result = run_night("churn", start, end)
+    assert result["validation"]["bad_rows"] == 0
+    (total,) = query('SELECT sum(tenure_months) FROM warehouse."churn" WHERE _interval_start = %s', (start,))[0]
+    assert int(total) == int(good_rows(start)["tenure_months"].sum())
 
 
 def test_several_files_and_parquet_in_one_interval(file_specs: Path) -> None:
@@ -248,6 +263,7 @@ QUARANTINE_CASES = {
     "duplicate keys inside the batch": (_duplicate_keys, "duplicate_key:snapshot_id", 4),
     "rows outside the interval": (_outside_interval, "outside_interval:event_time", 3),
     "bad timestamp": (_set("event_time", "yesterday"), "type:event_time", 5),
+    "a fractional integer": (_set("tenure_months", "12.5"), "type:tenure_months", 5),
 }
 
 

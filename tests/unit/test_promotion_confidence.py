@@ -124,8 +124,8 @@ def test_within_noise_is_better_on_average_and_the_reason_quotes_the_confidence(
     assert decision.primary_delta is not None and decision.primary_delta > AUC_GATE.min_improvement
     assert decision.confidence is not None and 0.3 < decision.confidence.share < AUC_GATE.confidence
     assert decision.reasons[0] == "rejected: failed on primary metric vs champion."
-    assert f"{decision.confidence.share:.1%} of resamples" in " ".join(decision.reasons)
-    assert "one-sided p = " in " ".join(decision.reasons)
+    assert f"{decision.confidence.share:.1%} of 1000 paired bootstrap resamples" in " ".join(decision.reasons)
+    assert "one-sided p = 0.2" in " ".join(decision.reasons)
 
 
 def test_a_higher_confidence_turns_a_likely_winner_down() -> None:
@@ -233,7 +233,7 @@ def test_a_thousand_resamples_of_a_three_day_holdout_take_well_under_a_second() 
         started = time.perf_counter()
         decide(AUC_GATE, challenger, champion, baseline, seed=7)  # two paired AUC bootstraps, 1,000 resamples each
         timings.append(time.perf_counter() - started)
-    assert min(timings) < 0.5, timings  # about 0.15 s on a 2-core box
+    assert min(timings) < 1.0, timings  # about 0.15 s on an idle 2-core box; the bound catches a regression
 
 
 def test_holdout_blocks_are_local_days_cut_into_hour_slices_when_few() -> None:

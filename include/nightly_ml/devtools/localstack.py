@@ -12,7 +12,8 @@
    "connection refused").
 
 Ctrl-C stops Airflow and the MLflow server. ``--dry-run`` prints the commands and the
-environment it would use and starts nothing.
+environment it would use and starts nothing. While it runs, its process id is in ``<data>/localstack.pid``;
+``--down`` (``make down``) stops that running stack from another shell, as Ctrl-C would.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ DEFAULT_ENV = {
 }
 EMBEDDED_WAREHOUSE = "<embedded PostgreSQL, started at run time>"
 MLFLOW_START_TIMEOUT_S = 60.0
+PID_FILE = "localstack.pid"
+# What a running stack's command line holds: a recycled pid of another program is never signalled.
+COMMAND_MARK = "nightly_ml.devtools.localstack"
+# The stack stops its children within 60 s + 10 s each (see _stop); then give up waiting.
+DOWN_TIMEOUT_S = 150.0
 
 
 @dataclass
@@ -184,20 +190,87 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(stack: Plan) -> int:
-    """Start the stack and stay in the foreground until Airflow exits, Ctrl-C or SIGTERM."""
-    from nightly_ml import db
-    from nightly_ml.devtools import embedded
+def pid_file(data_dir: Path) -> Path:
+    return data_dir / PID_FILE
 
+
+def _is_stack(pid: int) -> bool:
+    """Whether ``pid`` is a live process running this module (not a recycled pid of something else)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # alive, but not ours to stop
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.parent.exists():
+        return True  # no /proc to check against (not Linux): trust the pid file
+    try:
+        return COMMAND_MARK in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+
+
+def down(data_dir: Path, timeout_s: float = DOWN_TIMEOUT_S) -> str:
+    """Stop the stack ``make up`` runs from ``data_dir`` (found by its pid file) as Ctrl-C would: its
+    ``finally`` stops Airflow and the MLflow server. Returns what happened, in a sentence."""
+    path = pid_file(data_dir)
+    try:
+        pid = int(path.read_text().strip())
+    except FileNotFoundError:
+        return f"no local stack is running from {data_dir} (no {path.name})"
+    except ValueError:
+        path.unlink(missing_ok=True)
+        return f"removed an unreadable {path}; no local stack stopped"
+    if not _is_stack(pid):
+        path.unlink(missing_ok=True)
+        return f"the local stack of {path} (pid {pid}) is not running; removed the stale pid file"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _is_stack(pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the local stack (pid {pid}) did not stop within {timeout_s:.0f} s; stop it by hand")
+        time.sleep(0.2)
+    path.unlink(missing_ok=True)
+    return f"stopped the local stack (pid {pid}): Airflow and the MLflow server it started"
+
+
+def _write_pid(data_dir: Path) -> Path:
+    path = pid_file(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")
+    return path
+
+
+def _remove_pid(path: Path) -> None:
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def run(stack: Plan) -> int:
+    """Start the stack and stay in the foreground until Airflow exits, Ctrl-C or SIGTERM (``make down``)."""
     # Also when started in the background, where SIGINT comes in ignored: Ctrl-C and `kill` both end
     # in the `finally` below, which stops the children.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    pid_path = _write_pid(stack.data_dir)
+    try:
+        return _run(stack)
+    finally:
+        _remove_pid(pid_path)
+
+
+def _run(stack: Plan) -> int:
+    from nightly_ml import db
+    from nightly_ml.devtools import embedded
 
     env = {**os.environ, **stack.env}
     if stack.start_embedded_warehouse:
         env["WAREHOUSE_URL"] = embedded.start(stack.data_dir)
-        print(f"Embedded PostgreSQL running from {stack.data_dir / 'pgdata'} (stop it with `make clean`)")
+        print(f"Embedded PostgreSQL running from {stack.data_dir / 'pgdata'} (`make down` stops it)")
     db.migrate(env["WAREHOUSE_URL"])
 
     mlflow: subprocess.Popen[bytes] | None = None
@@ -231,11 +304,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--airflow-port", type=int, default=8080, help="port of the Airflow API server and UI")
     parser.add_argument("--mlflow-port", type=int, default=5000, help="port of the MLflow server (when one is started)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and environment; start nothing")
+    parser.add_argument("--down", action="store_true", help="stop the stack running from the data dir (make down)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.down:
+        print(down(settings().data_dir))
+        return 0
     stack = plan(args.airflow_port, args.mlflow_port, os.environ)
     if args.dry_run:
         print(describe(stack))

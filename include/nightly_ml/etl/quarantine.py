@@ -69,3 +69,16 @@ def _insert_bad_lines(cur: psycopg2.extensions.cursor, bad_lines: list[BadLine],
         ],
         page_size=1000,
     )
+
+
+def quarantine_summary(conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime) -> dict[str, int]:
+    with conn.cursor() as cur:
+        cur.execute(db.load_sql("quarantine_summary.sql"), {"dataset": spec.name, "start": start})
+        return {rule: int(count) for rule, count in cur.fetchall()}
+
+
+def quarantined_rows(conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime) -> int:
+    """Distinct input rows of the interval in quarantine (a row that broke several rules counts once)."""
+    with conn.cursor() as cur:
+        cur.execute(db.load_sql("quarantine_row_count.sql"), {"dataset": spec.name, "start": start})
+        return int(cur.fetchone()[0])

@@ -17,7 +17,6 @@ from nightly_ml.etl.simulator_generators import (
     US_PER_DAY,
     US_PER_HOUR,
     WRONG_TYPE_VALUE,
-    _as_utc,
     _Draw,
     _Effects,
     _effects,
@@ -28,6 +27,7 @@ from nightly_ml.etl.simulator_generators import (
     _rng,
     _source,
 )
+from nightly_ml.intervals import parse_utc
 from nightly_ml.spec import Column, DatasetSpec
 
 # --------------------------------------------------------------------------- batch
@@ -76,7 +76,7 @@ def _label_series(spec: DatasetSpec, label: np.ndarray, *, known: bool) -> pd.Se
 
 
 def _keys(spec: DatasetSpec, start: datetime, n: int) -> pd.Series:
-    moment = _as_utc(start)
+    moment = parse_utc(start)
     if spec.key.type == "integer":
         # Minute of the interval start times 10^7, plus the row number: unique across nights.
         base = _epoch_us(moment) // 60_000_000 * 10_000_000

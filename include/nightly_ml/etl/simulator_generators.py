@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from nightly_ml.intervals import parse_utc
 from nightly_ml.spec import DatasetSpec, SimulatorSource
 
 US_PER_HOUR = 3_600_000_000
@@ -31,16 +32,9 @@ _S_FAULTS = 100  # + fault index
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_utc(moment: datetime) -> datetime:
-    """Naive datetimes are taken as UTC; aware ones are converted."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _epoch_us(moment: datetime) -> int:
     # Integer arithmetic: timestamp() floats lose microseconds far from the epoch.
-    return (_as_utc(moment) - _EPOCH) // timedelta(microseconds=1)
+    return (parse_utc(moment) - _EPOCH) // timedelta(microseconds=1)
 
 
 def _source(spec: DatasetSpec) -> SimulatorSource:
@@ -87,7 +81,7 @@ def scenario_intensity(spec: DatasetSpec, start: datetime) -> float:
     source = _source(spec)
     if source.scenario == "stationary" or source.drift_start is None:
         return 0.0
-    moment = _as_utc(start)
+    moment = parse_utc(start)
     if moment.date() < source.drift_start:
         return 0.0
     if source.scenario == "bad_data":

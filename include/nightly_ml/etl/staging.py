@@ -77,6 +77,17 @@ class StageResult:
         return self.rows_staged + (len(self.bad_lines) or self.bad_line_count)
 
 
+# The tables an interval's load creates in schema ``staging``, by suffix of the rows table's name.
+LABELS_SUFFIX = "__labels"  # late labels delivered with the interval
+TYPED_SUFFIX = "__v"  # the typed copy validation reads (etl/typed_tables.py)
+BAD_ROWS_SUFFIX = "__bad"  # ids of rows that broke a row rule
+
+
+def interval_tables(rows_table: str) -> list[str]:
+    """Every staging table of one interval's load, for clean-up."""
+    return [rows_table, *(f"{rows_table}{s}" for s in (TYPED_SUFFIX, LABELS_SUFFIX, BAD_ROWS_SUFFIX))]
+
+
 def staging_table_name(spec: DatasetSpec, start: datetime, suffix: str = "") -> str:
     part = partition_name(spec, start).removeprefix("ds=").replace("-", "").replace(":", "").lower()
     return f"{spec.name}__{part}{suffix}"
@@ -313,7 +324,7 @@ def stage_files(
         result.rows_staged = _row_count(cur, rows_table)
 
         if label_files:
-            result.labels_table = staging_table_name(spec, start, "__labels")
+            result.labels_table = staging_table_name(spec, start, LABELS_SUFFIX)
             label_columns = [spec.key.name, spec.label.name]
             labels_table = _create_table(cur, result.labels_table, label_columns)
             for f in label_files:

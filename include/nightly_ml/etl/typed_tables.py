@@ -8,7 +8,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
-from nightly_ml.etl.staging import StageResult
+from nightly_ml.etl.staging import BAD_ROWS_SUFFIX, TYPED_SUFFIX, StageResult
 from nightly_ml.spec import DatasetSpec
 
 # Integral floats ("12.0", as a CSV writer turns an integer column with gaps into) are integers.
@@ -24,11 +24,11 @@ PG_CASTS = {"integer": "numeric::bigint", "float": "double precision", "boolean"
 
 
 def typed_table(stage: StageResult) -> str:
-    return f"{stage.rows_table}__v"
+    return f"{stage.rows_table}{TYPED_SUFFIX}"
 
 
 def bad_rows_table(stage: StageResult) -> str:
-    return f"{stage.rows_table}__bad"
+    return f"{stage.rows_table}{BAD_ROWS_SUFFIX}"
 
 
 def value_column(name: str) -> str:

@@ -16,7 +16,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
-from nightly_ml.etl.staging import StageResult
+from nightly_ml.etl.staging import StageResult, interval_tables
 from nightly_ml.etl.typed_tables import bad_rows_table, typed_expression, typed_table, value_column
 from nightly_ml.spec import DatasetSpec
 
@@ -34,10 +34,6 @@ class MergeResult:
         return asdict(self)
 
 
-def _columns(spec: DatasetSpec) -> list[str]:
-    return [spec.key.name, spec.event_time, *(f.name for f in spec.features), spec.label.name]
-
-
 def merge_interval(
     conn: psycopg2.extensions.connection,
     spec: DatasetSpec,
@@ -47,7 +43,7 @@ def merge_interval(
     run_id: str,
 ) -> MergeResult:
     """Replace the interval's rows with the batch's good rows. The caller commits."""
-    columns = _columns(spec)
+    columns = spec.input_columns
     values = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in columns)
     hash_values = sql.SQL(", ").join(sql.SQL("v.{}::text").format(sql.Identifier(value_column(c))) for c in columns)
     label = sql.Identifier(spec.label.name)
@@ -176,21 +172,8 @@ def record_audit(
         )
 
 
-def quarantine_summary(conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime) -> dict[str, int]:
-    with conn.cursor() as cur:
-        cur.execute(db.load_sql("quarantine_summary.sql"), {"dataset": spec.name, "start": start})
-        return {rule: int(count) for rule, count in cur.fetchall()}
-
-
-def quarantined_rows(conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime) -> int:
-    """Distinct input rows of the interval in quarantine (a row that broke several rules counts once)."""
-    with conn.cursor() as cur:
-        cur.execute(db.load_sql("quarantine_row_count.sql"), {"dataset": spec.name, "start": start})
-        return int(cur.fetchone()[0])
-
-
 def drop_staging(conn: psycopg2.extensions.connection, stage_table: str) -> None:
     """Drop an interval's staging tables (safe to call twice)."""
     with conn.cursor() as cur:
-        for name in (stage_table, f"{stage_table}__v", f"{stage_table}__labels", f"{stage_table}__bad"):
+        for name in interval_tables(stage_table):
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier("staging", name)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -11,6 +11,7 @@ import pandas as pd
 from psycopg2 import sql
 
 from nightly_ml import db
+from nightly_ml.intervals import require_utc
 from nightly_ml.spec import DatasetSpec
 
 FETCH_ROWS = 20_000
@@ -23,21 +24,15 @@ class TrainingDataError(ValueError):
 # --------------------------------------------------------------------------- data
 
 
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware (UTC) moment")
-    return moment.astimezone(UTC)
-
-
 def training_window(spec: DatasetSpec, window_end: datetime) -> tuple[datetime, datetime]:
     """``[window_end - window_days, window_end)``."""
-    end = _utc(window_end)
+    end = require_utc(window_end)
     return end - timedelta(days=spec.training.window_days), end
 
 
 def frame_columns(spec: DatasetSpec) -> list[str]:
-    """The columns training reads: key, event time, features, label."""
-    return [spec.key.name, spec.event_time, *(f.name for f in spec.features), spec.label.name]
+    """The columns training reads: key, event time, features, label (the spec's input columns)."""
+    return spec.input_columns
 
 
 def coerce_frame(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
@@ -135,9 +130,9 @@ def holdout_start_of(spec: DatasetSpec, frame: pd.DataFrame, window_end: datetim
     the newest labelled data (capped at ``window_end``), not the window's last days.
     """
     times = pd.to_datetime(frame[spec.event_time], utc=True)
-    end = times.max().floor("D") + pd.Timedelta(days=1) if len(times) else pd.Timestamp(_utc(window_end))
+    end = times.max().floor("D") + pd.Timedelta(days=1) if len(times) else pd.Timestamp(require_utc(window_end))
     if window_end is not None:
-        end = min(end, pd.Timestamp(_utc(window_end)))
+        end = min(end, pd.Timestamp(require_utc(window_end)))
     return (end - pd.Timedelta(days=spec.training.holdout_days)).to_pydatetime()
 
 

@@ -230,10 +230,11 @@ def paired_confidence(
 
 def _confidence_sentence(found: Confidence) -> str:
     cut = f" ({found.block_note})" if found.block_note else ""
+    # Won every resample: the bootstrap can only say p is below its resolution.
+    p_value = f"< {_num(1 / found.resamples)}" if found.p_value <= 0 else f"= {_num(found.p_value)}"
     head = (
         f"confidence vs {found.against}: the challenger beat it by the required margin in {found.share:.1%} of "
-        f"{found.resamples} paired bootstrap resamples of {found.blocks} block(s){cut}, "
-        f"one-sided p = {_num(found.p_value)}"
+        f"{found.resamples} paired bootstrap resamples of {found.blocks} block(s){cut}, one-sided p {p_value}"
     )
     if found.passed:
         return f"{head}, ≥ required {found.required:.0%}."

@@ -14,13 +14,14 @@ import csv
 import io
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 from psycopg2 import sql
 
 from nightly_ml import db
+from nightly_ml.intervals import require_utc
 from nightly_ml.modeling import evaluation, frames
 from nightly_ml.registry import access
 from nightly_ml.spec import DatasetSpec
@@ -42,12 +43,6 @@ class ScoreResult:
     @property
     def skipped(self) -> bool:
         return self.skipped_reason is not None
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware (UTC) moment")
-    return moment.astimezone(UTC)
 
 
 def _chunk_csv(spec: DatasetSpec, rows: list[tuple[Any, ...]], scores: list[float]) -> io.StringIO:
@@ -76,7 +71,7 @@ def write_predictions(
     """Score the rows of the intervals starting in ``[start, end)`` with ``model``; returns the row count."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
-    start, end = _utc(start), _utc(end)
+    start, end = require_utc(start), require_utc(end)
     if end <= start:
         raise ValueError(f"empty interval: start {start} is not before end {end}")
     features = [f.name for f in spec.features]
@@ -134,7 +129,7 @@ def score_interval(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> ScoreResult:
     """Score one interval with the champion; skipped (with the reason) when there is none yet."""
-    start, end = _utc(start), _utc(end)
+    start, end = require_utc(start), require_utc(end)
     loaded = access.load_champion_model(spec)
     if loaded is None:
         reason = (
@@ -154,7 +149,7 @@ def already_scored(
 ) -> int | None:
     """The row count when ``version`` already scored the interval's current load completely, else ``None``."""
     query = db.compose("scoring_state.sql", predictions=db.predictions_table(spec))
-    params = {"dataset": spec.name, "start": _utc(start), "end": _utc(end), "model_version": str(version)}
+    params = {"dataset": spec.name, "start": require_utc(start), "end": require_utc(end), "model_version": str(version)}
     with db.transaction(url) as conn, conn.cursor() as cur:
         cur.execute(query, params)
         row = cur.fetchone()
@@ -171,7 +166,7 @@ def score_version(
 ) -> ScoreResult:
     """Score one interval with a given registered version (the champion of the interval's night), unless that
     version already scored the interval's current load: then nothing is loaded or written (``reused``)."""
-    start, end = _utc(start), _utc(end)
+    start, end = require_utc(start), require_utc(end)
     version = str(version)
     done = already_scored(spec, version, start, end, url)
     if done is not None:
@@ -188,5 +183,5 @@ def scored_versions(spec: DatasetSpec, start: datetime, end: datetime, url: str 
     """The model versions the interval's stored predictions came from, with their row counts, most rows first."""
     query = db.compose("scoring_versions.sql", predictions=db.predictions_table(spec))
     with db.transaction(url) as conn, conn.cursor() as cur:
-        cur.execute(query, {"start": _utc(start), "end": _utc(end)})
+        cur.execute(query, {"start": require_utc(start), "end": require_utc(end)})
         return {str(version): int(rows) for version, rows in cur.fetchall()}

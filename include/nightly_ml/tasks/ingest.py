@@ -69,7 +69,7 @@ def _reject(
 ) -> BatchRejected:
     """Record a rejected batch (audit row + alert) and return the exception to raise."""
     with db.transaction() as conn:
-        quarantined = warehouse.quarantined_rows(conn, spec, start)
+        quarantined = quarantine.quarantined_rows(conn, spec, start)
         warehouse.record_audit(
             conn,
             spec=spec,
@@ -195,7 +195,7 @@ def merge(
     stage_result = StageResult.from_dict(stage_summary)
     with db.transaction() as conn:
         result = warehouse.merge_interval(conn, spec, stage_result, start, end, run_id)
-        counts = warehouse.quarantine_summary(conn, spec, start)
+        counts = quarantine.quarantine_summary(conn, spec, start)
         warehouse.record_audit(
             conn,
             spec=spec,
@@ -205,7 +205,7 @@ def merge(
             status="merged",
             rows_in=validation_summary["rows_in"],
             rows_merged=result.interval_rows,
-            rows_quarantined=warehouse.quarantined_rows(conn, spec, start),
+            rows_quarantined=quarantine.quarantined_rows(conn, spec, start),
             labels_in=result.labels_in,
             labels_applied=result.labels_applied,
             checksum=result.checksum,

@@ -1,0 +1,80 @@
+"""The real scheduler: REST API v2 triggers of ``ingest__demand`` and the Asset chain they start.
+
+The stack is what ``make up`` runs (``airflow standalone`` and an MLflow server, see the
+``live_stack`` fixture), on free 127.0.0.1 ports with scratch databases and a light demand spec
+whose ``start_date`` is two days back. Ingest, score and monitor are unpaused; retrain stays paused,
+so the bootstrap retraining that the first monitor run asks for is queued, not run.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_api_refuses_a_request_without_a_token(live_stack) -> None:
+    assert live_stack.api("GET", "/api/v2/dags", token=False).status_code == 401
+    assert trigger_without_token(live_stack).status_code == 401
+    assert live_stack.api("GET", "/api/v2/dags").status_code == 200
+
+
+def trigger_without_token(stack):
+    return stack.api("POST", "/api/v2/dags/ingest__demand/dagRuns", token=False, json={"logical_date": None})
+
+
+@pytest.mark.parametrize(
+    ("conf", "field"),
+    [
+        ({"day": "yesterday"}, "day"),
+        ({"interval_start": "last monday", "interval_end": "2026-01-02"}, "interval_start"),
+    ],
+)
+def test_invalid_params_are_refused_when_the_run_is_created(live_stack, conf: dict, field: str) -> None:
+    def ingest_runs() -> int:
+        response = live_stack.api("GET", "/api/v2/dags/ingest__demand/dagRuns", params={"limit": 1})
+        response.raise_for_status()
+        return response.json()["total_entries"]
+
+    before = ingest_runs()
+    response = live_stack.trigger("ingest__demand", conf)
+    assert response.status_code in (400, 422), response.text
+    assert field in response.text, response.text
+    assert ingest_runs() == before, "a run was created for invalid params"
+
+
+def test_manual_runs_load_their_intervals_and_the_asset_chain_scores_and_monitors_them(
+    live_stack, demand_chain
+) -> None:
+    chain = demand_chain
+    for name, run in (("day", chain.day_run), ("latest", chain.latest_run)):
+        if run["state"] != "success":
+            pytest.fail(f"{name}: {live_stack.failure_report('ingest__demand', run['dag_run_id'])}")
+        assert run["run_type"] == "manual"
+        states = live_stack.task_states("ingest__demand", run["dag_run_id"])
+        assert set(states) >= {"wait_for_input", "extract", "stage", "validate", "merge", "archive"}
+        assert set(states.values()) == {"success"}, f"{name}: {states}"
+
+    # conf {"day": …}: exactly that day; no conf at all: the latest complete interval
+    (day_start,) = chain.loaded["day"]
+    assert day_start.date() == chain.day and day_start.utcoffset() == timedelta(0)
+    (latest_start,) = chain.loaded["latest"]
+    assert latest_start in [start for start, _ in chain.latest_candidates]
+    assert latest_start > day_start
+
+    starts = {day_start.isoformat(), latest_start.isoformat()}
+    assert set(chain.score_runs) == starts
+    assert set(chain.monitor_runs) == starts
+    for dag_id, runs in (("score__demand", chain.score_runs), ("monitor__demand", chain.monitor_runs)):
+        for start, run in runs.items():
+            if run["state"] != "success":
+                pytest.fail(live_stack.failure_report(dag_id, run["dag_run_id"]))
+            assert run["run_type"] == "asset_triggered", (start, run)
+            states = live_stack.task_states(dag_id, run["dag_run_id"])
+            assert "failed" not in states.values() and "upstream_failed" not in states.values(), states
+            assert "success" in states.values(), states
+    for run in chain.monitor_runs.values():
+        states = live_stack.task_states("monitor__demand", run["dag_run_id"])
+        assert states["check"] == "success" and states["decide"] == "success" and states["done"] == "success"
