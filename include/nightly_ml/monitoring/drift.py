@@ -86,7 +86,9 @@ class FeatureDrift:
 
 
 def _beyondnull_for(psi_value: float, null: NullThreshold) -> str | None:
-    if math.isnan(psi_value) or psi_value < null.threshold:
+    # Strictly beyond: a degenerate feature (all rows in one bin, e.g. hours without rain) has PSI 0
+    # and a null of 0, which says nothing.
+    if math.isnan(psi_value) or psi_value <= null.threshold:
         return None
     return f"PSI {_fmt(psi_value)} ≥ {_fmt(null.threshold)} ({null.describe()}, p {_fmt(null.pvalue(psi_value))})"
 
@@ -95,7 +97,7 @@ def numeric_decision(psi_value: float, ks_statistic: float, null: NullThreshold,
     """Numeric rule: PSI beyond the calibrated null, and PSI >= psi_threshold or KS D >= 0.1."""
     beyond = _beyondnull_for(psi_value, null)
     if beyond is None:
-        return False, f"stable: PSI {_fmt(psi_value)} < {_fmt(null.threshold)} ({null.describe()})"
+        return False, f"stable: PSI {_fmt(psi_value)} ≤ {_fmt(null.threshold)} ({null.describe()})"
     if psi_value >= rules.psi_threshold:
         return True, f"{beyond}, and ≥ {_fmt(rules.psi_threshold)}"
     if not math.isnan(ks_statistic) and ks_statistic >= MIN_KS_STATISTIC:
@@ -116,7 +118,7 @@ def categorical_decision(
         return False, "not tested"
     beyond = _beyondnull_for(psi_value, null)
     if beyond is None:
-        return False, f"stable: PSI {_fmt(psi_value)} < {_fmt(null.threshold)} ({null.describe()})"
+        return False, f"stable: PSI {_fmt(psi_value)} ≤ {_fmt(null.threshold)} ({null.describe()})"
     if psi_value >= rules.psi_threshold:
         return True, f"{beyond}, and ≥ {_fmt(rules.psi_threshold)}"
     if not math.isnan(cramers_v) and cramers_v >= MIN_CRAMERS_V:
@@ -278,7 +280,7 @@ def prediction_drift(
         drifted, reason = False, f"prediction drift {skipped}"
     else:
         threshold = max(null.threshold, floor)
-        drifted = not math.isnan(value) and value >= threshold
+        drifted = not math.isnan(value) and value > threshold
         relation = "≥" if drifted else "<"
         reason = (
             f"prediction PSI {_fmt(value)} {relation} {_fmt(threshold)} (the larger of the {null.describe()}, "

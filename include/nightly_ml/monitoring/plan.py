@@ -86,4 +86,16 @@ def null_for(
     """The calibrated null of a test, or why the test is skipped."""
     if n < plan.min_rows:
         return None, f"not tested: {n} rows < {plan.min_rows} (drift.min_rows_per_test)"
+    intervals = int(
+        np.count_nonzero(np.asarray(interval_counts).reshape(-1, np.shape(interval_counts)[-1]).sum(axis=1))
+    )
+    # A few intervals cannot show how much whole intervals differ, and an i.i.d.-rows null would
+    # call every ordinary day of correlated data (the hours of one day share its weather) a drift:
+    # not tested until the reference holds enough intervals (e.g. a new champion's first nights).
+    # One flat count vector is the caller's statement that rows are i.i.d.: its rows null stands.
+    if 1 < intervals < calibration.MIN_NULL_INTERVALS:
+        return None, (
+            f"not tested: only {intervals} reference intervals "
+            f"(< {calibration.MIN_NULL_INTERVALS}) to calibrate its null"
+        )
     return calibration.psi_threshold(interval_counts, n, plan.level, seed=plan.seed_for(name)), None
