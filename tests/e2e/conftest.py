@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -215,6 +215,14 @@ def live_stack(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         "postgresql://", "postgresql+psycopg2://", 1
     )
     processes: list[subprocess.Popen[bytes]] = []
+
+    def shut_down() -> None:
+        while processes:
+            _stop_group(processes.pop())
+        while databases:
+            admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{databases.popitem()[1]}" WITH (FORCE)')
+
+    _shutdowns.append(shut_down)
     try:
         db.migrate(warehouse_url)
         airflow_port, mlflow_port = free_port(), free_port()
@@ -286,10 +294,23 @@ def live_stack(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
             stack.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
         yield stack
     finally:
-        for process in reversed(processes):
-            _stop_group(process)
-        for name in databases.values():
-            admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shut_down()
+        _shutdowns.remove(shut_down)
+
+
+# Stopped right after the last test that uses it (not at the end of the session): the tests that run
+# after it get the machine's cores back.
+_shutdowns: list[Callable[[], None]] = []
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if not _shutdowns or "live_stack" not in getattr(item, "fixturenames", ()):
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1 :] if item in items else []
+    if not any("live_stack" in getattr(other, "fixturenames", ()) for other in later):
+        for shut_down in list(_shutdowns):
+            shut_down()
 
 
 # --------------------------------------------------------------------------- runs through REST API v2

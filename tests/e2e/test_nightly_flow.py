@@ -244,8 +244,7 @@ def test_lasting_drift_does_not_retrain_every_night(played: dict) -> None:
     for offset in (DRIFT_NIGHT + 1, DRIFT_NIGHT + 2):
         assert played[("churn", offset)].monitor == "no_action"
         assert played[("churn", offset)].retrain == "-"
-    still_drifting = rows(
-        "SELECT should_retrain FROM ops.monitoring_runs WHERE dataset = 'churn' AND interval_start = %(s)s",
-        {"s": night_start(DRIFT_NIGHT + 1)},
-    )
-    assert still_drifting == [(True,)], "the monitor still reports the drift; only the trigger waits"
+    # No second trigger inside the cool-down. (Whether the next night still counts as drift depends on
+    # the new champion: trained on the shifted night too, its reference already holds the new regime.)
+    cooldown_end = night_start(DRIFT_NIGHT) + timedelta(days=3)
+    assert [t for (t,) in triggers if night_start(DRIFT_NIGHT) < t < cooldown_end] == []

@@ -22,8 +22,7 @@ from nightly_ml.modeling import frames, training
 from nightly_ml.modeling.promotion import decide
 from nightly_ml.registry import access, aliases, run_logging
 from nightly_ml.spec import DatasetSpec
-from nightly_ml.tasks import monitor as monitor_task
-from nightly_ml.tasks import score as score_task
+from nightly_ml.tasks import monitor as monitor_task, score as score_task
 
 pytestmark = pytest.mark.integration
 

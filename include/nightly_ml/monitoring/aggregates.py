@@ -36,8 +36,7 @@ from nightly_ml.monitoring.drift import (
     numeric_feature_drift,
     prediction_drift,
 )
-from nightly_ml.monitoring.plan import CalibrationPlan, IntervalMoments
-from nightly_ml.monitoring.plan import monitored_features as monitored_features
+from nightly_ml.monitoring.plan import CalibrationPlan, IntervalMoments, monitored_features as monitored_features
 from nightly_ml.monitoring.statistics import SampleStats, quantile_levels, reference_bin_edges
 from nightly_ml.spec import Column, DatasetSpec
 

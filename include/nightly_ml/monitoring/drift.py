@@ -21,22 +21,18 @@ import numpy as np
 from nightly_ml.monitoring.calibration import NullThreshold
 from nightly_ml.monitoring.performance import (
     PerformanceCheck as PerformanceCheck,
-)
-from nightly_ml.monitoring.performance import (
     live_metrics as live_metrics,
-)
-from nightly_ml.monitoring.performance import (
     performance_check as performance_check,
 )
 from nightly_ml.monitoring.plan import (
     PREDICTION_TEST,
     CalibrationPlan,
     IntervalMoments,
+    calibration_plan as calibration_plan,
     default_plan,
+    monitored_features as monitored_features,
     null_for,
 )
-from nightly_ml.monitoring.plan import calibration_plan as calibration_plan
-from nightly_ml.monitoring.plan import monitored_features as monitored_features
 from nightly_ml.monitoring.statistics import (
     MAX_UNSEEN_SHARE,
     MIN_CRAMERS_V,
