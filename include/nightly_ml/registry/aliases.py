@@ -224,6 +224,44 @@ def _tag(client: MlflowClient, name: str, version: str, tags: Mapping[str, str])
         client.set_model_version_tag(name, version, key, value[:_TAG_VALUE_LIMIT])
 
 
+def _recorded_move(
+    cur: psycopg2.extensions.cursor,
+    move: _AliasMove,
+    spec: DatasetSpec,
+    action: str,
+    version: str,
+    *,
+    actor: str,
+    reason: str,
+    metrics: Mapping[str, Any],
+    tags: Mapping[str, str],
+    gate_reasons: Sequence[str] = (),
+    decision: GateDecision | None = None,
+    context: DecisionContext | None = None,
+) -> PromotionOutcome:
+    """The one sequence every decision follows, inside the champion lock's transaction: record it in
+    ``ops.promotion_history``, move the aliases when it is a move, tag the version in MLflow. Any
+    failure rolls the history row back and puts the aliases back (see :func:`_champion_lock`)."""
+    name = spec.registered_model_name
+    history_id = _record(
+        cur,
+        spec,
+        action=action,
+        from_version=move.old_champion,
+        to_version=version,
+        actor=actor,
+        reason=reason,
+        metrics=metrics,
+        gate_reasons=tuple(gate_reasons),
+        decision=decision,
+        context=context,
+    )
+    if action in ("promote", "rollback"):
+        move.apply(version)
+    _tag(move.client, name, version, tags)
+    return PromotionOutcome(action, name, move.old_champion, version, reason, history_id)
+
+
 def promote(
     spec: DatasetSpec,
     version: str,
@@ -256,43 +294,36 @@ def promote(
                     f"stale: champion moved from {expected_champion or 'none'} to {move.old_champion or 'none'} "
                     f"after the gate compared version {version} against it; re-evaluate against the new champion"
                 )
-                _tag(client, name, version, {TAG_REJECTED: stale, **_decision_tags(decision)})
-                history_id = _record(
+                return _recorded_move(
                     cur,
+                    move,
                     spec,
-                    action="reject",
-                    from_version=move.old_champion,
-                    to_version=version,
+                    "reject",
+                    version,
                     actor=actor,
                     reason="stale: champion moved",
                     metrics=metrics,
+                    tags={TAG_REJECTED: stale, **_decision_tags(decision)},
                     gate_reasons=(stale, *decision.reasons),
                     decision=decision,
                     context=context,
                 )
-                return PromotionOutcome("reject", name, move.old_champion, version, stale, history_id)
-            history_id = _record(
+            outcome = _recorded_move(
                 cur,
+                move,
                 spec,
-                action="promote",
-                from_version=move.old_champion,
-                to_version=version,
+                "promote",
+                version,
                 actor=actor,
                 reason=reason,
                 metrics=metrics,
+                tags={TAG_PROMOTED_BY: actor, TAG_PROMOTION_REASON: reason, **_decision_tags(decision)},
                 gate_reasons=decision.reasons,
                 decision=decision,
                 context=context,
             )
-            move.apply(version)
-            _tag(
-                client,
-                name,
-                version,
-                {TAG_PROMOTED_BY: actor, TAG_PROMOTION_REASON: reason, **_decision_tags(decision)},
-            )
     log.info("%s: promoted version %s (was %s)", name, version, move.old_champion)
-    return PromotionOutcome("promote", name, move.old_champion, version, reason, history_id)
+    return outcome
 
 
 def reject(
@@ -316,21 +347,20 @@ def reject(
         with _mlflow(f"rejecting {name} version {version}"):
             target = _require_version(client, spec, version, "reject")
             metrics = {**_version_metrics(client, spec, target), "primary_delta": decision.primary_delta}
-            _tag(client, name, version, {TAG_REJECTED: " ".join(decision.reasons) or why, **_decision_tags(decision)})
-        history_id = _record(
-            cur,
-            spec,
-            action="reject",
-            from_version=move.old_champion,
-            to_version=version,
-            actor=actor,
-            reason=why,
-            metrics=metrics,
-            gate_reasons=decision.reasons,
-            decision=decision,
-            context=context,
-        )
-    return PromotionOutcome("reject", name, move.old_champion, version, why, history_id)
+            return _recorded_move(
+                cur,
+                move,
+                spec,
+                "reject",
+                version,
+                actor=actor,
+                reason=why,
+                metrics=metrics,
+                tags={TAG_REJECTED: " ".join(decision.reasons) or why, **_decision_tags(decision)},
+                gate_reasons=decision.reasons,
+                decision=decision,
+                context=context,
+            )
 
 
 def rollback(
@@ -366,21 +396,19 @@ def rollback(
             version = _require_version(client, spec, wanted, "roll back to", RollbackError)
             if move.old_champion == wanted:
                 raise RollbackError(f"cannot roll back {name} to version {wanted}: it is already the champion")
-            metrics = _version_metrics(client, spec, version)
-            history_id = _record(
+            outcome = _recorded_move(
                 cur,
+                move,
                 spec,
-                action="rollback",
-                from_version=move.old_champion,
-                to_version=wanted,
+                "rollback",
+                wanted,
                 actor=actor,
                 reason=reason,
-                metrics=metrics,
+                metrics=_version_metrics(client, spec, version),
+                tags={TAG_ROLLED_BACK_BY: actor, TAG_PROMOTION_REASON: f"rollback: {reason}"},
             )
-            move.apply(wanted)
-            _tag(client, name, wanted, {TAG_ROLLED_BACK_BY: actor, TAG_PROMOTION_REASON: f"rollback: {reason}"})
     log.info("%s: rolled back to version %s (was %s)", name, wanted, move.old_champion)
-    return PromotionOutcome("rollback", name, move.old_champion, wanted, reason, history_id)
+    return outcome
 
 
 def promotion_history(spec: DatasetSpec, *, limit: int = 100, url: str | None = None) -> list[dict[str, Any]]:
