@@ -85,6 +85,7 @@ def test_training_run_is_logged_completely(
     assert tags["reference_window_start"] == trained.window[0].isoformat()
     assert tags["reference_window_end"] == trained.window[1].isoformat()
     assert tags["data_window_start"] == (WINDOW_END - timedelta(days=1)).isoformat()
+    assert tags["holdout_window_start"] == trained.holdout_start.isoformat()  # the split's own boundary
     for name, value in trained.metrics.items():
         assert metrics[f"holdout_{name}"] == pytest.approx(value)
         assert f"baseline_{name}" in metrics

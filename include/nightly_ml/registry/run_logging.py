@@ -196,6 +196,7 @@ def log_training_run(
     airflow_context: Mapping[str, Any],
     candidate: training.TrainedCandidate | None = None,
     candidates: Sequence[training.TrainedCandidate] = (),
+    holdout_start: datetime | None = None,
 ) -> TrainingRecord:
     """Log one training run (params, holdout metrics, datasets, tags, model card) and register the model.
 
@@ -205,7 +206,9 @@ def log_training_run(
     """
     client = _client()
     name = spec.registered_model_name
-    holdout_start = window[1] - pd.Timedelta(days=spec.training.holdout_days)
+    if holdout_start is None:
+        # The split's own boundary: with late labels it is not window end minus holdout_days.
+        holdout_start = pd.Timestamp(holdout[spec.event_time].min()).to_pydatetime()
     best = candidate or training.TrainedCandidate(
         name=type(model[-1]).__name__,
         estimator=type(model[-1]).__name__,
@@ -335,4 +338,5 @@ def log_training_result(
         airflow_context=airflow_context,
         candidate=result.best,
         candidates=result.candidates,
+        holdout_start=result.holdout_start,
     )
