@@ -138,8 +138,12 @@ def test_prediction_drift_needs_earlier_nights() -> None:
     spec = load_spec("churn")
     rng = np.random.default_rng(0)
     assert eval_drift.prediction_drift(spec, [], rng.random(100)) is None
-    same = eval_drift.prediction_drift(spec, [rng.random(2000)], rng.random(2000))
-    shifted = eval_drift.prediction_drift(spec, [rng.random(2000)], rng.random(2000) ** 4)
+    # Fewer earlier nights than the calibration needs: not tested (said so), never an i.i.d. guess.
+    too_few = eval_drift.prediction_drift(spec, [rng.random(2000)], rng.random(2000) ** 4)
+    assert too_few is not None and not too_few.drifted and "not tested" in too_few.reason
+    earlier = [rng.random(2000) for _ in range(6)]
+    same = eval_drift.prediction_drift(spec, earlier, rng.random(2000))
+    shifted = eval_drift.prediction_drift(spec, earlier, rng.random(2000) ** 4)
     assert same is not None and not same.drifted
     assert shifted is not None and shifted.drifted
 

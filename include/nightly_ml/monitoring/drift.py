@@ -153,7 +153,8 @@ def numeric_feature_drift(
     totals = intervals.sum(axis=0)
     n_ref, n_cur = int(totals.sum()), int(sum(current_counts))
     psi_value = psi(totals, current_counts)
-    null, skipped = null_for(intervals, n_cur, plan, feature) if n_ref else (None, "no reference")
+    iid = np.ndim(reference_counts) == 1
+    null, skipped = null_for(intervals, n_cur, plan, feature, iid_rows=iid) if n_ref else (None, "no reference")
     if null is None:
         drifted, reason = False, skipped or "not tested"
     else:
@@ -205,7 +206,10 @@ def categorical_feature_drift(
     test = chi_square(reference_counts, current_counts)
     psi_value = psi(ref, cur)
     n_cur = sum(cur)
-    null, skipped = null_for(np.asarray(per_interval), n_cur, plan, feature) if sum(ref) else (None, "no reference")
+    iid = not interval_counts  # no per-interval counts: the caller states rows are independent
+    null, skipped = (
+        null_for(np.asarray(per_interval), n_cur, plan, feature, iid_rows=iid) if sum(ref) else (None, "no reference")
+    )
     drifted, reason = categorical_decision(psi_value, test.cramers_v, test.unseen_share, null, rules)
     if null is None and not drifted:
         reason = skipped or reason
@@ -270,7 +274,8 @@ def prediction_drift(
     totals = intervals.sum(axis=0)
     value = psi(totals, current_counts)
     plan = plan or default_plan(rules)
-    null, skipped = null_for(intervals, int(sum(current_counts)), plan, PREDICTION_TEST)
+    iid = np.ndim(reference_counts) == 1
+    null, skipped = null_for(intervals, int(sum(current_counts)), plan, PREDICTION_TEST, iid_rows=iid)
     floor = rules.prediction_psi_threshold
     if null is None:
         drifted, reason = False, f"prediction drift {skipped}"

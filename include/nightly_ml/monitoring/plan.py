@@ -81,7 +81,7 @@ class IntervalMoments:
 
 
 def null_for(
-    interval_counts: np.ndarray, n: int, plan: CalibrationPlan, name: str
+    interval_counts: np.ndarray, n: int, plan: CalibrationPlan, name: str, *, iid_rows: bool = False
 ) -> tuple[NullThreshold | None, str | None]:
     """The calibrated null of a test, or why the test is skipped."""
     if n < plan.min_rows:
@@ -92,8 +92,8 @@ def null_for(
     # A few intervals cannot show how much whole intervals differ, and an i.i.d.-rows null would
     # call every ordinary day of correlated data (the hours of one day share its weather) a drift:
     # not tested until the reference holds enough intervals (e.g. a new champion's first nights).
-    # One flat count vector is the caller's statement that rows are i.i.d.: its rows null stands.
-    if 1 < intervals < calibration.MIN_NULL_INTERVALS:
+    # ``iid_rows``: the caller gave pooled counts, stating rows are independent (the simulator's are).
+    if not iid_rows and intervals < calibration.MIN_NULL_INTERVALS:
         return None, (
             f"not tested: only {intervals} reference intervals "
             f"(< {calibration.MIN_NULL_INTERVALS}) to calibrate its null"
