@@ -217,7 +217,8 @@ def play_interval(bag: Any, spec: DatasetSpec, interval: Interval, *, scheduled_
 def load_dag_bag(dag_folder: str) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=dag_folder)
+    with _task_output():
+        bag = DagBag(dag_folder=dag_folder)
     if bag.import_errors:
         raise ReplayError(f"DAG import errors: {bag.import_errors}")
     return bag

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -152,7 +152,9 @@ def _extract_simulated(spec: DatasetSpec, source: SimulatorSource, start: dateti
         seed=source.seed,
     )
     files = [RawFile(rows_path, "csv", "rows")]
-    labels = simulator.generate_labels(spec, start, end)
+    # Labels arriving in the history's first nights belong to rows from before it: no such keys exist.
+    delayed_rows_start = start - timedelta(days=source.label_delay_days)
+    labels = simulator.generate_labels(spec, start, end) if delayed_rows_start >= spec.start else []
     if len(labels):
         files.append(RawFile(simulator_files.write_batch(labels, folder / "labels-0.csv"), "csv", "labels"))
     return files
