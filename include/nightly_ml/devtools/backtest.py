@@ -162,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     first = args.first or date.fromisoformat(str(raw["start_date"]))
     last = args.last or (datetime.now(UTC).date() - timedelta(days=1))
     if raw["source"]["kind"] == "files":
-        exported = export_public_days(raw, Path(raw["source"]["path"]), first, last, args.shuffle_days)
+        root = Path(raw["source"]["path"])
+        exported = export_public_days(raw, root, first, last, args.shuffle_days)
+        if args.last is None:
+            # The history ends with the newest day dropped, not yesterday.
+            days = sorted(p.name.removeprefix("ds=")[:10] for p in root.glob("ds=*") if p.is_dir())
+            last = date.fromisoformat(days[-1]) if days else last
         if exported:
             print(
                 f"exported {exported} day file(s) of {raw.get('_public_dataset', raw['name'])} "
