@@ -167,3 +167,18 @@ def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
                     warehouse_table(spec), sql.Identifier(name), sql.SQL(pg_type)
                 )
             )
+
+
+def json_safe(value: Any) -> Any:
+    """A value jsonb can hold: NaN and infinities become null, numpy scalars plain numbers, containers recursively."""
+    import math
+
+    if type(value).__module__.startswith("numpy") and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

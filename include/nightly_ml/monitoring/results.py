@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg2.extras
 
 from nightly_ml import db, layout
@@ -73,7 +71,7 @@ class MonitoringResult:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-safe digest (for XCom, alert mails and logs)."""
-        return _json_safe(
+        return db.json_safe(
             {
                 "dataset": self.dataset,
                 "interval_start": self.interval_start.isoformat(),
@@ -97,21 +95,8 @@ class MonitoringResult:
         )
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become null (JSON and jsonb have no NaN); containers are converted recursively."""
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _json(value: Any) -> str:
-    return json.dumps(_json_safe(value), allow_nan=False)
+    return json.dumps(db.json_safe(value), allow_nan=False)
 
 
 def _number(value: float | None) -> float | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Generator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,11 +62,6 @@ class DecisionContext:
 
 def _lock_key(spec: DatasetSpec) -> str:
     return f"nightly_ml.champion:{spec.registered_model_name}"
-
-
-def _json_safe(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    # jsonb has no NaN: a missing number is null.
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
 
 
 def _version_metrics(client: MlflowClient, spec: DatasetSpec, version: ModelVersion) -> dict[str, float]:
@@ -135,7 +129,7 @@ def _record(
             "action": action,
             "actor": actor,
             "reason": reason,
-            "metrics": json.dumps(_json_safe(metrics)),
+            "metrics": json.dumps(db.json_safe(metrics)),
             "gate_reasons": json.dumps(list(gate_reasons)),
             **_gate_columns(spec, decision, context),
         },
