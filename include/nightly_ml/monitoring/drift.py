@@ -89,19 +89,27 @@ def _beyondnull_for(psi_value: float, null: NullThreshold) -> str | None:
     return f"PSI {_fmt(psi_value)} ≥ {_fmt(null.threshold)} ({null.describe()}, p {_fmt(null.pvalue(psi_value))})"
 
 
-def numeric_decision(psi_value: float, ks_statistic: float, null: NullThreshold, rules: DriftRules) -> tuple[bool, str]:
-    """Numeric rule: PSI beyond the calibrated null, and PSI >= psi_threshold or KS D >= 0.1."""
+def _decision(
+    psi_value: float, effect: str, effect_value: float, effect_floor: float, null: NullThreshold, rules: DriftRules
+) -> tuple[bool, str]:
+    """PSI beyond the calibrated null, and an effect that matters: PSI >= psi_threshold or the effect size
+    (KS D for numbers, Cramér's V for categories) >= its floor."""
     beyond = _beyondnull_for(psi_value, null)
     if beyond is None:
         return False, f"stable: PSI {_fmt(psi_value)} ≤ {_fmt(null.threshold)} ({null.describe()})"
     if psi_value >= rules.psi_threshold:
         return True, f"{beyond}, and ≥ {_fmt(rules.psi_threshold)}"
-    if not math.isnan(ks_statistic) and ks_statistic >= MIN_KS_STATISTIC:
-        return True, f"{beyond}, KS statistic {_fmt(ks_statistic)} ≥ {MIN_KS_STATISTIC}"
+    if not math.isnan(effect_value) and effect_value >= effect_floor:
+        return True, f"{beyond}, {effect} {_fmt(effect_value)} ≥ {effect_floor}"
     return False, (
         f"stable: {beyond}, but below the effect-size floors (PSI < {_fmt(rules.psi_threshold)}, "
-        f"KS statistic {_fmt(ks_statistic)} < {MIN_KS_STATISTIC})"
+        f"{effect} {_fmt(effect_value)} < {effect_floor})"
     )
+
+
+def numeric_decision(psi_value: float, ks_statistic: float, null: NullThreshold, rules: DriftRules) -> tuple[bool, str]:
+    """Numeric rule: PSI beyond the calibrated null, and PSI >= psi_threshold or KS D >= 0.1."""
+    return _decision(psi_value, "KS statistic", ks_statistic, MIN_KS_STATISTIC, null, rules)
 
 
 def categorical_decision(
@@ -112,17 +120,7 @@ def categorical_decision(
         return True, f"categories unseen in the reference make up {unseen_share:.1%} of rows (≥ {MAX_UNSEEN_SHARE:.0%})"
     if null is None:
         return False, "not tested"
-    beyond = _beyondnull_for(psi_value, null)
-    if beyond is None:
-        return False, f"stable: PSI {_fmt(psi_value)} ≤ {_fmt(null.threshold)} ({null.describe()})"
-    if psi_value >= rules.psi_threshold:
-        return True, f"{beyond}, and ≥ {_fmt(rules.psi_threshold)}"
-    if not math.isnan(cramers_v) and cramers_v >= MIN_CRAMERS_V:
-        return True, f"{beyond}, Cramér's V {_fmt(cramers_v)} ≥ {MIN_CRAMERS_V}"
-    return False, (
-        f"stable: {beyond}, but below the effect-size floors (PSI < {_fmt(rules.psi_threshold)}, "
-        f"Cramér's V {_fmt(cramers_v)} < {MIN_CRAMERS_V})"
-    )
+    return _decision(psi_value, "Cramér's V", cramers_v, MIN_CRAMERS_V, null, rules)
 
 
 def _interval_matrix(reference_counts: Sequence[int] | np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
