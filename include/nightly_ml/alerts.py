@@ -8,6 +8,7 @@ Mails go through the Airflow SMTP connection named by ``ALERT_SMTP_CONN_ID`` (de
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import smtplib
@@ -19,6 +20,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any, Protocol
 
+from nightly_ml import layout
 from nightly_ml.config import settings
 from nightly_ml.spec import DatasetSpec
 
@@ -57,6 +59,7 @@ class _GateDecision(Protocol):
 
 log = logging.getLogger(__name__)
 DEFAULT_SENDER = "nightly-ml@localhost"
+_URL = re.compile(r"https?://[^\s<>&\"']+")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,20 @@ class Alert:
     def body(self) -> str:
         looks = "\n".join(f"  - {item}" for item in self.where_to_look) or "  - the Airflow UI"
         return f"What happened\n{self.what_happened}\n\nWhere to look\n{looks}\n\nWhat to do\n{self.what_to_do}\n"
+
+    def html(self) -> str:
+        """The same three sections as HTML, with every http(s) URL a link."""
+
+        def linked(text: str) -> str:
+            escaped = html.escape(text)
+            return _URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped).replace("\n", "<br>")
+
+        looks = "".join(f"<li>{linked(item)}</li>" for item in self.where_to_look) or "<li>the Airflow UI</li>"
+        return (
+            f"<html><body><h3>What happened</h3><p>{linked(self.what_happened)}</p>"
+            f"<h3>Where to look</h3><ul>{looks}</ul><h3>What to do</h3><p>{linked(self.what_to_do)}</p>"
+            '<p style="color:#666">nightly-ml · the runbook: docs/RUNBOOK.md</p></body></html>'
+        )
 
 
 def _interval(start: datetime, end: datetime) -> str:
@@ -91,7 +108,7 @@ def batch_rejected(
     raw_folder: Path | None,
     data_docs_url: str | None,
 ) -> Alert:
-    looks = [f"the failed task's log in the Airflow UI (DAG ingest__{spec.name})"]
+    looks = [f"the failed validate task's log in the Airflow UI: {layout.airflow_dag_url(f'ingest__{spec.name}')}"]
     if data_docs_url:
         looks.append(f"the validation report (Data Docs): {data_docs_url}")
     if raw_folder:
@@ -114,7 +131,10 @@ def input_late(spec: DatasetSpec, start: datetime, end: datetime, deadline: date
         what_happened=f"The {spec.name} input for {_interval(start, end)} had not arrived by its deadline "
         f"{deadline:%Y-%m-%d %H:%M %Z} (interval end + source.wait_hours); the ingest run failed and nothing "
         "was loaded.",
-        where_to_look=[f"where the input was expected: {expected}", f"the ingest__{spec.name} run in the Airflow UI"],
+        where_to_look=[
+            f"where the input was expected: {expected}",
+            f"the ingest runs in the Airflow UI: {layout.airflow_dag_url(f'ingest__{spec.name}')}",
+        ],
         what_to_do="Ask the producer for the file (or fix the source), then clear the ingest run for this "
         "interval; raise source.wait_hours in the spec if the input is routinely this late.",
         severity="error",
@@ -146,8 +166,10 @@ def retraining_triggered(
         what_happened=f"Monitoring of {_interval(start, end)} triggered retraining:\n"
         + "\n".join(f"  - {r}" for r in reasons),
         where_to_look=[
-            f"the drift report: {report}" if report else "the monitor run in the Airflow UI",
-            f"the retrain__{spec.name} run in the Airflow UI and its MLflow run",
+            f"the drift report: {report}"
+            if report
+            else f"the monitor runs in the Airflow UI: {layout.airflow_dag_url(f'monitor__{spec.name}')}",
+            f"the retrain run and its MLflow run: {layout.airflow_dag_url(f'retrain__{spec.name}')}",
         ],
         what_to_do="Nothing, if the retrained model is promoted or rejected as expected; check the promotion "
         "mail. If drift comes from a broken source rather than the world, fix the source.",
@@ -253,7 +275,7 @@ def task_failed(context: Any) -> Alert:
     return Alert(
         subject=f"[nightly-ml] task {dag_id}.{task_id} failed",
         what_happened=f"Task {task_id} of DAG {dag_id} (run {run_id}) failed after its retries.\nError: {error}",
-        where_to_look=[f"the task's log in the Airflow UI: DAG {dag_id}, run {run_id}, task {task_id}"],
+        where_to_look=[f"the task and its log in the Airflow UI: {layout.airflow_task_url(dag_id, run_id, task_id)}"],
         what_to_do="Read the error; fix its cause; clear the task to re-run it (every task is idempotent).",
         severity="error",
     )
@@ -268,6 +290,7 @@ def _message(alert: Alert, recipients: list[str], sender: str) -> EmailMessage:
     message["Message-ID"] = make_msgid(domain="nightly-ml")
     message["X-Nightly-ML-Severity"] = alert.severity
     message.set_content(alert.body())
+    message.add_alternative(alert.html(), subtype="html")
     return message
 
 

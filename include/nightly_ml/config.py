@@ -29,6 +29,8 @@ class Settings:
     mlflow_ui_url: str | None = None
     # Where a browser reaches the plugin's reports app (links in mails and in task pages).
     reports_url: str = "http://localhost:8080/nightly-ml/reports"
+    # Where a browser reaches the Airflow UI (links to runs and task logs in mails).
+    airflow_url: str = "http://localhost:8080"
 
     @property
     def landing_dir(self) -> Path:
@@ -86,6 +88,7 @@ def settings() -> Settings:
         retry_delay_seconds=float(os.environ.get("NIGHTLY_ML_RETRY_DELAY_SECONDS", "30")),
         mlflow_ui_url=(os.environ.get("NIGHTLY_ML_MLFLOW_UI_URL") or "").rstrip("/") or None,
         reports_url=os.environ.get("NIGHTLY_ML_REPORTS_URL") or "http://localhost:8080/nightly-ml/reports",
+        airflow_url=(os.environ.get("NIGHTLY_ML_BASE_URL") or "http://localhost:8080").rstrip("/"),
     )
 
 

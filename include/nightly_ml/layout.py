@@ -62,6 +62,20 @@ def backtest_report_path(spec: DatasetSpec, first: date, last: date, suffix: str
     return reports_root() / spec.name / f"backtest_{first:%Y-%m-%d}_{last:%Y-%m-%d}{suffix}"
 
 
+def airflow_dag_url(dag_id: str) -> str:
+    """The DAG's page in the Airflow UI (``NIGHTLY_ML_BASE_URL``)."""
+    return f"{settings().airflow_url}/dags/{quote(dag_id, safe='')}"
+
+
+def airflow_run_url(dag_id: str, run_id: str) -> str:
+    return f"{airflow_dag_url(dag_id)}/runs/{quote(run_id, safe='')}"
+
+
+def airflow_task_url(dag_id: str, run_id: str, task_id: str) -> str:
+    """The task instance's page (its log is one click away)."""
+    return f"{airflow_run_url(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
+
+
 def public_url(path: Path) -> str | None:
     """The http address of a report file as a person opens it (``NIGHTLY_ML_REPORTS_URL``), or None
     for a file outside the reports tree."""

@@ -53,6 +53,10 @@ def dag_bag(airflow_db: Path, warehouse_url: str):
 STACK_START_TIMEOUT_S = 300.0
 STACK_STOP_GRACE_S = 20.0
 STACK_DAGS = ("ingest__demand", "score__demand", "monitor__demand")
+# Extra light specs the stack can also serve, asked for by a module with
+# ``pytestmark = pytest.mark.live_stack_specs("<name>", ...)`` (all of the session's asks are served, since one
+# stack serves the whole session). Their DAGs stay paused: the test unpauses what it needs.
+STACK_SPEC_MARK = "live_stack_specs"
 
 
 @dataclass
@@ -121,6 +125,59 @@ def light_demand_spec(spec_dir: Path, start: date) -> Path:
     return path
 
 
+# A light copy of the real hourly airport-weather spec (include/specs/examples): its files exported for a few
+# local days of 2013 around the spring DST change (2013-03-10 has 23 hours), its start_date the first of them.
+NYC_TEMPERATURE = "nyc_airport_temperature"
+NYC_FIRST_DAY, NYC_LAST_DAY = date(2013, 3, 8), date(2013, 3, 12)
+
+
+def light_nyc_temperature_spec(spec_dir: Path, data_dir: Path) -> Path:
+    """The nyc_airport_temperature example spec, made light (one ridge, a 2-day window, no weekly retrain),
+    with its files for NYC_FIRST_DAY..NYC_LAST_DAY in ``<data_dir>/landing/public/<name>/ds=YYYY-MM-DD/``."""
+    from nightly_ml.devtools import public_data
+
+    landing = data_dir / "landing" / "public" / NYC_TEMPERATURE
+    public_data.export_days(NYC_TEMPERATURE, landing, NYC_FIRST_DAY, NYC_LAST_DAY)
+    raw = yaml.safe_load((PROJECT_ROOT / "include" / "specs" / "examples" / f"{NYC_TEMPERATURE}.yaml").read_text())
+    raw["start_date"] = NYC_FIRST_DAY.isoformat()
+    raw["source"]["path"] = str(landing)
+    raw["validation"]["min_rows"] = 20
+    raw["training"].update(window_days=2, holdout_days=1, min_rows=100, cv_folds=2, schedule=None)
+    raw["training"]["candidates"] = [{"name": "ridge", "estimator": "ridge", "search": {"alpha": [1.0]}}]
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    path = spec_dir / f"{NYC_TEMPERATURE}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+STACK_SPECS: dict[str, Callable[[Path, Path], Path]] = {NYC_TEMPERATURE: light_nyc_temperature_spec}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{STACK_SPEC_MARK}(*names): extra light specs the live_stack serves ({', '.join(STACK_SPECS)})"
+    )
+
+
+@pytest.fixture(scope="session")
+def live_stack_specs(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The extra specs any collected test asks the live stack for (by the ``live_stack_specs`` mark)."""
+    names: set[str] = set()
+    for item in request.session.items:
+        for mark in item.iter_markers(STACK_SPEC_MARK):
+            names.update(mark.args)
+    unknown = names - set(STACK_SPECS)
+    if unknown:
+        pytest.fail(f"unknown live_stack_specs {sorted(unknown)}; known: {sorted(STACK_SPECS)}")
+    return tuple(sorted(names))
+
+
+def stack_dag_ids(specs: tuple[str, ...]) -> set[str]:
+    """Every DAG the stack must have parsed before it is ready."""
+    stages = ("ingest", "score", "monitor", "retrain")
+    return set(STACK_DAGS) | {f"{stage}__{name}" for name in specs for stage in stages}
+
+
 def _popen(command: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         # A session (process group) of its own: `airflow standalone` starts its parts in its group, so
@@ -162,7 +219,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stack_ready(stack: LiveStack, password_file: Path) -> str | None:
+def _stack_ready(stack: LiveStack, password_file: Path, expected: set[str]) -> str | None:
     """None when the API answers, the scheduler and DAG processor are healthy and the DAGs are parsed;
     else what is still missing."""
     try:
@@ -179,17 +236,20 @@ def _stack_ready(stack: LiveStack, password_file: Path) -> str | None:
         return f"no generated password in {password_file} yet"
     if not stack.password:
         stack.password = json.loads(password_file.read_text())[stack.username]
-    listed = stack.api("GET", "/api/v2/dags", params={"dag_id_pattern": "demand"})
+    listed = stack.api("GET", "/api/v2/dags", params={"limit": 100})
     if listed.status_code != 200:
         return f"listing the DAGs answered {listed.status_code}"
     found = {dag["dag_id"] for dag in listed.json()["dags"]}
-    missing = set(STACK_DAGS) - found
+    missing = expected - found
     return f"DAGs not parsed yet: {sorted(missing)}" if missing else None
 
 
 @pytest.fixture(scope="session")
-def live_stack(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    """The local stack under the real scheduler; ingest, score and monitor unpaused (retrain stays paused)."""
+def live_stack(
+    pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory, live_stack_specs: tuple[str, ...]
+) -> Iterator[LiveStack]:
+    """The local stack under the real scheduler; ingest, score and monitor of demand unpaused (retrain stays
+    paused); the DAGs of the extra specs the session asks for (``live_stack_specs``) parsed and paused."""
     from nightly_ml import db
     from nightly_ml.config import settings
     from nightly_ml.devtools import localstack
@@ -205,6 +265,8 @@ def live_stack(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     home.mkdir()
     data_dir.mkdir()
     load_spec_file(light_demand_spec(spec_dir, datetime.now(UTC).date() - timedelta(days=2)))
+    for name in live_stack_specs:
+        load_spec_file(STACK_SPECS[name](spec_dir, data_dir))
 
     suffix = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
     databases = {"warehouse": f"nightly_ml_stack_{suffix}", "airflow": f"nightly_ml_stack_airflow_{suffix}"}
@@ -282,7 +344,8 @@ def live_stack(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
         password_file = home / "simple_auth_manager_passwords.json.generated"
         deadline = time.monotonic() + STACK_START_TIMEOUT_S
-        while (waiting := _stack_ready(stack, password_file)) is not None:
+        expected_dags = stack_dag_ids(live_stack_specs)
+        while (waiting := _stack_ready(stack, password_file, expected_dags)) is not None:
             exited = [p.args[1] for p in processes if p.poll() is not None]
             if exited or time.monotonic() > deadline:
                 why = f"exited: {exited}" if exited else f"not ready after {STACK_START_TIMEOUT_S:.0f} s"

@@ -68,7 +68,8 @@ def test_a_rejected_batch_mail_says_what_where_and_what_to_do(smtp_server: Inbox
     assert message["From"] == "nightly@example.com"
     assert set(message["To"].split(", ")) == {"oncall@example.com", *spec.alert_emails}
     assert message["X-Nightly-ML-Severity"] == "error"
-    body = message.get_payload(decode=True).decode()
+    body = plain_text(message)
+    assert "<h3>What happened</h3>" in html_text(message)  # an HTML part beside the plain text
     for part in (
         "What happened",
         "missing column(s) ['plan']",
@@ -82,6 +83,21 @@ def test_a_rejected_batch_mail_says_what_where_and_what_to_do(smtp_server: Inbox
         assert part in body
 
 
+def _part(message: email.message.Message, subtype: str) -> str:
+    for part in message.walk():
+        if part.get_content_type() == f"text/{subtype}":
+            return part.get_payload(decode=True).decode()
+    raise AssertionError(f"no text/{subtype} part")
+
+
+def plain_text(message: email.message.Message) -> str:
+    return _part(message, "plain")
+
+
+def html_text(message: email.message.Message) -> str:
+    return _part(message, "html")
+
+
 def test_the_failure_callback_mails_the_task_and_its_error(smtp_server: Inbox) -> None:
     class TaskInstance:
         dag_id, task_id, run_id = "ingest__churn", "merge", "scheduled__2026-05-01"
@@ -89,7 +105,10 @@ def test_the_failure_callback_mails_the_task_and_its_error(smtp_server: Inbox) -
     alerts.on_task_failure({"ti": TaskInstance(), "exception": RuntimeError("connection refused")})
     [message] = smtp_server.messages
     assert message["Subject"] == "[nightly-ml] task ingest__churn.merge failed"
-    assert "connection refused" in message.get_payload(decode=True).decode()
+    assert "connection refused" in plain_text(message)
+    # a link a person can open, not a path on a worker
+    assert "http://localhost:8080/dags/ingest__churn/runs/scheduled__2026-05-01/tasks/merge" in plain_text(message)
+    assert '<a href="http://localhost:8080/dags/ingest__churn/runs/' in html_text(message)
 
 
 def test_without_an_smtp_connection_the_alert_lands_in_the_outbox(monkeypatch, tmp_path) -> None:
@@ -105,7 +124,7 @@ def test_without_an_smtp_connection_the_alert_lands_in_the_outbox(monkeypatch, t
         settings.cache_clear()
     saved = email.message_from_bytes((tmp_path / "outbox" / where.rsplit("/", 1)[-1]).read_bytes())
     assert saved["Subject"] == "[nightly-ml] demand: model version 4 promoted"
-    assert "rollback__demand" in saved.get_payload(decode=True).decode()
+    assert "rollback__demand" in plain_text(saved)
 
 
 def test_a_rejected_batch_is_not_mailed_twice(smtp_server: Inbox) -> None:

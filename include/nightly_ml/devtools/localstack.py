@@ -85,6 +85,7 @@ def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Pla
     env["AIRFLOW__API__PORT"] = str(airflow_port)
     env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{airflow_port}/execution/"
     env.setdefault("NIGHTLY_ML_REPORTS_URL", f"http://localhost:{airflow_port}/nightly-ml/reports")
+    env.setdefault("NIGHTLY_ML_BASE_URL", f"http://localhost:{airflow_port}")
 
     start_embedded = not environ.get("WAREHOUSE_URL")
     env["WAREHOUSE_URL"] = EMBEDDED_WAREHOUSE if start_embedded else environ["WAREHOUSE_URL"]
