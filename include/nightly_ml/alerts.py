@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from nightly_ml import layout
 from nightly_ml.config import settings
+from nightly_ml.intervals import local
 from nightly_ml.spec import DatasetSpec
 
 
@@ -115,7 +116,7 @@ def batch_rejected(
         looks.append(f"the raw input, kept untouched: {raw_folder}")
     looks.append(_quarantine_hint(spec, start))
     return Alert(
-        subject=f"[nightly-ml] {spec.name}: batch for {start:%Y-%m-%d} rejected",
+        subject=f"[nightly-ml] {spec.name}: batch for {local(spec, start):%Y-%m-%d} rejected",
         what_happened=f"The {spec.name} batch for {_interval(start, end)} was rejected; nothing was merged.\n"
         f"Reason: {reason}",
         where_to_look=looks,
@@ -127,7 +128,7 @@ def batch_rejected(
 
 def input_late(spec: DatasetSpec, start: datetime, end: datetime, deadline: datetime, expected: str) -> Alert:
     return Alert(
-        subject=f"[nightly-ml] {spec.name}: input for {start:%Y-%m-%d} missing past its deadline",
+        subject=f"[nightly-ml] {spec.name}: input for {local(spec, start):%Y-%m-%d} missing past its deadline",
         what_happened=f"The {spec.name} input for {_interval(start, end)} had not arrived by its deadline "
         f"{deadline:%Y-%m-%d %H:%M %Z} (interval end + source.wait_hours); the ingest run failed and nothing "
         "was loaded.",
@@ -149,7 +150,7 @@ def rows_quarantined(
     if data_docs_url:
         looks.append(f"the validation report (Data Docs): {data_docs_url}")
     return Alert(
-        subject=f"[nightly-ml] {spec.name}: {share:.1%} of rows quarantined for {start:%Y-%m-%d}",
+        subject=f"[nightly-ml] {spec.name}: {share:.1%} of rows quarantined for {local(spec, start):%Y-%m-%d}",
         what_happened=f"The {spec.name} batch for {_interval(start, end)} was merged without {share:.1%} of its "
         f"rows, which broke these rules:\n{rules}",
         where_to_look=looks,
@@ -162,7 +163,7 @@ def retraining_triggered(
     spec: DatasetSpec, start: datetime, end: datetime, reasons: list[str], report: str | None
 ) -> Alert:
     return Alert(
-        subject=f"[nightly-ml] {spec.name}: retraining triggered on {start:%Y-%m-%d}",
+        subject=f"[nightly-ml] {spec.name}: retraining triggered on {local(spec, start):%Y-%m-%d}",
         what_happened=f"Monitoring of {_interval(start, end)} triggered retraining:\n"
         + "\n".join(f"  - {r}" for r in reasons),
         where_to_look=[
