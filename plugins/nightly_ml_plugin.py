@@ -129,6 +129,17 @@ def list_reports(root: Path | None = None) -> list[Report]:
                 stamp(drift),
             )
         )
+    for run_report in base.glob("*/runs/drift_*__*.html"):
+        day = run_report.stem.removeprefix("drift_").split("__", 1)[0]
+        found.append(
+            Report(
+                run_report.parent.parent.name,
+                "drift_run",
+                day,
+                run_report.relative_to(base).as_posix(),
+                stamp(run_report),
+            )
+        )
     for backtest in base.glob("*/backtest_*.html"):
         if backtest.parent.name == "data_docs":
             continue
@@ -147,10 +158,13 @@ def render_index(reports: list[Report], prefix: str, root: Path) -> str:
     per interval and a column per kind of nightly report."""
     rows: dict[str, dict[str, dict[str, Report]]] = {}
     backtests: dict[str, list[Report]] = {}
+    history: dict[tuple[str, str], list[Report]] = {}
     for report in reports:
         if report.kind == "backtest":
             backtests.setdefault(report.dataset, []).append(report)
             rows.setdefault(report.dataset, {})
+        elif report.kind == "drift_run":
+            history.setdefault((report.dataset, report.label), []).append(report)
         else:
             rows.setdefault(report.dataset, {}).setdefault(report.label, {})[report.kind] = report
 
@@ -163,10 +177,21 @@ def render_index(reports: list[Report], prefix: str, root: Path) -> str:
         href = html.escape(link(report.path))
         return f'<td><a href="{href}" target="_blank" rel="noopener">open</a> <small>{report.modified}</small></td>'
 
+    def runs(dataset: str, label: str) -> str:
+        """Every monitoring run's own report of the interval (earlier decisions are kept, never overwritten)."""
+        found = sorted(history.get((dataset, label), []), key=lambda r: r.modified)
+        items = " · ".join(
+            f'<a href="{html.escape(link(r.path))}" target="_blank" rel="noopener">'
+            f"{html.escape(Path(r.path).stem.split('__', 1)[-1])}</a>"
+            for r in found
+        )
+        return f"<td><small>{items or '—'}</small></td>"
+
     sections = []
     for dataset, by_label in rows.items():
         body = "".join(
-            f"<tr><td>{html.escape(label)}</td>{cell(kinds.get('validation'))}{cell(kinds.get('drift'))}</tr>"
+            f"<tr><td>{html.escape(label)}</td>{cell(kinds.get('validation'))}{cell(kinds.get('drift'))}"
+            f"{runs(dataset, label)}</tr>"
             for label, kinds in by_label.items()
         )
         replays = "".join(
@@ -179,7 +204,8 @@ def render_index(reports: list[Report], prefix: str, root: Path) -> str:
             f"<h2>{html.escape(dataset)}</h2>"
             + (f"<p>Backtests (a replay of the dataset's history):</p><ul>{replays}</ul>" if replays else "")
             + (
-                "<table><thead><tr><th>interval</th><th>validation (Data Docs)</th><th>drift report</th></tr></thead>"
+                "<table><thead><tr><th>interval</th><th>validation (Data Docs)</th><th>drift report (current)</th>"
+                "<th>drift report of each monitoring run</th></tr></thead>"
                 f"<tbody>{body}</tbody></table>"
                 if body
                 else ""

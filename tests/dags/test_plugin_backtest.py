@@ -46,3 +46,17 @@ def test_index_links_backtest_reports(plugin: ModuleType, tmp_path: Path) -> Non
     # a dataset with only a backtest gets no empty interval table
     weather = page.split("<h2>weather</h2>", 1)[1]
     assert "<table>" not in weather
+
+
+def test_index_keeps_every_monitoring_runs_report(plugin: ModuleType, tmp_path: Path) -> None:
+    """A re-run adds a report of its own; the night's first decision stays one click away."""
+    (tmp_path / "demand" / "runs").mkdir(parents=True)
+    (tmp_path / "demand" / "drift_2026-01-05.html").write_text("current")
+    for run in ("scheduled__2026-01-06", "manual__2026-02-01"):
+        (tmp_path / "demand" / "runs" / f"drift_2026-01-05__{run}.html").write_text(run)
+    reports = plugin.list_reports(tmp_path)
+    assert sorted(r.kind for r in reports) == ["drift", "drift_run", "drift_run"]
+    page = plugin.render_index(reports, "/nightly-ml", tmp_path)
+    for run in ("scheduled__2026-01-06", "manual__2026-02-01"):
+        assert f'href="/nightly-ml/reports/demand/runs/drift_2026-01-05__{run}.html"' in page
+    assert page.count("<tr><td>2026-01-05</td>") == 1
