@@ -142,7 +142,8 @@ def light_nyc_temperature_spec(spec_dir: Path, data_dir: Path) -> Path:
     raw["start_date"] = NYC_FIRST_DAY.isoformat()
     raw["source"]["path"] = str(landing)
     raw["validation"]["min_rows"] = 20
-    raw["training"].update(window_days=2, holdout_days=1, min_rows=100, cv_folds=2, schedule=None)
+    # a 2-day window: the older day trains (72 rows), the newer one is the holdout
+    raw["training"].update(window_days=2, holdout_days=1, min_rows=60, cv_folds=2, schedule=None)
     raw["training"]["candidates"] = [{"name": "ridge", "estimator": "ridge", "search": {"alpha": [1.0]}}]
     spec_dir.mkdir(parents=True, exist_ok=True)
     path = spec_dir / f"{NYC_TEMPERATURE}.yaml"

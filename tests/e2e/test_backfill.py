@@ -21,6 +21,7 @@ spec's ``start_date`` is asked for. Downstream runs are the scheduler's own Asse
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -99,13 +100,17 @@ def covered(stack, dag_id: str, run_id: str) -> list[datetime]:
 
 
 def task_log(stack, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+    """One try's log, its structured lines as text (the API serves JSON or NDJSON only, not text/plain)."""
     response = stack.api(
         "GET",
         f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{max(1, try_number)}",
         params={"full_content": "true"},
-        headers={"Accept": "text/plain"},
+        headers={"Accept": "application/json"},
     )
-    return response.text
+    response.raise_for_status()
+    return "\n".join(
+        line if isinstance(line, str) else json.dumps(line, default=str) for line in response.json()["content"]
+    )
 
 
 def wait_for_backfill(stack, backfill_id: int, deadline: float) -> list[dict[str, Any]]:
@@ -269,6 +274,10 @@ def history(live_stack) -> History:
         refusal = (refused.status_code, refused.text)
     for dag_id in (INGEST, SCORE, MONITOR):
         set_paused(stack, dag_id, True)
+    # what else unpausing the ingest DAG started (catchup: false -> the scheduler's own run of the latest interval)
+    for run in runs_of(stack, INGEST):
+        if run["run_type"] != "backfill":
+            print(f"{INGEST}: also a {run['run_type']} run {run['dag_run_id']}: {run['state']}")
     for name, phase in (("bootstrap", bootstrap), ("champion", champion), ("rerun", rerun)):
         print(f"backfill {name}: {len(phase.ingest_runs)} ingest runs and their chain in {phase.seconds:.0f} s")
     print(f"bootstrap retraining: {len(retrain_runs)} run(s) in {retrain_seconds:.0f} s")
@@ -403,10 +412,9 @@ def test_a_second_backfill_reprocessing_completed_runs_gives_identical_checksums
 
 
 def test_a_backfill_before_the_spec_start_date_fails_loudly(live_stack, history: History) -> None:
-    if history.before_start_refusal is not None:
-        status, text = history.before_start_refusal
-        assert status in (400, 409, 422) and "start_date" in text, (status, text)
-        return
+    # Observed on Airflow 3.3.2: the API accepts it (the timetable is not clamped to the DAG's start_date, and a
+    # backfill run creates every task whatever its start_date); the runs are what must fail, saying why.
+    assert history.before_start_refusal is None, history.before_start_refusal
     phase = history.before_start
     assert phase is not None
     assert [datetime.fromisoformat(r["logical_date"]).astimezone(ZONE).date() for r in phase.ingest_runs] == list(
