@@ -27,8 +27,9 @@ EXAMPLES = PROJECT_ROOT / "include" / "specs" / "examples"
 FIRST, LAST = datetime(2013, 3, 8), datetime(2013, 3, 11)  # local days; 2013-03-10 has 23 hours
 DST_DAY = "2013-03-10"
 LIGHT_TRAINING = {
-    "nyc_airport_temperature": {"window_days": 2, "holdout_days": 1, "min_rows": 100},
-    "nyc_flight_delays": {"window_days": 2, "holdout_days": 1, "min_rows": 1000},
+    # Small enough that a champion is trained on the first two nights and scores the next ones.
+    "nyc_airport_temperature": {"window_days": 2, "holdout_days": 1, "min_rows": 60},
+    "nyc_flight_delays": {"window_days": 2, "holdout_days": 1, "min_rows": 500},
 }
 
 
@@ -92,6 +93,11 @@ def test_every_local_day_is_loaded_scored_and_monitored(replayed: dict, name: st
     assert sorted(nights) == ["2013-03-08", "2013-03-09", "2013-03-10", "2013-03-11"]
     assert all(o.ingest == "success" and o.score == "success" for o in nights.values()), nights
     assert all(o.monitor in ("trigger_retrain", "no_action") for o in nights.values()), nights
+    assert any(o.retrain.startswith("v1 promoted") for o in nights.values()), nights  # a first champion
+    scored = rows("SELECT count(DISTINCT interval_start) FROM ops.scoring_runs WHERE dataset = %(d)s", {"d": name})[0][
+        0
+    ]
+    assert scored >= 1  # the nights after the first champion are scored by it
     audit = rows(
         "SELECT interval_start, interval_end, status, rows_merged FROM ops.load_audit WHERE dataset = %(d)s "
         "ORDER BY interval_start",
