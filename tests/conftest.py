@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from nightly_ml.devtools.scratch import LOCAL_ADMIN_URL, reachable
+from nightly_ml.devtools.scratch import LOCAL_ADMIN_URL, free_port, reachable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,12 +88,6 @@ def warehouse_url(pg_admin_url: str, data_dir: Path) -> Iterator[str]:
 
 MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
 STARTUP_TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _healthy(url: str) -> bool:

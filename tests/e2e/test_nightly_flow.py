@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from nightly_ml import db
-from nightly_ml.config import PROJECT_ROOT, settings
+from nightly_ml.config import PROJECT_ROOT
+from nightly_ml.devtools.scratch import specs_from
 
 pytestmark = pytest.mark.e2e
 
@@ -65,15 +66,8 @@ def flow_specs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     for raw in (churn, demand):
         (spec_dir / f"{raw['name']}.yaml").write_text(yaml.safe_dump(raw))
-    previous = os.environ.get("NIGHTLY_ML_SPEC_DIR")
-    os.environ["NIGHTLY_ML_SPEC_DIR"] = str(spec_dir)
-    settings.cache_clear()
-    yield spec_dir
-    if previous is None:
-        os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
-    else:
-        os.environ["NIGHTLY_ML_SPEC_DIR"] = previous
-    settings.cache_clear()
+    with specs_from(spec_dir):
+        yield spec_dir
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import yaml
 
 from nightly_ml import db
 from nightly_ml.config import PROJECT_ROOT, settings
+from nightly_ml.devtools.scratch import specs_from
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("pandas")
@@ -54,15 +55,8 @@ def real_specs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iter
     for name in LIGHT_TRAINING:
         public_data.export_days(name, landing / name, FIRST.date(), LAST.date())
         (spec_dir / f"{name}.yaml").write_text(yaml.safe_dump(_spec(name, landing)))
-    previous = os.environ.get("NIGHTLY_ML_SPEC_DIR")
-    os.environ["NIGHTLY_ML_SPEC_DIR"] = str(spec_dir)
-    settings.cache_clear()
-    yield spec_dir
-    if previous is None:
-        os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
-    else:
-        os.environ["NIGHTLY_ML_SPEC_DIR"] = previous
-    settings.cache_clear()
+    with specs_from(spec_dir):
+        yield spec_dir
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import socket
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -13,16 +12,11 @@ import pytest
 from psycopg2 import sql
 
 from nightly_ml import db
+from nightly_ml.devtools.scratch import free_port
 from nightly_ml.etl.simulator import generate_batch, generate_labels
 from nightly_ml.spec import DatasetSpec, load_spec
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_spec(name: str, new_name: str, **training_overrides: object) -> DatasetSpec:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -13,6 +12,7 @@ from aiosmtpd.controller import Controller
 
 from nightly_ml import alerts
 from nightly_ml.config import settings
+from nightly_ml.devtools.scratch import free_port
 from nightly_ml.spec import load_spec
 
 pytestmark = pytest.mark.integration
@@ -29,16 +29,10 @@ class Inbox:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
     inbox = Inbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", f"smtp://127.0.0.1:{port}?from_email=nightly%40example.com")

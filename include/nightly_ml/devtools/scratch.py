@@ -66,3 +66,30 @@ def scratch_database(admin_url: str, name: str, data_dir: Path) -> Generator[str
                 os.environ[key] = value
         settings.cache_clear()
         admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (for servers a test or the bench starts)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def specs_from(spec_dir: Path) -> Generator[Path]:
+    """Point the pipeline at another spec directory for the duration (tests, replays), then back."""
+    from nightly_ml.config import settings
+
+    previous = os.environ.get("NIGHTLY_ML_SPEC_DIR")
+    os.environ["NIGHTLY_ML_SPEC_DIR"] = str(spec_dir)
+    settings.cache_clear()
+    try:
+        yield spec_dir
+    finally:
+        if previous is None:
+            os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
+        else:
+            os.environ["NIGHTLY_ML_SPEC_DIR"] = previous
+        settings.cache_clear()
