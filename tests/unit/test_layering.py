@@ -63,3 +63,35 @@ def test_modules_stay_small(module: Path) -> None:
 def test_dags_reach_the_pipeline_through_tasks_only(dag_file: Path) -> None:
     layers = imported_layers(dag_file)
     assert layers <= {"tasks"}, f"{dag_file.name} imports {sorted(layers - {'tasks'})}; go through nightly_ml.tasks"
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def test_no_import_cycles() -> None:
+    """No two modules import each other, directly or round a loop (lazy imports inside functions count too)."""
+    names = {_module_name(p): p for p in MODULES}
+    edges: dict[str, set[str]] = {name: set() for name in names}
+    for name, path in names.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            edges[name] |= {t for t in targets if t in names and t != name}
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(name) :], name]))
+        if name in done:
+            return
+        for target in sorted(edges[name]):
+            visit(target, [*trail, name])
+        done.add(name)
+
+    for name in sorted(names):
+        visit(name, [])

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg2.extensions
@@ -123,12 +123,6 @@ def compute_monitoring(
     )
 
 
-def report_path_for(spec: DatasetSpec, interval_start: datetime, output_dir: Path) -> Path:
-    """Where an interval's drift report lives: ``<output_dir>/reports/<dataset>/drift_<YYYY-MM-DD>.html`` (UTC)."""
-    day = interval_start.astimezone(UTC).date().isoformat()
-    return output_dir / "reports" / spec.name / f"drift_{day}.html"
-
-
 def run_monitoring(
     spec: DatasetSpec,
     interval_start: datetime,
@@ -149,7 +143,7 @@ def run_monitoring(
     """Monitor one interval against the champion's reference: compute, report, store; return the verdict.
 
     Only call it when there is a champion (and so a reference window); otherwise use
-    :func:`no_champion_verdict`. The report goes to ``report_path_for(spec, interval_start,
+    :func:`no_champion_verdict`. The report goes to ``reports.report_path_for(spec, interval_start,
     output_dir or settings().data_dir)``.
     """
     # Imported here: matplotlib is heavy and only the report needs it.

@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 
 from nightly_ml import layout
 from nightly_ml.monitoring.aggregates import PREDICTION_FEATURE
-from nightly_ml.monitoring.checks import report_path_for
 from nightly_ml.monitoring.results import MonitoringHistory, MonitoringResult
 from nightly_ml.monitoring.statistics import Histogram
 from nightly_ml.spec import METRIC_GREATER_IS_BETTER, DatasetSpec
@@ -193,6 +192,12 @@ def _write(path: Path, html: str) -> None:
     partial = path.with_suffix(".html.partial")
     partial.write_text(html, encoding="utf-8")
     partial.replace(path)
+
+
+def report_path_for(spec: DatasetSpec, interval_start: datetime, output_dir: Path) -> Path:
+    """Where an interval's drift report lives: ``<output_dir>/reports/<dataset>/drift_<local day>.html``,
+    named as :mod:`nightly_ml.layout` names it."""
+    return output_dir / "reports" / spec.name / layout.drift_report_path(spec, interval_start).name
 
 
 def render_report(spec: DatasetSpec, result: MonitoringResult, history: MonitoringHistory, output_dir: Path) -> Path:
