@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from nightly_ml.devtools.scratch import LOCAL_ADMIN_URL, free_port, reachable
+from nightly_ml.devtools.scratch import LOCAL_ADMIN_URL, environment_set, free_port, reachable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,6 @@ def _healthy(url: str) -> bool:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start ``mlflow server``; yield its URL; stop it at the end of the session."""
-    from nightly_ml.config import settings
 
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
@@ -144,17 +143,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"mlflow server did not become healthy at {url}:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.25)
 
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = url
-    settings.cache_clear()
     try:
-        yield url
+        with environment_set("MLFLOW_TRACKING_URI", url):
+            yield url
     finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-        settings.cache_clear()
         _stop(process)
 
 

@@ -78,18 +78,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def specs_from(spec_dir: Path) -> Generator[Path]:
-    """Point the pipeline at another spec directory for the duration (tests, replays), then back."""
+def environment_set(name: str, value: str) -> Generator[str]:
+    """Set one environment variable the pipeline reads for the duration (tests, replays), then put it back."""
     from nightly_ml.config import settings
 
-    previous = os.environ.get("NIGHTLY_ML_SPEC_DIR")
-    os.environ["NIGHTLY_ML_SPEC_DIR"] = str(spec_dir)
+    previous = os.environ.get(name)
+    os.environ[name] = value
     settings.cache_clear()
     try:
-        yield spec_dir
+        yield value
     finally:
         if previous is None:
-            os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["NIGHTLY_ML_SPEC_DIR"] = previous
+            os.environ[name] = previous
         settings.cache_clear()
+
+
+@contextmanager
+def specs_from(spec_dir: Path) -> Generator[Path]:
+    """Point the pipeline at another spec directory for the duration, then back."""
+    with environment_set("NIGHTLY_ML_SPEC_DIR", str(spec_dir)):
+        yield spec_dir

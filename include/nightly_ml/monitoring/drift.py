@@ -123,6 +123,17 @@ def categorical_decision(
     return _decision(psi_value, "Cramér's V", cramers_v, MIN_CRAMERS_V, null, rules)
 
 
+def _null_fields(null: NullThreshold | None, psi_value: float) -> dict[str, Any]:
+    """What a feature's result records of its calibrated null (NaN / empty when the test was skipped)."""
+    return {
+        "threshold": null.threshold if null else NAN,
+        "null_pvalue": null.pvalue(psi_value) if null else NAN,
+        "null_method": null.method if null else "",
+        "null_level": null.level if null else NAN,
+        "tested": null is not None,
+    }
+
+
 def _interval_matrix(reference_counts: Sequence[int] | np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
     """Per-interval counts (K, B); a flat count vector is one interval (the i.i.d. rows null)."""
     matrix = np.asarray(reference_counts, dtype=np.int64)
@@ -169,11 +180,7 @@ def numeric_feature_drift(
         ks_pvalue=ks_pvalue(ks_statistic, n_ref, n_cur),
         reference=reference,
         current=current,
-        threshold=null.threshold if null else NAN,
-        null_pvalue=null.pvalue(psi_value) if null else NAN,
-        null_method=null.method if null else "",
-        null_level=null.level if null else NAN,
-        tested=null is not None,
+        **_null_fields(null, psi_value),
         mean_tolerance=tolerance.tolerance if tolerance else NAN,
     )
 
@@ -225,11 +232,7 @@ def categorical_feature_drift(
         unseen_categories=tuple(sorted(test.unseen_categories)),
         reference=reference,
         current=current,
-        threshold=null.threshold if null else NAN,
-        null_pvalue=null.pvalue(psi_value) if null else NAN,
-        null_method=null.method if null else "",
-        null_level=null.level if null else NAN,
-        tested=null is not None,
+        **_null_fields(null, psi_value),
     )
 
 
