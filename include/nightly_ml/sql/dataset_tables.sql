@@ -1,5 +1,5 @@
 -- Per-dataset tables, typed from the dataset spec. Identifiers are filled in by nightly_ml.db.
-CREATE SCHEMA IF NOT EXISTS warehouse;
+-- The schema comes from migration 0001: the pipeline's writer role may not create schemas.
 
 CREATE TABLE IF NOT EXISTS {warehouse} (
     {key} {key_type} PRIMARY KEY,
