@@ -91,7 +91,7 @@ def run(url: str, statement: str | sql.Composable, params: tuple = ()) -> list[t
     conn = psycopg2.connect(db.libpq_url(url))
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(statement, params)
+            cur.execute(statement, params or None)
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
