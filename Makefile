@@ -20,6 +20,10 @@ export DO_NOT_TRACK := 1
 
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
+SMTP_PORT ?= 1025
+MAIL_PORT ?= 8025
+# the address `make up` listens on: this machine only, unless you say otherwise
+BIND_HOST ?= 127.0.0.1
 
 .PHONY: help venv run up down backtest test test-fast lint format bench eval-drift lock clean
 
@@ -38,10 +42,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 run: venv ## Install, start the embedded defaults (unless WAREHOUSE_URL is set) and play the nightly demo
 	$(BIN)/python -m nightly_ml.devtools.demo
 
-up: venv ## Start the Airflow UI (standalone, port AIRFLOW_PORT) and the MLflow UI (port MLFLOW_PORT) locally
-	$(BIN)/python -m nightly_ml.devtools.localstack --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
+up: venv ## Start the Airflow UI (port AIRFLOW_PORT), the MLflow UI (MLFLOW_PORT) and a mail catcher (SMTP_PORT, web MAIL_PORT) on BIND_HOST
+	$(BIN)/python -m nightly_ml.devtools.localstack --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --smtp-port $(SMTP_PORT) --mail-port $(MAIL_PORT) --host $(BIND_HOST)
 
-down: ## Stop what `make up` started (Airflow, the MLflow server) and the embedded PostgreSQL
+down: ## Stop what `make up` started (Airflow, the MLflow server, the mail catcher) and the embedded PostgreSQL
 	$(BIN)/python -m nightly_ml.devtools.localstack --down
 	$(BIN)/python -m nightly_ml.devtools.embedded stop $(DATA_DIR)
 	@echo "Stopped the embedded PostgreSQL of $(DATA_DIR) (if it was running)."

@@ -47,7 +47,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(
     out = capsys.readouterr().out
     assert "AIRFLOW__API__PORT=8081" in out
     # without it every task fails with "connection refused" on a port other than 8080
-    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:8081/execution/" in out
+    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8081/execution/" in out
     assert f"NIGHTLY_ML_DATA_DIR={data_dir}" in out
     assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5001" in out
     assert f"start the embedded PostgreSQL in {data_dir / 'pgdata'}" in out
@@ -56,7 +56,15 @@ def test_dry_run_prints_the_plan_and_starts_nothing(
     assert f"--artifacts-destination {data_dir / 'mlflow' / 'artifacts'}" in mlflow
     assert "--serve-artifacts" in mlflow and "--host 127.0.0.1 --port 5001" in mlflow
     commands = [line.split(" ") for line in out.splitlines() if Path(line.split(" ")[0]).name == "airflow"]
-    assert [words[1:] for words in commands] == [["db", "migrate"], ["standalone"]]
+    # Airflow's parts as `airflow standalone` runs them, but with no log servers (they cannot be bound to
+    # 127.0.0.1 in Airflow 3.3) and the API server on the chosen address
+    assert [words[1:] for words in commands] == [
+        ["db", "migrate"],
+        ["api-server", "--host", "127.0.0.1", "--port", "8081", "&"],
+        ["scheduler", "--skip-serve-logs", "&"],
+        ["dag-processor", "&"],
+        ["triggerer", "--skip-serve-logs", "&"],
+    ]
     assert "Airflow UI: http://localhost:8081" in out and "Nightly ML reports: http://localhost:8081/nightly-ml/" in out
 
 
@@ -79,7 +87,8 @@ def test_the_children_find_this_venv(data_dir: Path) -> None:
     stack = localstack.plan(8080, 5000, {"PATH": "/usr/bin"})
     # `airflow standalone` starts its parts as `airflow` found on PATH
     assert stack.env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
-    assert Path(stack.standalone_command[0]).parent == Path(sys.executable).parent
+    for command in stack.airflow_commands.values():
+        assert Path(command[0]).parent == Path(sys.executable).parent
     assert stack.env["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
     assert stack.env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(ROOT / "plugins")
     assert stack.env["AIRFLOW_HOME"] == str(data_dir / "airflow")
@@ -94,6 +103,7 @@ def test_makefile_up_calls_it_with_options_it_has() -> None:
     assert command[1:3] == ["-m", "nightly_ml.devtools.localstack"]
     args = localstack.parse_args(command[3:])
     assert (args.airflow_port, args.mlflow_port, args.dry_run) == (8080, 5000, False)
+    assert (args.host, args.smtp_port, args.mail_port) == ("127.0.0.1", 1025, 8025)
 
 
 def test_mask_hides_url_passwords() -> None:
@@ -124,12 +134,12 @@ def test_stop_sends_sigint_first() -> None:
         "except KeyboardInterrupt:\n    raise SystemExit(7)",
         announces_itself=True,
     )
-    localstack._stop(process, "child", grace_s=10)
+    localstack.stop(process, "child", grace_s=10)
     assert process.returncode == 7
 
 
 def test_stop_escalates_when_sigint_is_ignored() -> None:
     process = child("import time; time.sleep(60)", ignore_sigint=True)
     started = time.monotonic()
-    localstack._stop(process, "child", grace_s=0.5)
+    localstack.stop(process, "child", grace_s=0.5)
     assert process.returncode is not None and time.monotonic() - started < 10

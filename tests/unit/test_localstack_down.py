@@ -93,11 +93,13 @@ def test_run_keeps_its_pid_file_while_it_runs(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(localstack, "_run", foreground)
     stack = localstack.Plan(
         data_dir=tmp_path,
+        host="127.0.0.1",
         env={},
         start_embedded_warehouse=False,
         mlflow_command=None,
+        mail_command=None,
         migrate_command=[],
-        standalone_command=[],
+        airflow_commands={},
     )
     # run() installs its own SIGINT/SIGTERM handlers: put pytest's back afterwards.
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}

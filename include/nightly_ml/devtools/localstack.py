@@ -1,19 +1,28 @@
-"""``make up``: the Airflow UI and the MLflow UI on this machine, on the embedded defaults.
+"""``make up``: the Airflow UI, the MLflow UI and a mail catcher on this machine, on the embedded defaults.
 
-``python -m nightly_ml.devtools.localstack --airflow-port 8080 --mlflow-port 5000 [--dry-run]``
+``python -m nightly_ml.devtools.localstack --airflow-port 8080 --mlflow-port 5000 [--host 127.0.0.1]
+[--smtp-port 1025 --mail-port 8025] [--dry-run]``
 
 1. the warehouse: ``WAREHOUSE_URL`` if set, else the embedded PostgreSQL in ``<data>/pgdata``
    (its schema migrated either way);
-2. MLflow: ``MLFLOW_TRACKING_URI`` if set, else an ``mlflow server`` on 127.0.0.1 (SQLite store
+2. MLflow: ``MLFLOW_TRACKING_URI`` if set, else an ``mlflow server`` (SQLite store
    ``<data>/mlflow/mlflow.db``, the file the pipeline uses when no server is given; artifacts
    in ``<data>/mlflow/artifacts``);
-3. ``airflow db migrate``, then ``airflow standalone`` in the foreground, with the API server on
-   the given port and the execution API pointed at it (otherwise every task fails with
-   "connection refused").
+3. a mail catcher (``nightly_ml.devtools.mailcatcher``: SMTP, and a web page listing what it caught,
+   kept in ``<data>/mail``), unless the alert connection (``AIRFLOW_CONN_SMTP_ALERTS``) is given: the
+   alert connection and Airflow's own ``[smtp]`` settings point at it;
+4. ``airflow db migrate``, then Airflow's parts in the foreground, as ``airflow standalone`` runs them (API
+   server with the UI, scheduler, DAG processor, triggerer; LocalExecutor, simple auth manager), with the
+   execution API pointed at the API server (otherwise every task fails with "connection refused").
 
-Ctrl-C stops Airflow and the MLflow server. ``--dry-run`` prints the commands and the
-environment it would use and starts nothing. While it runs, its process id is in ``<data>/localstack.pid``;
-``--down`` (``make down``) stops that running stack from another shell, as Ctrl-C would.
+Everything listens on ``--host`` only, 127.0.0.1 by default. Airflow 3.3 has no setting for the address of
+its log servers (the scheduler's and the triggerer's ``serve-logs`` bind every interface), so they are not
+started (``--skip-serve-logs``): on one machine the API server reads the task and trigger logs from the log
+folder itself.
+
+Ctrl-C stops them all. ``--dry-run`` prints the commands and the environment it would use and starts
+nothing. While it runs, its process id is in ``<data>/localstack.pid``; ``--down`` (``make down``) stops that
+running stack from another shell, as Ctrl-C would.
 """
 
 from __future__ import annotations
@@ -26,13 +35,23 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nightly_ml.config import PROJECT_ROOT, settings
+from nightly_ml.devtools import mailcatcher
+from nightly_ml.devtools.localstack_procs import (  # noqa: F401 (the module's API, used by make down and tests)
+    COMMAND_MARK,
+    DOWN_TIMEOUT_S,
+    down,
+    pid_file,
+    remove_pid,
+    start,
+    stop,
+    wait_for_http,
+    write_pid,
+)
 
 # The same switches the Makefile exports, for a run that does not come through `make`.
 DEFAULT_ENV = {
@@ -42,14 +61,15 @@ DEFAULT_ENV = {
     "GX_ANALYTICS_ENABLED": "false",
     "MLFLOW_ENABLE_TELEMETRY": "false",
     "DO_NOT_TRACK": "1",
+    # what `airflow standalone` would force: tasks run on this machine, users from simple auth
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
 }
+DEFAULT_HOST = "127.0.0.1"
 EMBEDDED_WAREHOUSE = "<embedded PostgreSQL, started at run time>"
-MLFLOW_START_TIMEOUT_S = 60.0
-PID_FILE = "localstack.pid"
-# What a running stack's command line holds: a recycled pid of another program is never signalled.
-COMMAND_MARK = "nightly_ml.devtools.localstack"
-# The stack stops its children within 60 s + 10 s each (see _stop); then give up waiting.
-DOWN_TIMEOUT_S = 150.0
+# Airflow's parts, started in this order and stopped in the reverse one.
+AIRFLOW_PARTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+MAIL_FROM = "airflow@localhost"
 
 
 @dataclass
@@ -57,22 +77,59 @@ class Plan:
     """What ``make up`` runs: environment additions and the commands, in order."""
 
     data_dir: Path
+    host: str
     env: dict[str, str]
     start_embedded_warehouse: bool
     mlflow_command: list[str] | None
+    mail_command: list[str] | None
     migrate_command: list[str]
-    standalone_command: list[str]
+    airflow_commands: dict[str, list[str]]
     urls: dict[str, str] = field(default_factory=dict)
+    # what listens where, all on `host` (name → port)
+    ports: dict[str, int] = field(default_factory=dict)
 
 
 def _tool(name: str) -> str:
-    """The venv's own executable when there is one: `airflow standalone` must find the same install."""
+    """The venv's own executable when there is one: Airflow's parts must find the same install."""
     sibling = Path(sys.executable).with_name(name)
     return str(sibling) if sibling.exists() else name
 
 
-def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Plan:
-    """Work out the stack from the ports and the environment; starts nothing."""
+def connect_host(host: str) -> str:
+    """The address local clients use for a server bound to ``host`` (a wildcard bind answers on loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "localhost") else f"[{host}]" if ":" in host else host
+
+
+def browser_host(host: str) -> str:
+    """The host name printed for a browser: ``localhost`` for loopback and wildcard binds, else the address."""
+    return "localhost" if host in ("127.0.0.1", "::1", "0.0.0.0", "::", "", "localhost") else connect_host(host)
+
+
+def smtp_env(host: str, port: int, conn_variable: str) -> dict[str, str]:
+    """The alert connection and Airflow's own SMTP settings, pointed at a catcher on ``host:port``."""
+    address = connect_host(host)
+    return {
+        conn_variable: f"smtp://{address}:{port}",
+        # the SMTP provider's default connection (notifiers): plain SMTP, no TLS
+        "AIRFLOW_CONN_SMTP_DEFAULT": f"smtp://{address}:{port}?disable_ssl=true&disable_tls=true",
+        "AIRFLOW__SMTP__SMTP_HOST": address,
+        "AIRFLOW__SMTP__SMTP_PORT": str(port),
+        "AIRFLOW__SMTP__SMTP_STARTTLS": "False",
+        "AIRFLOW__SMTP__SMTP_SSL": "False",
+        "AIRFLOW__SMTP__SMTP_MAIL_FROM": MAIL_FROM,
+    }
+
+
+def plan(
+    airflow_port: int,
+    mlflow_port: int,
+    environ: Mapping[str, str],
+    *,
+    host: str = DEFAULT_HOST,
+    smtp_port: int = 1025,
+    mail_port: int = 8025,
+) -> Plan:
+    """Work out the stack from the ports, the address to listen on and the environment; starts nothing."""
     data_dir = settings().data_dir
     env: dict[str, str] = {key: value for key, value in DEFAULT_ENV.items() if key not in environ}
     env["NIGHTLY_ML_DATA_DIR"] = str(data_dir)
@@ -80,12 +137,17 @@ def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Pla
     venv_bin = str(Path(sys.executable).parent)
     path = environ.get("PATH", "")
     if venv_bin not in path.split(os.pathsep):
-        # `airflow standalone` starts its parts as `airflow` found on PATH
+        # Airflow starts task and server processes as `airflow` found on PATH
         env["PATH"] = os.pathsep.join(p for p in (venv_bin, path) if p)
+    local, browse = connect_host(host), browser_host(host)
+    env["AIRFLOW__API__HOST"] = host
     env["AIRFLOW__API__PORT"] = str(airflow_port)
-    env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{airflow_port}/execution/"
-    env.setdefault("NIGHTLY_ML_REPORTS_URL", f"http://localhost:{airflow_port}/nightly-ml/reports")
-    env.setdefault("NIGHTLY_ML_BASE_URL", f"http://localhost:{airflow_port}")
+    env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://{local}:{airflow_port}/execution/"
+    # off by default; if someone turns it on, it listens where the rest does
+    env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] = host
+    env.setdefault("NIGHTLY_ML_REPORTS_URL", f"http://{browse}:{airflow_port}/nightly-ml/reports")
+    env.setdefault("NIGHTLY_ML_BASE_URL", f"http://{browse}:{airflow_port}")
+    ports = {"Airflow": airflow_port}
 
     start_embedded = not environ.get("WAREHOUSE_URL")
     env["WAREHOUSE_URL"] = EMBEDDED_WAREHOUSE if start_embedded else environ["WAREHOUSE_URL"]
@@ -94,7 +156,7 @@ def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Pla
     tracking_uri = environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
         store = data_dir / "mlflow"
-        tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+        tracking_uri = f"http://{local}:{mlflow_port}"
         mlflow_command = [
             _tool("mlflow"),
             "server",
@@ -104,7 +166,7 @@ def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Pla
             str(store / "artifacts"),
             "--serve-artifacts",
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(mlflow_port),
             # one worker is plenty for one person's UI and a few local tasks
@@ -112,21 +174,44 @@ def plan(airflow_port: int, mlflow_port: int, environ: Mapping[str, str]) -> Pla
             "1",
         ]
         env["MLFLOW_TRACKING_URI"] = tracking_uri
+        ports["MLflow"] = mlflow_port
+
+    mail_command = None
+    conn_variable = f"AIRFLOW_CONN_{settings().smtp_conn_id.upper()}"
+    if not environ.get(conn_variable):
+        mail_command = mailcatcher.command(sys.executable, host, smtp_port, mail_port, data_dir / "mail")
+        env.update(
+            {key: value for key, value in smtp_env(host, smtp_port, conn_variable).items() if key not in environ}
+        )
+        ports.update({"mail SMTP": smtp_port, "mail web page": mail_port})
+
     airflow = _tool("airflow")
     urls = {
-        "Airflow UI": f"http://localhost:{airflow_port}",
-        "Nightly ML reports": f"http://localhost:{airflow_port}/nightly-ml/",
+        "Airflow UI": f"http://{browse}:{airflow_port}",
+        "Nightly ML reports": f"http://{browse}:{airflow_port}/nightly-ml/",
     }
-    if tracking_uri.startswith(("http://", "https://")):
+    if mlflow_command:
+        urls["MLflow UI"] = f"http://{browse}:{mlflow_port}"
+    elif tracking_uri.startswith(("http://", "https://")):
         urls["MLflow UI"] = tracking_uri
+    if mail_command:
+        urls["Alert mails (mail catcher)"] = f"http://{browse}:{mail_port}/"
     return Plan(
         data_dir=data_dir,
+        host=host,
         env=env,
         start_embedded_warehouse=start_embedded,
         mlflow_command=mlflow_command,
+        mail_command=mail_command,
         migrate_command=[airflow, "db", "migrate"],
-        standalone_command=[airflow, "standalone"],
+        airflow_commands={
+            "api-server": [airflow, "api-server", "--host", host, "--port", str(airflow_port)],
+            "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
+            "dag-processor": [airflow, "dag-processor"],
+            "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
+        },
         urls=urls,
+        ports=ports,
     )
 
 
@@ -143,125 +228,32 @@ def describe(stack: Plan) -> str:
     if stack.start_embedded_warehouse:
         lines.append(f"# start the embedded PostgreSQL in {stack.data_dir / 'pgdata'} and export its WAREHOUSE_URL")
     lines.append("# migrate the warehouse schema (nightly_ml.db.migrate)")
-    if stack.mlflow_command:
-        lines.append(shlex.join(stack.mlflow_command) + " &")
+    for background in (stack.mlflow_command, stack.mail_command):
+        if background:
+            lines.append(shlex.join(background) + " &")
     lines.append(shlex.join(stack.migrate_command))
-    lines.append(shlex.join(stack.standalone_command))
+    lines += [shlex.join(command) + " &" for command in stack.airflow_commands.values()]
+    lines.append(f"# listening on {stack.host} only: " + ", ".join(f"{n} :{p}" for n, p in stack.ports.items()))
     lines.append("# then")
     lines += [f"{name}: {url}" for name, url in stack.urls.items()]
     return "\n".join(lines)
-
-
-def _wait_for_mlflow(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + MLFLOW_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    raise RuntimeError(f"mlflow server did not answer on {url}/health within {MLFLOW_START_TIMEOUT_S:.0f} s")
-
-
-def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # A process group of its own: Ctrl-C reaches only us, and each child gets exactly one stop signal
-    # from us (airflow standalone then stops its parts); its components deadlock on SIGINT + SIGTERM.
-    return subprocess.Popen(command, env=env, process_group=0)
-
-
-def _stop(process: subprocess.Popen[bytes] | None, name: str, grace_s: float = 60.0) -> None:
-    """Stop a child as Ctrl-C would (SIGINT), then with SIGTERM, then SIGKILL."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    for escalate, wait_s in ((None, grace_s), (process.terminate, 10.0), (process.kill, None)):
-        if escalate is not None:
-            print(f"{name} is still running: {escalate.__name__}", file=sys.stderr)
-            escalate()
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def pid_file(data_dir: Path) -> Path:
-    return data_dir / PID_FILE
-
-
-def _is_stack(pid: int) -> bool:
-    """Whether ``pid`` is a live process running this module (not a recycled pid of something else)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # alive, but not ours to stop
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.parent.exists():
-        return True  # no /proc to check against (not Linux): trust the pid file
-    try:
-        return COMMAND_MARK in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-
-
-def down(data_dir: Path, timeout_s: float = DOWN_TIMEOUT_S) -> str:
-    """Stop the stack ``make up`` runs from ``data_dir`` (found by its pid file) as Ctrl-C would: its
-    ``finally`` stops Airflow and the MLflow server. Returns what happened, in a sentence."""
-    path = pid_file(data_dir)
-    try:
-        pid = int(path.read_text().strip())
-    except FileNotFoundError:
-        return f"no local stack is running from {data_dir} (no {path.name})"
-    except ValueError:
-        path.unlink(missing_ok=True)
-        return f"removed an unreadable {path}; no local stack stopped"
-    if not _is_stack(pid):
-        path.unlink(missing_ok=True)
-        return f"the local stack of {path} (pid {pid}) is not running; removed the stale pid file"
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _is_stack(pid):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the local stack (pid {pid}) did not stop within {timeout_s:.0f} s; stop it by hand")
-        time.sleep(0.2)
-    path.unlink(missing_ok=True)
-    return f"stopped the local stack (pid {pid}): Airflow and the MLflow server it started"
-
-
-def _write_pid(data_dir: Path) -> Path:
-    path = pid_file(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{os.getpid()}\n")
-    return path
-
-
-def _remove_pid(path: Path) -> None:
-    try:
-        if path.read_text().strip() == str(os.getpid()):
-            path.unlink()
-    except FileNotFoundError:
-        pass
-
-
 def run(stack: Plan) -> int:
-    """Start the stack and stay in the foreground until Airflow exits, Ctrl-C or SIGTERM (``make down``)."""
+    """Start the stack and stay in the foreground until a part exits, Ctrl-C or SIGTERM (``make down``)."""
     # Also when started in the background, where SIGINT comes in ignored: Ctrl-C and `kill` both end
     # in the `finally` below, which stops the children.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
-    pid_path = _write_pid(stack.data_dir)
+    pid_path = write_pid(stack.data_dir)
     try:
         return _run(stack)
     finally:
-        _remove_pid(pid_path)
+        remove_pid(pid_path)
 
 
 def _run(stack: Plan) -> int:
@@ -275,27 +267,50 @@ def _run(stack: Plan) -> int:
     db.migrate(env["WAREHOUSE_URL"])
 
     mlflow: subprocess.Popen[bytes] | None = None
-    standalone: subprocess.Popen[bytes] | None = None
+    mail: subprocess.Popen[bytes] | None = None
+    parts: dict[str, subprocess.Popen[bytes]] = {}
     try:
         if stack.mlflow_command:
             (stack.data_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-            mlflow = _start(stack.mlflow_command, env)
+            mlflow = start(stack.mlflow_command, env)
+        if stack.mail_command:
+            mail = start(stack.mail_command, env)
         # migrate while the MLflow server starts: both take several seconds
         subprocess.run(stack.migrate_command, env=env, check=True)
         if mlflow is not None:
-            _wait_for_mlflow(mlflow, env["MLFLOW_TRACKING_URI"])
+            wait_for_http(mlflow, f"{env['MLFLOW_TRACKING_URI']}/health", "mlflow server")
+        if mail is not None:
+            mail_url = f"http://{connect_host(stack.host)}:{stack.ports['mail web page']}/"
+            wait_for_http(mail, mail_url, "mail catcher")
         for name, url in stack.urls.items():
             print(f"{name}: {url}")
         passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
         print(f"Airflow login: admin; the password is printed below on the first start, and kept in {passwords}")
-        standalone = _start(stack.standalone_command, env)
-        return standalone.wait()
+        for name, command in stack.airflow_commands.items():
+            parts[name] = start(command, env)
+        return _wait_for_any(parts)
     except KeyboardInterrupt:
         print("\nStopping…", file=sys.stderr)
         return 130
     finally:
-        _stop(standalone, "airflow standalone")
-        _stop(mlflow, "mlflow server")
+        # all of Airflow's parts at once, one SIGTERM each, as `airflow standalone` stops them
+        for process in parts.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name in reversed(list(parts)):
+            stop(parts[name], f"airflow {name}", first=None)
+        stop(mail, "mail catcher", grace_s=10)
+        stop(mlflow, "mlflow server")
+
+
+def _wait_for_any(parts: dict[str, subprocess.Popen[bytes]]) -> int:
+    """Block until one of Airflow's parts exits (then the stack is broken: stop it all)."""
+    while True:
+        for name, process in parts.items():
+            if process.poll() is not None:
+                print(f"airflow {name} exited with code {process.returncode}: stopping the stack", file=sys.stderr)
+                return process.returncode or 1
+        time.sleep(0.5)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -304,6 +319,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--airflow-port", type=int, default=8080, help="port of the Airflow API server and UI")
     parser.add_argument("--mlflow-port", type=int, default=5000, help="port of the MLflow server (when one is started)")
+    parser.add_argument("--smtp-port", type=int, default=1025, help="SMTP port of the mail catcher")
+    parser.add_argument("--mail-port", type=int, default=8025, help="port of the mail catcher's web page")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help="address every server listens on (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands and environment; start nothing")
     parser.add_argument("--down", action="store_true", help="stop the stack running from the data dir (make down)")
     return parser.parse_args(argv)
@@ -314,7 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.down:
         print(down(settings().data_dir))
         return 0
-    stack = plan(args.airflow_port, args.mlflow_port, os.environ)
+    stack = plan(
+        args.airflow_port,
+        args.mlflow_port,
+        os.environ,
+        host=args.host,
+        smtp_port=args.smtp_port,
+        mail_port=args.mail_port,
+    )
     if args.dry_run:
         print(describe(stack))
         return 0
