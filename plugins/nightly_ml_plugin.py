@@ -9,7 +9,10 @@
   (``requires_access_view(AccessView.WEBSITE)``: the UI's session cookie or an API bearer token).
   Paths are resolved and must stay inside the reports directory. Report pages are served with a
   CSP ``sandbox``: they run in an opaque origin, so script inside a report cannot act with the
-  user's Airflow session.
+  user's Airflow session. Data Docs pages load Bootstrap, jQuery and friends from CDNs; they are
+  served without any internet address in them, with small stand-ins inlined instead
+  (``nightly_ml_static/``: the index tables, tabs and collapsible sections work, search and charts
+  do not), and GX's logo from the site's own ``static/`` folder.
 - **Browse menu** entry "Nightly ML reports" showing that index inside the UI.
 - **Task extra links** (global, so they apply to every ``@task``): "Validation report",
   "Drift report" and "MLflow run", from the task's XComs ``data_docs_url``,
@@ -23,8 +26,10 @@ request or a link lookup needs them.
 
 # No `from __future__ import annotations` here: FastAPI must see the real `Request` class in the
 # annotations of the endpoints below, which are defined inside build_app() to keep imports lazy.
+import base64
 import html
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -46,6 +51,23 @@ URL_PREFIX = "/nightly-ml"
 REPORT_CSP = "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox allow-downloads"
 INDEX_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
 
+# Local stand-ins for the CDN assets of Great Expectations' Data Docs, inlined into the pages served.
+STATIC_DIR = Path(__file__).resolve().with_name("nightly_ml_static")
+_EXTERNAL = r"""(?:https?:)?//"""
+_CDN_SCRIPT = re.compile(rf"""<script\b[^>]*\bsrc\s*=\s*["']?{_EXTERNAL}[^>]*>\s*</script\s*>""", re.IGNORECASE)
+_CDN_STYLESHEET = re.compile(rf"""<link\b[^>]*\bhref\s*=\s*["']?{_EXTERNAL}[^>]*>""", re.IGNORECASE)
+_EXTERNAL_IMAGE = re.compile(
+    rf"""(<img\b[^>]*?\bsrc\s*=\s*)(["']){_EXTERNAL}[^"']*?([\w.-]+\.(?:png|svg|gif))(?:\?[^"']*)?\2""",
+    re.IGNORECASE,
+)
+_EXTERNAL_ATTRIBUTE = re.compile(rf"""\s(?:href|src|action|srcset)\s*=\s*(["']){_EXTERNAL}[^"']*\1""", re.IGNORECASE)
+_EXTERNAL_CSS_URL = re.compile(rf"""url\(\s*["']?{_EXTERNAL}[^)]*\)""", re.IGNORECASE)
+IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".gif": "image/gif"}
+OFFLINE_NOTE = (
+    '<div class="nightly-ml-offline-note">Shown without internet access: search, filters and charts of Data Docs '
+    "are not available here.</div>"
+)
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -53,9 +75,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 def reports_root() -> Path:
     """The reports directory, read at call time so that a changed environment is seen."""
-    from nightly_ml.config import settings
+    from nightly_ml import storage
 
-    return settings().reports_dir
+    return storage.reports_root()
 
 
 def api_root_path() -> str:
@@ -92,6 +114,49 @@ def report_url(path: Path, root: Path | None = None) -> str | None:
             relative = target.relative_to(folder).as_posix()
             return f"{api_root_path()}{URL_PREFIX}/reports/{quote(relative, safe='/=')}"
     return None
+
+
+def _static(name: str) -> str:
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
+
+
+def _site_image(page: Path, name: str, root: Path) -> str | None:
+    """``static/images/<name>`` of the Data Docs site holding ``page``, as a data: URL (None when absent)."""
+    folder = page.parent
+    while folder.is_relative_to(root):
+        candidate = folder / "static" / "images" / name
+        if candidate.is_file():
+            encoded = base64.b64encode(candidate.read_bytes()).decode()
+            return f"data:{IMAGE_TYPES[candidate.suffix.lower()]};base64,{encoded}"
+        if folder == root:
+            break
+        folder = folder.parent
+    return None
+
+
+def offline_data_docs(page: str, path: Path, root: Path | None = None) -> str:
+    """A Great Expectations Data Docs page that loads nothing from the internet.
+
+    CDN scripts and stylesheets are dropped and small local stand-ins inlined at the top of ``<head>``; an
+    image from the internet becomes the site's own copy (``static/images/<name>``) or no image; links
+    to web sites keep their text but lose their address; CSS ``url()`` to the internet become ``none``.
+    """
+    base = (root or reports_root()).resolve()
+
+    def image(match: re.Match[str]) -> str:
+        local = _site_image(path, match.group(3), base)
+        return f"{match.group(1)}{match.group(2)}{local or ''}{match.group(2)}"
+
+    page = _CDN_SCRIPT.sub("", page)
+    page = _CDN_STYLESHEET.sub("", page)
+    page = _EXTERNAL_IMAGE.sub(image, page)
+    page = _EXTERNAL_ATTRIBUTE.sub("", page)
+    page = _EXTERNAL_CSS_URL.sub("none", page)
+    assets = f"<style>{_static('data_docs_offline.css')}</style><script>{_static('data_docs_offline.js')}</script>"
+    head = re.search(r"<head\b[^>]*>", page, re.IGNORECASE)
+    page = page[: head.end()] + assets + page[head.end() :] if head else assets + page
+    body = re.search(r"<body\b[^>]*>", page, re.IGNORECASE)
+    return page[: body.end()] + OFFLINE_NOTE + page[body.end() :] if body else page
 
 
 @dataclass(frozen=True)
@@ -261,20 +326,21 @@ def build_app(*, require_login: bool = True) -> "FastAPI":
             [{**asdict(r), "url": f"{base}/reports/{quote(r.path, safe='/=')}"} for r in list_reports()]
         )
 
-    @app.get("/reports/{relative:path}")
-    def report(relative: str) -> FileResponse:
+    @app.get("/reports/{relative:path}", response_model=None)
+    def report(relative: str) -> FileResponse | HTMLResponse:
         path = resolve_report(relative)
         if path is None:
             raise HTTPException(status_code=404, detail="no such report")
-        return FileResponse(
-            path,
-            headers={
-                "Content-Security-Policy": REPORT_CSP,
-                "X-Content-Type-Options": "nosniff",
-                # a re-run rewrites the report of its interval
-                "Cache-Control": "no-cache",
-            },
-        )
+        headers = {
+            "Content-Security-Policy": REPORT_CSP,
+            "X-Content-Type-Options": "nosniff",
+            # a re-run rewrites the report of its interval
+            "Cache-Control": "no-cache",
+        }
+        if path.suffix == ".html" and relative.startswith("data_docs/"):
+            page = path.read_text(encoding="utf-8", errors="replace")
+            return HTMLResponse(offline_data_docs(page, path), headers=headers)
+        return FileResponse(path, headers=headers)
 
     return app
 

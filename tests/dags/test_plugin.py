@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 import subprocess
 import sys
@@ -79,11 +80,12 @@ SECRET = "TOP SECRET, outside the reports"
 @pytest.fixture
 def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A reports directory with a Data Docs site and two drift reports, and a file beside it."""
+    from nightly_ml import storage
     from nightly_ml.config import settings
 
     monkeypatch.setenv("NIGHTLY_ML_DATA_DIR", str(tmp_path / "data"))
     settings.cache_clear()
-    root = settings().reports_dir
+    root = storage.reports_root()
     site = root / "data_docs" / "churn" / "ds=2026-01-05"
     (site / "validations").mkdir(parents=True)
     (site / "index.html").write_text("<h1>Data Docs churn 2026-01-05</h1>")
@@ -314,3 +316,91 @@ def test_links_apply_to_taskflow_tasks_as_the_api_server_sees_them(
 )
 def test_decode_xcom_value(plugin: ModuleType, raw: Any, expected: str | None) -> None:
     assert plugin.decode_xcom_value(raw) == expected
+
+
+# --------------------------------------------------------------------------- Data Docs with no internet
+def gx_page(view: str, renderer_type: str) -> str:
+    """A page from Great Expectations' own page templates (the CDN references of the installed version), with
+    a table of validation runs as the index page carries it."""
+    from great_expectations.render import view as views
+    from great_expectations.render.components import (
+        RenderedBootstrapTableContent,
+        RenderedDocumentContent,
+        RenderedSectionContent,
+    )
+
+    table = RenderedBootstrapTableContent(
+        table_data=[{"run_time": "2026-01-05 02:00:00 UTC", "_table_row_link_path": "validations/run.html"}],
+        table_columns=[{"field": "run_time", "title": "Run Time"}],
+        title_row="Validation Results",
+    )
+    section = RenderedSectionContent(section_name="runs", content_blocks=[table])
+    document = RenderedDocumentContent(
+        sections=[section], utm_medium="index-page", renderer_type=renderer_type, expectation_suite_name="churn_rows"
+    )
+    return getattr(views, view)().render(document)
+
+
+@pytest.fixture(scope="module")
+def gx_pages() -> dict[str, str]:
+    return {
+        "index.html": gx_page("DefaultJinjaIndexPageView", "SiteIndexPageRenderer"),
+        "validations/run.html": gx_page("DefaultJinjaPageView", "ValidationResultsPageRenderer"),
+    }
+
+
+def internet_references(page: str) -> list[str]:
+    """Every address in the page a browser would fetch or follow that is on another host."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Collector(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            for name, value in attrs:
+                if name in ("src", "href", "action", "srcset", "data-href", "data-src") and value:
+                    found.append(value.strip())
+                if name == "style" and value:
+                    found.extend(re.findall(r"url\(\s*['\"]?([^'\")]+)", value))
+
+        def handle_data(self, data: str) -> None:
+            if self.lasttag == "style":
+                found.extend(re.findall(r"url\(\s*['\"]?([^'\")]+)", data))
+                found.extend(re.findall(r"@import\s+['\"]([^'\"]+)", data))
+
+    Collector().feed(page)
+    return [value for value in found if re.match(r"(?i)^(https?:)?//", value)]
+
+
+def test_data_docs_are_served_with_no_internet_address(client: Any, reports: Path, gx_pages: dict[str, str]) -> None:
+    import great_expectations
+
+    site = reports / "data_docs" / "churn" / "ds=2026-01-05"
+    for name, page in gx_pages.items():
+        (site / name).write_text(page)
+        # what GX writes does load Bootstrap, jQuery, … from CDNs
+        assert internet_references(page), name
+    logo = Path(great_expectations.__file__).parent / "render" / "view" / "static" / "images" / "logo-long.png"
+    (site / "static" / "images").mkdir(parents=True)
+    (site / "static" / "images" / "logo-long.png").write_bytes(logo.read_bytes())
+
+    for name, page in gx_pages.items():
+        response = client.get(f"/nightly-ml/reports/data_docs/churn/ds=2026-01-05/{name}")
+        assert response.status_code == 200, name
+        served = response.text
+        assert internet_references(served) == [], name
+        assert re.search(r"(?i)https?://[^\s\"'<>]*(jquery|bootstrap|unpkg|jsdelivr|cdnjs)", served) is None, name
+        # the stand-ins are inlined, before the page's own scripts use them
+        assert served.index("window.jQuery") < served.index("bootstrapTable(") if "bootstrapTable(" in served else True
+        assert "Shown without internet access" in served
+        assert response.headers["content-security-policy"].startswith("sandbox")
+        # the file on disk stays as GX wrote it
+        assert (site / name).read_text() == page
+    index = client.get("/nightly-ml/reports/data_docs/churn/ds=2026-01-05/").text
+    assert "validations/run.html" in index, "the index's table data is kept for the stand-in to draw"
+    assert 'src="data:image/png;base64,' in index, "GX's logo comes from the site's own static folder"
+
+
+def test_only_data_docs_pages_are_rewritten(client: Any) -> None:
+    drift = client.get("/nightly-ml/reports/churn/drift_2026-01-05.html").text
+    assert drift == "<h1>Drift churn 2026-01-05</h1>"

@@ -117,6 +117,7 @@ def test_a_mail_sent_with_the_stack_settings_shows_on_the_web_page(data_dir: Pat
     with mailcatcher.MailCatcher("127.0.0.1", smtp_port, web_port, data_dir / "mail"):
         base = f"http://127.0.0.1:{web_port}"
         assert "No mail caught yet" in get(f"{base}/")[1]
+        assert get(f"{base}/health")[:2] == (200, "ok")
         alerts._deliver_smtp(connection, message)
 
         listed = json.loads(get(f"{base}/messages.json")[1])

@@ -6,7 +6,7 @@
   ``.eml`` file in the folder (so the mails outlive a restart and can be opened in a mail program);
 - the web page on ``host:web-port`` lists them, newest first (``/``), shows one (``/messages/<id>``: headers
   and the plain-text part; its HTML part at ``/messages/<id>/html``, sandboxed), gives the raw message
-  (``/messages/<id>.eml``) and the list as JSON (``/messages.json``). GET only, no login: bind it to
+  (``/messages/<id>.eml``) and the list as JSON (``/messages.json``); ``/health`` answers ok. GET only, no login: bind it to
   127.0.0.1 (the default), never to an address others reach.
 """
 
@@ -143,6 +143,8 @@ def make_handler(store: MailStore) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             if path == "/":
                 return self._send(200, render_list(store), "text/html", PAGE_CSP)
+            if path == "/health":
+                return self._send(200, "ok", "text/plain", PAGE_CSP)
             if path == "/messages.json":
                 listed = [store.summary(i) for i in store.ids()]
                 return self._send(200, json.dumps(listed), "application/json", PAGE_CSP)
