@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +74,7 @@ def _code_version() -> str:
 
 @cache
 def settings() -> Settings:
+    mask_connection_secrets()
     data_dir = Path(os.environ.get("NIGHTLY_ML_DATA_DIR", PROJECT_ROOT / "data")).resolve()
     default_mlflow = f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
     return Settings(
@@ -94,7 +96,9 @@ def settings() -> Settings:
 
 def source_database_url(variable: str) -> str | None:
     """The URL of a source database, from the variable its spec names (``source.url_env``)."""
-    return os.environ.get(variable) or None
+    url = os.environ.get(variable) or None
+    mask_secrets(*url_passwords(url))
+    return url
 
 
 GX_WAREHOUSE_URL_VARIABLE = "NIGHTLY_ML_GX_WAREHOUSE_URL"
@@ -115,3 +119,58 @@ def apply_library_defaults(defaults: dict[str, str]) -> None:
     """Defaults for libraries configured only through the environment (MLflow's HTTP retries); set values win."""
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+
+
+# --------------------------------------------------------------------------- secrets out of task logs
+
+
+def mask_secrets(*secrets: str | None) -> None:
+    """Register secrets with Airflow's secrets masker: task logs then show ``***`` in their place.
+
+    Inside a task this reaches the supervisor too (it writes the log); outside Airflow it only costs a set entry.
+    """
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # the package used without Airflow
+        return
+    for secret in secrets:
+        if secret:
+            mask_secret(secret)
+
+
+def url_passwords(url: str | None) -> tuple[str, ...]:
+    """The password a URL carries, as written and percent-decoded (``user:pw@host`` or ``?password=``)."""
+    if not url or "://" not in url:
+        return ()
+    parts = urlsplit(url)
+    written = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+    return tuple({form for password in written if password for form in (password, unquote(password))})
+
+
+def mask_connection_secrets() -> None:
+    """The passwords the pipeline connects with (warehouse, MLflow) go to the masker when settings are built."""
+    mask_secrets(
+        *url_passwords(os.environ.get("WAREHOUSE_URL", "")),
+        *url_passwords(os.environ.get("MLFLOW_TRACKING_URI", "")),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD", ""),
+        os.environ.get("MLFLOW_TRACKING_TOKEN", ""),
+    )
+
+
+@dataclass(frozen=True)
+class MlflowLogins:
+    """(username, password) of the MLflow admin, used only by ``nightly_ml.registry.auth_init``, and of the
+    pipeline's worker user it sets up (the workers log in with MLFLOW_TRACKING_USERNAME/_PASSWORD)."""
+
+    admin: tuple[str, str]
+    worker: tuple[str, str]
+
+
+def mlflow_logins() -> MlflowLogins:
+    admin_password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    worker_password = os.environ.get("NIGHTLY_ML_MLFLOW_WORKER_PASSWORD", "")
+    mask_secrets(admin_password, worker_password)
+    return MlflowLogins(
+        admin=(os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "") or "admin", admin_password),
+        worker=(os.environ.get("NIGHTLY_ML_MLFLOW_WORKER_USERNAME", "") or "nightly_ml_worker", worker_password),
+    )
