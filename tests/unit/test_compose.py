@@ -240,6 +240,61 @@ def test_hosts_in_urls_are_services() -> None:
             )
 
 
+def resolved_defaults(value: str) -> str:
+    """The value as compose fills it when no variable is set: ``${VAR:-default}`` is the default, ``${VAR}`` empty."""
+    return VARIABLE.sub(lambda m: m.group(3) if m.group(2) in (":-", "-") else "", value)
+
+
+def published_ports() -> list[tuple[str, str]]:
+    """(service, host address) of every published port, long and short syntax, with defaults filled in."""
+    found = []
+    for name, service in SERVICES.items():
+        for entry in service.get("ports") or []:
+            if isinstance(entry, dict):
+                found.append((name, resolved_defaults(str(entry.get("host_ip", "")))))
+                continue
+            parts = resolved_defaults(str(entry)).split("/")[0].split(":")
+            found.append((name, parts[0] if len(parts) == 3 else ""))
+    return found
+
+
+def test_every_published_port_binds_to_loopback_unless_told_otherwise() -> None:
+    ports = published_ports()
+    assert {name for name, _ in ports} >= {"airflow-apiserver", "mlflow", "mailpit"}, "a UI is no longer published"
+    for name, host in ports:
+        assert host == "127.0.0.1", f"{name} publishes a port on {host or 'every interface'}, not 127.0.0.1"
+    for name, service in SERVICES.items():
+        for entry in service.get("ports") or []:
+            text = str(entry.get("host_ip", "") if isinstance(entry, dict) else entry)
+            overrides = {m.group(1) for m in VARIABLE.finditer(text) if m.group(3) == "127.0.0.1"}
+            assert overrides <= {"NIGHTLY_ML_BIND"}, f"{name}: one variable moves every UI's address: NIGHTLY_ML_BIND"
+    assert env_example()["NIGHTLY_ML_BIND"] == "127.0.0.1"
+
+
+def test_the_helpers_read_binds_as_compose_does() -> None:
+    assert resolved_defaults("${NIGHTLY_ML_BIND:-127.0.0.1}:${MLFLOW_PORT:-5000}:5000") == "127.0.0.1:5000:5000"
+    assert resolved_defaults("${PORT:-8080}:8080").split(":")[0] == "8080"  # two parts: no host address
+
+
+def test_workers_log_in_to_mlflow_as_the_worker_user_never_the_admin() -> None:
+    admin_variables = {"MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME"}
+    for name, service in SERVICES.items():
+        used = {m.group(1) for value in env_of(service).values() for m in VARIABLE.finditer(value)}
+        if name not in {"mlflow", "mlflow-init"}:
+            assert not used & admin_variables, f"{name} gets the MLflow admin login"
+    worker = VARIABLE.fullmatch(COMMON_ENV["MLFLOW_TRACKING_PASSWORD"])
+    assert worker and worker.group(1) == "MLFLOW_WORKER_PASSWORD"
+    init = SERVICES["mlflow-init"]
+    init_env = env_of(init)
+    assert VARIABLE.fullmatch(init_env["NIGHTLY_ML_MLFLOW_WORKER_PASSWORD"]).group(1) == "MLFLOW_WORKER_PASSWORD"
+    assert init_env["NIGHTLY_ML_MLFLOW_WORKER_USERNAME"] == COMMON_ENV["MLFLOW_TRACKING_USERNAME"]
+    assert init_env["MLFLOW_TRACKING_URI"] == COMMON_ENV["MLFLOW_TRACKING_URI"]
+    command = [str(token) for token in init["command"]]
+    assert command[:2] == ["python", "-m"] and importlib.util.find_spec(command[2]) is not None, command
+    assert SERVICES["airflow-worker"]["depends_on"]["mlflow-init"]["condition"] == "service_completed_successfully"
+    assert init["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
 # --- secrets ---------------------------------------------------------------------------------
 
 
