@@ -22,6 +22,9 @@ class Settings:
     mlflow_tracking_uri: str
     data_dir: Path
     spec_dir: Path
+    # Landing, archive and reports: a local folder or an fsspec URL (s3://bucket/prefix) shared by all
+    # workers and the API server; ``nightly_ml.storage`` turns it into paths.
+    storage_url: str
     alert_emails: tuple[str, ...]
     smtp_conn_id: str
     code_version: str
@@ -34,19 +37,8 @@ class Settings:
     airflow_url: str = "http://localhost:8080"
 
     @property
-    def landing_dir(self) -> Path:
-        return self.data_dir / "landing"
-
-    @property
-    def archive_dir(self) -> Path:
-        return self.data_dir / "archive"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
-
-    @property
     def outbox_dir(self) -> Path:
+        """Alert mails written as files when no SMTP connection is set (a local development aid)."""
         return self.data_dir / "outbox"
 
     def require_warehouse_url(self) -> str:
@@ -81,6 +73,7 @@ def settings() -> Settings:
         warehouse_url=os.environ.get("WAREHOUSE_URL") or None,
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_mlflow,
         data_dir=data_dir,
+        storage_url=os.environ.get("NIGHTLY_ML_STORAGE_URL") or str(data_dir),
         spec_dir=Path(os.environ.get("NIGHTLY_ML_SPEC_DIR", PROJECT_ROOT / "include" / "specs")).resolve(),
         alert_emails=tuple(e.strip() for e in os.environ.get("ALERT_EMAILS", "").split(",") if e.strip()),
         smtp_conn_id=os.environ.get("ALERT_SMTP_CONN_ID", "smtp_alerts"),

@@ -251,10 +251,11 @@ def _check_start_date_against_data(spec: DatasetSpec, path: Path) -> None:
     """A files source whose landing or archive folder holds days before ``start_date`` would never load them."""
     if not isinstance(spec.source, FilesSource):
         return
-    from nightly_ml.config import settings
+    from nightly_ml import storage
 
-    root = Path(spec.source.path)
-    folders = [root if root.is_absolute() else settings().data_dir / root, settings().archive_dir / spec.name]
+    folders = [storage.files_source_root(spec.source.path), storage.archive_root() / spec.name]
+    if not all(storage.is_local(folder) for folder in folders):
+        return  # DAG files load specs at parse time, which must not list an object store over the network
     days = sorted(
         part.name[3:13] for folder in folders if folder.is_dir() for part in folder.glob("ds=*") if part.is_dir()
     )

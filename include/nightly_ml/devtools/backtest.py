@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from nightly_ml import storage
 from nightly_ml.config import PROJECT_ROOT, settings
 from nightly_ml.spec import DatasetSpec
 
@@ -202,7 +203,7 @@ def run(spec: DatasetSpec, first: date, last: date, fixed_cadence_days: int, *, 
             flush=True,
         )
     summary = backtest.summarize(spec, intervals[0][0], intervals[-1][1], fixed_cadence_days=fixed_cadence_days)
-    html, data = backtest.write_report(spec, summary, settings().data_dir)
+    html, data = backtest.write_report(spec, summary, storage.root())
     print(backtest.render_summary_text(summary))
     print(f"report: {html}\ndata:   {data}")
     return 0

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from nightly_ml import storage
 from nightly_ml.config import PROJECT_ROOT, settings
 from nightly_ml.devtools import replay
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(summary(datasets, outcomes))
     print(
-        f"\nreports: {settings().reports_dir}\nalerts written to: {settings().outbox_dir} (no SMTP connection set)"
+        f"\nreports: {storage.reports_root()}\nalerts written to: {settings().outbox_dir} (no SMTP connection set)"
         if not os.environ.get("AIRFLOW_CONN_SMTP_ALERTS")
         else ""
     )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 import pandas as pd
@@ -14,6 +13,7 @@ import pyarrow.compute as pa_compute
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from nightly_ml import storage
 from nightly_ml.etl.simulator import generate_batch, generate_labels
 from nightly_ml.etl.simulator_generators import CHURN_NEW_REGION, DEMAND_NEW_ZONE, _pick_rows, scenario_intensity
 
@@ -100,7 +100,7 @@ def _write_csv(frame: pd.DataFrame, handle: io.BufferedWriter, malformed_line_ra
     handle.write(body)
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+def _write_parquet(frame: pd.DataFrame, path: Path | IO[bytes]) -> None:
     # Columns mixing numbers and "n/a" (wrong_type faults) have no Parquet type: store text.
     mixed = [name for name in frame.columns if frame[name].dtype == object]
     if mixed:
@@ -121,12 +121,12 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 def write_batch(
     frame: pd.DataFrame,
-    path: Path,
+    path: storage.StoragePath,
     *,
     fmt: Literal["csv", "parquet"] = "csv",
     malformed_line_rate: float = 0.0,
     seed: int = 0,
-) -> Path:
+) -> storage.StoragePath:
     """Write a batch to ``path`` atomically (a reader never sees half a file).
 
     CSV: UTF-8, header, ISO-8601 timestamps with offset, true/false, empty for missing.
@@ -135,21 +135,11 @@ def write_batch(
     """
     if not 0.0 <= malformed_line_rate <= 1.0:
         raise ValueError(f"malformed_line_rate must be in [0, 1], got {malformed_line_rate}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        if fmt == "csv":
-            with partial.open("wb") as handle:
-                _write_csv(frame, handle, malformed_line_rate, seed)
-        elif fmt == "parquet":
-            _write_parquet(frame, partial)
-        else:
-            raise ValueError(f"unknown format {fmt!r}; use 'csv' or 'parquet'")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    if fmt == "csv":
+        return storage.write_whole(path, lambda handle: _write_csv(frame, handle, malformed_line_rate, seed))
+    if fmt == "parquet":
+        return storage.write_whole(path, lambda handle: _write_parquet(frame, handle))
+    raise ValueError(f"unknown format {fmt!r}; use 'csv' or 'parquet'")
 
 
 __all__ = [

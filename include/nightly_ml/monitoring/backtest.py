@@ -20,14 +20,13 @@ import json
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg2.extensions
 from threadpoolctl import threadpool_limits
 
-from nightly_ml import db, layout
+from nightly_ml import db, layout, storage
 from nightly_ml.intervals import parse_utc
 from nightly_ml.modeling.evaluation import metrics_from_scores
 from nightly_ml.monitoring.backtest_policies import (
@@ -51,6 +50,7 @@ from nightly_ml.monitoring.backtest_summary import (
     summary_to_dict,
 )
 from nightly_ml.spec import DatasetSpec
+from nightly_ml.storage import StoragePath
 
 # --------------------------------------------------------------------------- small pure helpers
 
@@ -354,33 +354,35 @@ def render_summary_text(summary: BacktestSummary) -> str:
     )
 
 
-def report_paths(spec: DatasetSpec, summary: BacktestSummary, output_dir: Path) -> tuple[Path, Path]:
+def report_paths(
+    spec: DatasetSpec, summary: BacktestSummary, output_dir: StoragePath
+) -> tuple[StoragePath, StoragePath]:
     """``<output_dir>/reports/<dataset>/backtest_<first>_<last>.{html,json}``: the range's first and last local
     day, named by :mod:`nightly_ml.layout` (``output_dir`` is the data directory, as for the drift report)."""
     first = summary.start.astimezone(spec.zone).date()
     last = (summary.end - timedelta(microseconds=1)).astimezone(spec.zone).date()
     folder = output_dir / "reports" / spec.name
 
-    def named(suffix: str) -> Path:
+    def named(suffix: str) -> StoragePath:
         return folder / layout.backtest_report_path(spec, first, last, suffix).name
 
     return named(".html"), named(".json")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # Write aside, then rename: the UI never serves half a report.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+def _write_atomic(path: StoragePath, text: str) -> None:
+    # Written whole: the UI never serves half a report.
+    body = text.encode("utf-8")
+    storage.write_whole(path, lambda handle: handle.write(body))
 
 
-def write_report(spec: DatasetSpec, summary: BacktestSummary, output_dir: Path) -> tuple[Path, Path]:
+def write_report(
+    spec: DatasetSpec, summary: BacktestSummary, output_dir: StoragePath
+) -> tuple[StoragePath, StoragePath]:
     """Write the HTML report and its JSON data next to the drift reports; returns ``(html, json)``."""
     # Imported here: matplotlib is heavy and only the HTML needs it.
     from nightly_ml.monitoring.backtest_report import render_html
 
     html_path, json_path = report_paths(spec, summary, output_dir)
-    html_path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(json_path, json.dumps(summary_to_dict(summary), indent=1, allow_nan=False) + "\n")
     _write_atomic(html_path, render_html(spec, summary, text=render_summary_text(summary)))
     return html_path, json_path

@@ -25,12 +25,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import psycopg2.extensions
 
-from nightly_ml import db
-from nightly_ml.config import settings
+from nightly_ml import db, storage
 from nightly_ml.monitoring.aggregates import (
     DEFAULT_LOOKBACK_DAYS,
     DEFAULT_MAX_LABELLED_ROWS,
@@ -138,13 +136,13 @@ def run_monitoring(
     prediction_interval_start: datetime | None = None,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     max_labelled_rows: int = DEFAULT_MAX_LABELLED_ROWS,
-    output_dir: Path | None = None,
+    output_dir: storage.StoragePath | None = None,
 ) -> MonitoringResult:
     """Monitor one interval against the champion's reference: compute, report, store; return the verdict.
 
     Only call it when there is a champion (and so a reference window); otherwise use
     :func:`no_champion_verdict`. The report goes to ``reports.report_path_for(spec, interval_start,
-    output_dir or settings().data_dir)``.
+    output_dir or storage.root())``.
     """
     # Imported here: matplotlib is heavy and only the report needs it.
     from nightly_ml.monitoring.reports import render_report
@@ -170,7 +168,7 @@ def run_monitoring(
     finally:
         conn.close()
     history = load_history(spec, interval_start, url)
-    path = render_report(spec, result, history, output_dir or settings().data_dir)
+    path = render_report(spec, result, history, output_dir or storage.root())
     result = replace(result, report_path=path)
     write_result(result, url)
     log.info(

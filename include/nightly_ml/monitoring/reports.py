@@ -14,18 +14,18 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
-from nightly_ml import layout
+from nightly_ml import layout, storage
 from nightly_ml.monitoring.aggregates import PREDICTION_FEATURE
 from nightly_ml.monitoring.results import MonitoringHistory, MonitoringResult
 from nightly_ml.monitoring.statistics import Histogram
 from nightly_ml.spec import METRIC_GREATER_IS_BETTER, DatasetSpec
+from nightly_ml.storage import StoragePath
 
 REFERENCE_COLOUR = "#4C72B0"
 CURRENT_COLOUR = "#DD8452"
@@ -186,21 +186,21 @@ def render_report_html(spec: DatasetSpec, result: MonitoringResult, history: Mon
     return _environment().get_template("drift_report.html").render(**_context(spec, result, history))
 
 
-def _write(path: Path, html: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write aside, then rename: the UI never serves half a report.
-    partial = path.with_suffix(".html.partial")
-    partial.write_text(html, encoding="utf-8")
-    partial.replace(path)
+def _write(path: StoragePath, html: str) -> None:
+    # Written whole: the UI never serves half a report.
+    body = html.encode("utf-8")
+    storage.write_whole(path, lambda handle: handle.write(body))
 
 
-def report_path_for(spec: DatasetSpec, interval_start: datetime, output_dir: Path) -> Path:
+def report_path_for(spec: DatasetSpec, interval_start: datetime, output_dir: StoragePath) -> StoragePath:
     """Where an interval's drift report lives: ``<output_dir>/reports/<dataset>/drift_<local day>.html``,
     named as :mod:`nightly_ml.layout` names it."""
     return output_dir / "reports" / spec.name / layout.drift_report_path(spec, interval_start).name
 
 
-def render_report(spec: DatasetSpec, result: MonitoringResult, history: MonitoringHistory, output_dir: Path) -> Path:
+def render_report(
+    spec: DatasetSpec, result: MonitoringResult, history: MonitoringHistory, output_dir: StoragePath
+) -> StoragePath:
     """Write ``<output_dir>/reports/<dataset>/drift_<YYYY-MM-DD>.html`` (the interval's latest report) and this
     run's own copy under ``runs/`` (:func:`nightly_ml.layout.drift_run_report_path`, never replaced by a later
     run), each atomically; return the interval's path."""

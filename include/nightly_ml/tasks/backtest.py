@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TypedDict
 
-from nightly_ml import db, layout
+from nightly_ml import db, layout, storage
 from nightly_ml.intervals import parse_utc
 from nightly_ml.spec import load_spec
 
@@ -64,13 +64,12 @@ def plan(dataset: str, first_day: str | None, last_day: str | None) -> BacktestR
 
 def report(planned: BacktestRange, fixed_cadence_days: int) -> dict[str, str | None]:
     """Compare the policy with the baseline and the fixed cadence; write the HTML and JSON report."""
-    from nightly_ml.config import settings
     from nightly_ml.monitoring import backtest
 
     spec = load_spec(planned["dataset"])
     summary = backtest.summarize(
         spec, parse_utc(planned["start"]), parse_utc(planned["end"]), fixed_cadence_days=fixed_cadence_days
     )
-    html, data = backtest.write_report(spec, summary, settings().data_dir)
+    html, data = backtest.write_report(spec, summary, storage.root())
     print(backtest.render_summary_text(summary))
     return {"report_url": layout.public_url(html), "data_url": layout.public_url(data)}

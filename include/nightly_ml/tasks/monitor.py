@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from nightly_ml import alerts, db, layout
@@ -99,7 +98,7 @@ def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
     summary = result.summary()
     # This run's own copy: the link in the task and the mail keeps showing what this run decided.
     report = summary.get("run_report_path") or summary.get("report_path")
-    summary["report_url"] = layout.public_url(Path(report)) if report else None
+    summary["report_url"] = layout.public_url(report) if report else None
     action = "retrain" if result.should_retrain else "none"
     if result.should_retrain and not result.verdict.performance_decay:
         since = _recent_trigger(dataset, start, spec.drift.retrain_cooldown_days)
