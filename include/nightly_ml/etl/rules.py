@@ -9,6 +9,10 @@ from nightly_ml.etl.staging import META_COLUMNS
 from nightly_ml.etl.typed_tables import INTEGER_PATTERN, TIMESTAMP_PATTERN, TYPE_PATTERNS, value_column
 from nightly_ml.spec import Column, DatasetSpec
 
+# A string key is the warehouse table's primary key: a btree entry holds at most ~2700 bytes, so 512
+# characters (of up to 4 bytes each) is the longest key every row can be indexed with.
+MAX_KEY_CHARS = 512
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -103,10 +107,20 @@ def row_rules(spec: DatasetSpec) -> list[Rule]:
         Rule(
             "outside_interval",
             ts,
-            f"{ts} must be a valid time inside the run's data interval",
+            f"{ts} must be a valid time inside the run's data interval (a naive time is local to the spec's zone; "
+            "one in the hour skipped by a DST change is not valid)",
             gxe.ExpectColumnValuesToBeInSet(column="_in_interval", value_set=[True]),
         ),
     ]
+    if spec.key.type == "string":
+        rules.append(
+            Rule(
+                "key_length",
+                key,
+                f"{key} (the key) must be at most {MAX_KEY_CHARS} characters",
+                gxe.ExpectColumnValueLengthsToBeBetween(column=key, max_value=MAX_KEY_CHARS),
+            )
+        )
     if spec.key.type == "integer":
         rules.append(
             Rule(

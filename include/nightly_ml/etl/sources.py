@@ -1,7 +1,7 @@
 """Extract: bring one interval's raw input into the landing folder, whatever the source.
 
-Every source ends as files in ``landing/<dataset>/<partition>/``: rows in ``part-*.csv`` or
-``*.parquet``, late labels in ``labels-*.csv``/``labels-*.parquet``. The folder stays there
+Every source ends as files in ``landing/<dataset>/<partition>/``: rows in ``part-*.csv`` (or
+``.csv.gz``) or ``*.parquet``, late labels in ``labels-*.csv``/``labels-*.parquet``. The folder stays there
 until the interval is safely merged, then moves to ``archive/`` (see :func:`archive`).
 Re-running an interval finds its files in the archive again, so re-runs are idempotent.
 """
@@ -57,11 +57,19 @@ def archive_folder(spec: DatasetSpec, start: datetime) -> Path:
     return settings().archive_dir / spec.name / partition_name(spec, start)
 
 
+def file_format(name: str) -> Literal["csv", "parquet"] | None:
+    """``csv`` for ``*.csv`` and gzip-compressed ``*.csv.gz``, ``parquet`` for ``*.parquet``; else None."""
+    lowered = name.lower()
+    if lowered.endswith(".csv.gz"):
+        return "csv"
+    return SUPPORTED_SUFFIXES.get(lowered[lowered.rfind(".") :]) if "." in lowered else None  # type: ignore[return-value]
+
+
 def list_raw_files(folder: Path) -> list[RawFile]:
     """Row and label files of a partition folder, in name order; other files are ignored."""
     found: list[RawFile] = []
     for path in sorted(folder.iterdir()):
-        fmt = SUPPORTED_SUFFIXES.get(path.suffix.lower())
+        fmt = file_format(path.name)
         if fmt is None or (not path.is_file() and not path.is_symlink()):
             continue
         kind: FileKind = "labels" if path.name.startswith("labels") else "rows"
@@ -136,7 +144,9 @@ def _extract_dropped_files(spec: DatasetSpec, start: datetime) -> list[RawFile]:
         raise NoInputYet(f"no input folder {landing} for {spec.name} yet (expected files dropped there)")
     files = list_raw_files(landing)
     if not any(f.kind == "rows" for f in files):
-        raise NoInputYet(f"no CSV or Parquet row files in {landing} yet")
+        others = sorted(p.name for p in landing.iterdir() if file_format(p.name) is None)
+        ignored = f" (ignored, not a supported format: {others})" if others else ""
+        raise NoInputYet(f"no row files (.csv, .csv.gz, .parquet) in {landing} yet{ignored}")
     return files
 
 

@@ -8,7 +8,6 @@ the fast path to a line-by-line path that quarantines exactly the bad lines.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 from collections.abc import Iterable, Iterator
@@ -17,10 +16,12 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml.errors import AlreadyAlerted
+from nightly_ml.etl import csv_input
 from nightly_ml.etl.sources import RawFile
 from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatasetSpec
@@ -29,6 +30,8 @@ COPY_BUFFER = 1 << 20
 SLOW_PATH_CHUNK_LINES = 50_000
 MAX_COLUMN_NAME = 63
 META_COLUMNS = ("_row_id", "_source_file", "_line_number")
+# PostgreSQL tables hold at most 1600 columns; the staging table needs its meta columns too.
+MAX_FILE_COLUMNS = 1600 - len(META_COLUMNS)
 KNOWN_DELIMITERS = (",", ";", "\t", "|")
 
 
@@ -55,6 +58,7 @@ class StageResult:
     bad_lines: list[BadLine] = field(default_factory=list)
     files: list[dict[str, object]] = field(default_factory=list)
     bad_line_count: int = 0
+    bad_line_rules: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """A small, JSON-able summary (the bad lines themselves are in ops.quarantine)."""
@@ -66,6 +70,7 @@ class StageResult:
             "labels_staged": self.labels_staged,
             "files": self.files,
             "bad_line_count": len(self.bad_lines) or self.bad_line_count,
+            "bad_line_rules": self.unreadable_by_rule,
         }
 
     @classmethod
@@ -75,6 +80,20 @@ class StageResult:
     @property
     def rows_in(self) -> int:
         return self.rows_staged + (len(self.bad_lines) or self.bad_line_count)
+
+    @property
+    def unreadable_by_rule(self) -> dict[str, int]:
+        """Lines the loader could not read, by rule (``invalid_utf8``, ``malformed_line``, ...)."""
+        if not self.bad_lines:
+            return dict(self.bad_line_rules)
+        counts: dict[str, int] = {}
+        for line in self.bad_lines:
+            counts[line.rule] = counts.get(line.rule, 0) + 1
+        return counts
+
+    @property
+    def file_names(self) -> str:
+        return ", ".join(str(f["file"]) for f in self.files) or "no files"
 
 
 # The tables an interval's load creates in schema ``staging``, by suffix of the rows table's name.
@@ -94,9 +113,11 @@ def staging_table_name(spec: DatasetSpec, start: datetime, suffix: str = "") -> 
 
 
 def read_header(path: Path, delimiter: str) -> list[str]:
-    """The header fields of a CSV file; ``[]`` for an empty file."""
-    with path.open("rb") as handle:
-        first = handle.readline()
+    """The header fields of a CSV file (plain or gzip); ``[]`` for an empty file."""
+    try:
+        first = csv_input.first_line(path)
+    except csv_input.DECOMPRESS_ERRORS as error:
+        raise BatchRejected(csv_input.gzip_message(path, error)) from None
     if not first.strip():
         return []
     try:
@@ -151,6 +172,11 @@ def file_columns(spec: DatasetSpec, raw: RawFile, delimiter: str) -> list[str]:
         names = read_header(raw.path, delimiter) if raw.format == "csv" else parquet_columns(raw.path)
     except OSError as error:
         raise BatchRejected(f"{raw.path.name}: cannot read the file ({error.strerror})") from None
+    if len(names) > MAX_FILE_COLUMNS:
+        raise BatchRejected(
+            f"{raw.path.name}: {len(names)} columns in the header, more than a staging table can hold "
+            f"({MAX_FILE_COLUMNS}); the spec expects the {len(spec.input_columns)} columns {spec.input_columns}"
+        )
     hint = delimiter_hint(names, spec.input_columns, delimiter) if raw.format == "csv" else ""
     if hint:
         raise BatchRejected(f"{raw.path.name}: schema broken: the header is a single field.{hint}")
@@ -198,48 +224,38 @@ def _copy_csv(
     _set_source_file(cur, table, raw.path.name)
     cur.execute("SAVEPOINT copy_file")
     try:
-        with raw.path.open("rb") as handle:
+        with csv_input.open_bytes(raw.path) as handle:
             cur.copy_expert(_copy_statement(table, columns, header=True, delimiter=delimiter), handle, COPY_BUFFER)
     except psycopg2.DataError:
-        # Malformed lines or bad bytes: redo this file line by line, quarantining what is broken.
+        # Malformed lines or bad bytes: redo this file record by record, quarantining what is broken.
         cur.execute("ROLLBACK TO SAVEPOINT copy_file")
         _copy_csv_line_by_line(cur, table, raw, columns, delimiter, bad_lines)
+    except psycopg2.errors.QueryCanceled as error:
+        # COPY stops when reading the file fails: a gzip stream cut short or damaged.
+        if csv_input.is_gzip(raw.path):
+            raise BatchRejected(csv_input.gzip_message(raw.path, _read_error(error))) from None
+        raise
     cur.execute("RELEASE SAVEPOINT copy_file")
 
 
+def _read_error(error: psycopg2.Error) -> Exception:
+    """What failed in the file's read() during COPY (psycopg2 puts it in the message)."""
+    first = ((error.pgerror or str(error)).strip().splitlines() or ["read failed"])[0]
+    return RuntimeError(first.rpartition("error in .read() call: ")[2])
+
+
 def _good_lines(raw: RawFile, width: int, delimiter: str, bad_lines: list[BadLine]) -> Iterator[list[str]]:
-    decoder = codecs.getincrementaldecoder("utf-8")
-    with raw.path.open("rb") as handle:
-        handle.readline()  # header
-        for number, line in enumerate(handle, start=2):
-            try:
-                text = decoder().decode(line, final=True)
-            except UnicodeDecodeError as error:
-                bad_lines.append(
-                    BadLine(
-                        raw.path.name,
-                        number,
-                        "invalid_utf8",
-                        f"bytes that are not UTF-8 at position {error.start}",
-                        line.decode("utf-8", errors="backslashreplace").rstrip("\r\n"),
+    try:
+        with csv_input.open_bytes(raw.path) as handle:
+            for record in csv_input.records(handle, delimiter, width):
+                if record.rule:
+                    bad_lines.append(
+                        BadLine(raw.path.name, record.line_number, record.rule, record.detail, record.printable)
                     )
-                )
-                continue
-            if not text.strip():
-                continue
-            fields = next(csv.reader([text], delimiter=delimiter), [])
-            if len(fields) != width:
-                bad_lines.append(
-                    BadLine(
-                        raw.path.name,
-                        number,
-                        "malformed_line",
-                        f"expected {width} fields, found {len(fields)}",
-                        text.rstrip("\r\n"),
-                    )
-                )
-                continue
-            yield [*fields, str(number)]
+                else:
+                    yield [*record.fields, str(record.line_number)]
+    except csv_input.DECOMPRESS_ERRORS as error:
+        raise BatchRejected(csv_input.gzip_message(raw.path, error)) from None
 
 
 def _copy_csv_line_by_line(
@@ -283,7 +299,19 @@ def _copy_parquet(cur: psycopg2.extensions.cursor, table: sql.Identifier, raw: R
             buffer.seek(0)
             cur.copy_expert(statement, buffer, COPY_BUFFER)
     except (OSError, pa.ArrowException) as error:
-        raise BatchRejected(f"{raw.path.name}: cannot read the Parquet file ({error})") from None
+        plain = (
+            " Every column must hold one plain value per row (number, text, boolean, timestamp): write list or "
+            "nested columns as text."
+            if "Unsupported Type" in str(error)
+            else ""
+        )
+        raise BatchRejected(f"{raw.path.name}: cannot read the Parquet file ({error}).{plain}") from None
+    except psycopg2.DataError as error:
+        refused = ((error.pgerror or str(error)).strip().splitlines() or [""])[0]
+        raise BatchRejected(
+            f"{raw.path.name}: PostgreSQL refused a value of the Parquet file ({refused}); "
+            "text may not hold NUL bytes: clean the column and drop the file again"
+        ) from None
 
 
 def _row_count(cur: psycopg2.extensions.cursor, table: sql.Identifier) -> int:
@@ -305,6 +333,11 @@ def stage_files(
     union: list[str] = []
     for f in row_files:
         union.extend(c for c in headers[f.path] if c not in union)
+    if len(union) > MAX_FILE_COLUMNS:
+        raise BatchRejected(
+            f"{', '.join(f.path.name for f in row_files)}: {len(union)} different columns in all, more than a "
+            f"staging table can hold ({MAX_FILE_COLUMNS}); the spec expects {spec.input_columns}"
+        )
     if not union:
         union = list(spec.input_columns)
 

@@ -13,12 +13,16 @@ from nightly_ml.spec import DatasetSpec
 
 # Integral floats ("12.0", as a CSV writer turns an integer column with gaps into) are integers.
 INTEGER_PATTERN = r"^\s*[+-]?[0-9]{1,18}(\.0*)?\s*$"
-FLOAT_PATTERN = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,2})?\s*$"
+# Finite decimals only, bounded so that every match fits a double (|x| < 1e299, no underflow to an error):
+# at most 200 digits either side of the point and a 2-digit exponent. inf, NaN and 1e400 are not floats.
+FLOAT_PATTERN = r"^\s*[+-]?([0-9]{1,200}(\.[0-9]{0,200})?|\.[0-9]{1,200})([eE][+-]?[0-9]{1,2})?\s*$"
 BOOLEAN_PATTERN = r"^\s*([Tt]([Rr][Uu][Ee])?|[Ff]([Aa][Ll][Ss][Ee])?|0|1|[Yy]([Ee][Ss])?|[Nn][Oo]?)\s*$"
 TIMESTAMP_PATTERN = (
     r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
     r"\s*(Z|[+-][0-9]{2}(:?[0-9]{2})?)?\s*$"
 )
+# An event time that carries its own offset (``Z`` or a time followed by ``±hh[:mm]``) is an exact instant.
+OFFSET_PATTERN = r"(Z|[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*[+-][0-9]{2}(:?[0-9]{2})?)\s*$"
 TYPE_PATTERNS = {"integer": INTEGER_PATTERN, "float": FLOAT_PATTERN, "boolean": BOOLEAN_PATTERN}
 PG_CASTS = {"integer": "numeric::bigint", "float": "double precision", "boolean": "boolean"}
 
@@ -44,6 +48,20 @@ def typed_expression(name: str, kind: str) -> sql.Composable:
     return raw
 
 
+def event_time_expression(name: str) -> sql.Composable:
+    """The event time as an instant (``_event._parsed``, parsed once), or NULL when it is not a valid time.
+
+    A time with an offset is exact. A naive time is a wall-clock time of the spec's zone (the session's
+    zone here): one that never happens there (the hour the clocks skip in spring) is not valid, where
+    PostgreSQL would silently move it an hour on. One that happens twice (in autumn) is read as
+    PostgreSQL does, as standard time.
+    """
+    return sql.SQL(
+        "CASE WHEN _event._parsed IS NULL THEN NULL WHEN s.{raw} ~ {offset} THEN _event._parsed "
+        "WHEN _event._parsed::timestamp = s.{raw}::timestamp THEN _event._parsed END AS {alias}"
+    ).format(raw=sql.Identifier(name), offset=sql.Literal(OFFSET_PATTERN), alias=sql.Identifier(value_column(name)))
+
+
 def create_typed_table(
     conn: psycopg2.extensions.connection, spec: DatasetSpec, stage: StageResult, start: datetime, end: datetime
 ) -> None:
@@ -60,13 +78,7 @@ def create_typed_table(
             typed_expression(spec.key.name, key_kind), sql.Identifier(value_column(spec.key.name))
         )
     )
-    items.append(
-        sql.SQL("ops.try_timestamptz(CASE WHEN {raw} ~ {pattern} THEN {raw} END) AS {alias}").format(
-            raw=sql.Identifier(spec.event_time),
-            pattern=sql.Literal(TIMESTAMP_PATTERN),
-            alias=sql.Identifier(value_column(spec.event_time)),
-        )
-    )
+    items.append(event_time_expression(spec.event_time))
     for feature in spec.features:
         items.append(
             sql.SQL("{} AS {}").format(
@@ -78,8 +90,14 @@ def create_typed_table(
             typed_expression(spec.label.name, spec.label.type), sql.Identifier(value_column(spec.label.name))
         )
     )
-    typed = sql.SQL("SELECT {items} FROM {staging} AS s").format(
-        items=sql.SQL(", ").join(items), staging=sql.Identifier("staging", stage.rows_table)
+    typed = sql.SQL(
+        "SELECT {items} FROM {staging} AS s CROSS JOIN LATERAL "
+        "(SELECT ops.try_timestamptz(CASE WHEN s.{raw} ~ {pattern} THEN s.{raw} END) AS _parsed) AS _event"
+    ).format(
+        items=sql.SQL(", ").join(items),
+        staging=sql.Identifier("staging", stage.rows_table),
+        raw=sql.Identifier(spec.event_time),
+        pattern=sql.Literal(TIMESTAMP_PATTERN),
     )
     statement = db.compose(
         "validation_typed_table.sql",

@@ -12,6 +12,7 @@ from psycopg2 import sql
 
 from nightly_ml import db, layout
 from nightly_ml.config import gx_connection_string, settings
+from nightly_ml.etl import rejections
 from nightly_ml.etl.quarantine import _quarantine_rows
 from nightly_ml.etl.rules import Rule, batch_rules, row_rules, soft_rules
 from nightly_ml.etl.staging import BatchRejected, StageResult, delimiter_hint
@@ -125,10 +126,10 @@ def _schema_message(spec: DatasetSpec, stage: StageResult) -> str:
     extra = [c for c in stage.columns if c not in spec.input_columns]
     parts = []
     if missing:
-        parts.append(f"missing column(s) {missing}")
+        parts.append(f"missing column(s) {rejections.listed(missing)}")
     if extra:
-        parts.append(f"unexpected column(s) {extra}")
-    per_file = "; ".join(f"{f['file']}: {f['columns']}" for f in stage.files)
+        parts.append(f"unexpected column(s) {rejections.listed(extra)}")
+    per_file = "; ".join(f"{f['file']}: {rejections.listed(list(f['columns']))}" for f in stage.files)
     hints = "".join(
         delimiter_hint(list(f["columns"]), spec.input_columns, getattr(spec.source, "delimiter", ","))
         for f in stage.files
@@ -159,11 +160,13 @@ def validate(
         if not outcome.success and outcome.rule == "schema":
             raise BatchRejected(_schema_message(spec, stage))
     if rows_in == 0:
-        raise BatchRejected(f"empty batch: no rows for {spec.name} in [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
+        raise BatchRejected(rejections.empty_batch(spec, stage, start, end))
+    rejections.check_unreadable_lines(spec, stage)
     for outcome in table_results:
         if not outcome.success and outcome.rule == "row_count":
             raise BatchRejected(
-                f"too few rows: {outcome.observed} staged, the spec requires at least {spec.validation.min_rows}"
+                f"too few rows: {outcome.observed} staged from {stage.file_names}, the spec requires at least "
+                f"{spec.validation.min_rows}"
             )
 
     create_typed_table(conn, spec, stage, start, end)
@@ -204,6 +207,7 @@ def validate(
             f"too many bad rows: {bad_rows} of {rows_in} ({bad_share:.1%}) broke a rule, above the spec's "
             f"limit of {spec.validation.max_bad_row_fraction:.1%}; rules: {broken or 'none'}"
             + (f"; unreadable lines: {unreadable}" if unreadable else "")
+            + f"; files: {stage.file_names}"
         )
     return report
 

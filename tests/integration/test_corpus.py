@@ -1,0 +1,268 @@
+"""The bad-input corpus (tests/corpus/manifest.yaml) through the real ingest steps, against real PostgreSQL.
+
+Each manifest entry is dropped as the only file of one interval of its own dataset (a copy of the
+corpus spec under another name, so entries never see each other's keys), then run extract → stage
+(COPY) → validate → merge → archive as the DAG does. Checked afterwards: the outcome the manifest
+names, and the state it leaves — nothing merged on a rejection, every quarantine record with its
+rule and reason, the raw input byte for byte in the landing folder (rejected) or the archive (merged).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from psycopg2 import sql
+
+from nightly_ml import db, storage
+from nightly_ml.devtools.scratch import specs_from
+from nightly_ml.etl import sources
+from nightly_ml.etl.staging import BatchRejected
+from nightly_ml.spec import DatasetSpec, load_spec
+from nightly_ml.tasks import ingest
+
+pytestmark = pytest.mark.integration
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+MANIFEST = yaml.safe_load((CORPUS / "manifest.yaml").read_text())
+ENTRIES: list[dict[str, Any]] = MANIFEST["entries"]
+
+
+def dataset_name(entry: dict[str, Any]) -> str:
+    """A spec name (``^[a-z][a-z0-9_]{0,40}$``) per entry, readable in the database."""
+    stem = entry["file"].split(".")[0]
+    return "c_" + re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")[:38]
+
+
+# --------------------------------------------------------------------------- generators (big inputs)
+
+
+def _clean_rows() -> tuple[list[str], list[list[str]]]:
+    header, *rows = list(csv.reader(io.StringIO((CORPUS / "clean.csv").read_text(), newline="")))
+    return header, rows
+
+
+def _write(path: Path, header: list[str], rows: list[list[str]], tail: str = "") -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.write_text(buffer.getvalue() + tail, encoding="utf-8")
+
+
+def _wide_header(path: Path, columns: int) -> None:
+    header, rows = _clean_rows()
+    extra = [f"extra_{i:04d}" for i in range(columns - len(header))]
+    _write(path, header + extra, [row + ["x"] * len(extra) for row in rows])
+
+
+def _wide_row(path: Path, fields: int) -> None:
+    header, rows = _clean_rows()
+    _write(path, header, rows, "c-0101," + ",".join(str(i) for i in range(fields - 1)) + "\n")
+
+
+def _big_value(megabytes: int) -> str:
+    # Hex of an extendable-output hash: deterministic, and no compression makes it small.
+    return hashlib.shake_256(b"nightly-ml corpus").hexdigest(megabytes * 1_000_000 // 2)
+
+
+def _big_field(path: Path, column: str, megabytes: int, tail: str = "") -> None:
+    header, rows = _clean_rows()
+    rows[0][header.index(column)] = _big_value(megabytes)
+    _write(path, header, rows, tail)
+
+
+def _big_field_and_bad_line(path: Path, column: str, megabytes: int) -> None:
+    _big_field(path, column, megabytes, tail="c-0101,too,few,fields\n")
+
+
+GENERATORS: dict[str, Callable[..., None]] = {
+    "wide_header": _wide_header,
+    "wide_row": _wide_row,
+    "big_field": _big_field,
+    "big_field_and_bad_line": _big_field_and_bad_line,
+}
+
+
+def test_every_generator_of_the_manifest_exists() -> None:
+    assert set(MANIFEST["generators"]) == set(GENERATORS)
+
+
+# --------------------------------------------------------------------------- running one entry
+
+
+@pytest.fixture(scope="module")
+def corpus_specs(warehouse_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One spec per entry: the corpus spec under the entry's dataset name, reading its own drop folder."""
+    spec_dir = tmp_path_factory.mktemp("corpus_specs")
+    raw = yaml.safe_load((CORPUS / MANIFEST["spec"]).read_text())
+    for entry in ENTRIES:
+        name = dataset_name(entry)
+        spec = {**raw, "name": name, "source": {**raw["source"], "path": f"drop/{name}"}}
+        (spec_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    with specs_from(spec_dir):
+        yield spec_dir
+
+
+def interval(spec: DatasetSpec, day: date) -> tuple[datetime, datetime]:
+    """The local day as UTC instants (23 or 25 hours on DST days)."""
+    zone = ZoneInfo(spec.timezone)
+    start = datetime(day.year, day.month, day.day, tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+    return start.astimezone(ZoneInfo("UTC")), end.astimezone(ZoneInfo("UTC"))
+
+
+def drop(entry: dict[str, Any], folder: Path) -> Path:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    target = folder / entry["file"]
+    recipe = entry.get("generator")
+    if recipe:
+        GENERATORS[recipe["name"]](target, **{k: v for k, v in recipe.items() if k != "name"})
+    else:
+        shutil.copyfile(CORPUS / entry["file"], target)
+    return target
+
+
+def run_night(dataset: str, start: datetime, end: datetime) -> None:
+    run_id = f"corpus-{dataset}"
+    files = ingest.extract(dataset, start, end)
+    staged = ingest.stage(dataset, start, end, files, run_id)
+    validated = ingest.validate(dataset, start, end, staged, run_id)
+    ingest.merge(dataset, start, end, staged, validated, run_id)
+    ingest.finish(dataset, start, staged)
+
+
+def query(statement: sql.Composable | str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the test
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e["file"] for e in ENTRIES])
+def test_corpus_entry(corpus_specs: Path, entry: dict[str, Any]) -> None:
+    name = dataset_name(entry)
+    spec = load_spec(name)
+    expect = entry["expect"]
+    start, end = interval(spec, entry.get("day", MANIFEST["day"]))
+    landing = sources.landing_folder(spec, start)
+    raw = drop(entry, landing)
+    digest = sha256(raw)
+
+    if expect["outcome"] == "rejected":
+        with pytest.raises(BatchRejected) as rejected:
+            run_night(name, start, end)
+        message = str(rejected.value)
+        assert expect["error"] in message
+        assert entry["file"] in message, f"the rejection must name the file: {message}"
+        assert_rejected_state(spec, start, raw, digest, message)
+        assert quarantined(spec, start) == expect.get("quarantined", 0)
+    else:
+        run_night(name, start, end)
+        assert_merged_state(spec, start, entry["file"], digest, expect)
+    assert_quarantine_records_carry_their_reason(spec, start, entry["file"])
+    for column, values in expect.get("stored", {}).items():
+        assert_stored_verbatim(spec, column, values)
+    # the injection strings were data: every table they name is still there
+    assert query("SELECT to_regclass('ops.load_audit'), to_regclass('ops.quarantine')")[0] == (
+        "ops.load_audit",
+        "ops.quarantine",
+    )
+
+
+def quarantine_rules(spec: DatasetSpec, start: datetime) -> dict[str, int]:
+    rows = query(
+        "SELECT rule, count(*) FROM ops.quarantine WHERE dataset = %s AND interval_start = %s GROUP BY rule",
+        (spec.name, start),
+    )
+    return dict(rows)
+
+
+def quarantined(spec: DatasetSpec, start: datetime) -> int:
+    return int(query("SELECT rows_quarantined FROM ops.load_audit WHERE dataset = %s", (spec.name,))[0][0])
+
+
+def warehouse_rows(spec: DatasetSpec) -> list[tuple[Any, ...]]:
+    return query(sql.SQL("SELECT _interval_start FROM {}").format(db.warehouse_table(spec)))
+
+
+def audit(spec: DatasetSpec, start: datetime) -> tuple[Any, ...]:
+    rows = query(
+        "SELECT status, rows_merged, rows_quarantined, reason FROM ops.load_audit "
+        "WHERE dataset = %s AND interval_start = %s",
+        (spec.name, start),
+    )
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def staging_tables(spec: DatasetSpec) -> list[str]:
+    rows = query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'staging' AND table_name LIKE %s",
+        (f"{spec.name}\\_\\_%",),
+    )
+    return [r[0] for r in rows]
+
+
+def assert_rejected_state(spec: DatasetSpec, start: datetime, raw: Path, digest: str, message: str) -> None:
+    assert warehouse_rows(spec) == [], "a rejected batch must merge nothing"
+    status, merged, _, reason = audit(spec, start)
+    assert (status, merged) == ("rejected", 0)
+    assert reason and reason in message
+    assert raw.is_file() and sha256(raw) == digest, "the raw input must stay in the landing folder as it came"
+    assert not sources.archive_folder(spec, start).exists()
+    mails = [p.read_text(errors="replace") for p in storage.outbox_root().glob("*.eml")]
+    assert any(spec.name in m and "rejected" in m.lower() for m in mails), "ops must get a mail"
+
+
+def assert_merged_state(spec: DatasetSpec, start: datetime, file: str, digest: str, expect: dict[str, Any]) -> None:
+    merged = expect["merged"]
+    rules = expect.get("rules", {}) if expect["outcome"] == "quarantine" else {}
+    assert quarantine_rules(spec, start) == rules
+    assert warehouse_rows(spec) == [(start,)] * merged
+    status, rows_merged, rows_quarantined, reason = audit(spec, start)
+    assert (status, rows_merged, rows_quarantined, reason) == ("merged", merged, expect.get("quarantined", 0), None)
+    archived = sources.archive_folder(spec, start) / file
+    assert archived.is_file() and sha256(archived) == digest, "the raw input must be archived as it came"
+    assert not sources.landing_folder(spec, start).exists()
+    assert staging_tables(spec) == []
+
+
+def assert_quarantine_records_carry_their_reason(spec: DatasetSpec, start: datetime, file: str) -> None:
+    records = query(
+        "SELECT rule, detail, source_file, row_data IS NOT NULL OR raw_line IS NOT NULL, line_number "
+        "FROM ops.quarantine WHERE dataset = %s AND interval_start = %s",
+        (spec.name, start),
+    )
+    for rule, detail, source_file, has_input, line_number in records:
+        assert rule and detail, (rule, detail)
+        assert source_file == file
+        assert has_input, f"{rule}: the quarantined input itself must be kept"
+        assert line_number is None or line_number >= 2
+
+
+def assert_stored_verbatim(spec: DatasetSpec, column: str, values: list[str]) -> None:
+    stored = {
+        r[0] for r in query(sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), db.warehouse_table(spec)))
+    }
+    wanted = {datetime.fromisoformat(v) for v in values} if column == spec.event_time else set(values)
+    assert wanted <= stored, sorted(wanted - stored)
