@@ -4,6 +4,9 @@
 #   airflow    – Airflow's metadata database (and the Celery result backend)
 #   warehouse  – the pipeline's warehouse (WAREHOUSE_URL)
 #   mlflow     – MLflow's tracking and registry store; mlflow_auth – its login store
+# and the warehouse's NOLOGIN group roles nightly_ml_writer / nightly_ml_reader (migration 0010_roles.sql,
+# docs/SECURITY.md), granted to the warehouse owner with ADMIN OPTION: it runs the migrations (grants, default
+# privileges) and can make login users members, without being a superuser or having CREATEROLE.
 # Passwords come from the environment (docker/.env); psql binds them as variables, never as SQL text.
 # No `set -u` or `exit`: the image may source this file into its own entrypoint shell.
 set -eo pipefail
@@ -34,3 +37,9 @@ create_database airflow airflow
 create_database warehouse warehouse
 create_database mlflow mlflow
 create_database mlflow_auth mlflow
+
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<'SQL'
+CREATE ROLE nightly_ml_writer NOLOGIN;
+CREATE ROLE nightly_ml_reader NOLOGIN;
+GRANT nightly_ml_writer, nightly_ml_reader TO warehouse WITH ADMIN OPTION;
+SQL
