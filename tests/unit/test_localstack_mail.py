@@ -66,6 +66,8 @@ def test_the_address_is_configurable(data_dir: Path) -> None:
     # clients on this machine still connect over loopback
     assert stack.env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"
     assert stack.env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+    given = localstack.plan(8080, 5000, {"NIGHTLY_ML_BASE_URL": "http://airflow.example:8080"})
+    assert "NIGHTLY_ML_BASE_URL" not in given.env, "a given browser address is kept"
     named = localstack.plan(8080, 5000, {}, host="192.0.2.7")
     assert named.urls["Airflow UI"] == "http://192.0.2.7:8080"
     assert named.env["AIRFLOW__SMTP__SMTP_HOST"] == "192.0.2.7"

@@ -145,8 +145,13 @@ def plan(
     env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://{local}:{airflow_port}/execution/"
     # off by default; if someone turns it on, it listens where the rest does
     env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] = host
-    env.setdefault("NIGHTLY_ML_REPORTS_URL", f"http://{browse}:{airflow_port}/nightly-ml/reports")
-    env.setdefault("NIGHTLY_ML_BASE_URL", f"http://{browse}:{airflow_port}")
+    # the addresses a browser uses for the links in mails and task pages: given ones win
+    for name, url in (
+        ("NIGHTLY_ML_REPORTS_URL", f"http://{browse}:{airflow_port}/nightly-ml/reports"),
+        ("NIGHTLY_ML_BASE_URL", f"http://{browse}:{airflow_port}"),
+    ):
+        if not environ.get(name):
+            env[name] = url
     ports = {"Airflow": airflow_port}
 
     start_embedded = not environ.get("WAREHOUSE_URL")
