@@ -135,6 +135,14 @@ def drop(entry: dict[str, Any], folder: Path) -> Path:
     return target
 
 
+def preload(spec: DatasetSpec, file: str) -> None:
+    """Merge a stored corpus file on the manifest's day first (the warehouse an entry meets)."""
+    start, end = interval(spec, MANIFEST["day"])
+    drop({"file": file}, sources.landing_folder(spec, start))
+    run_night(spec.name, start, end)
+    assert audit(spec, start)[0] == "merged"
+
+
 def run_night(dataset: str, start: datetime, end: datetime) -> None:
     run_id = f"corpus-{dataset}"
     files = ingest.extract(dataset, start, end)
@@ -164,6 +172,10 @@ def test_corpus_entry(corpus_specs: Path, entry: dict[str, Any]) -> None:
     spec = load_spec(name)
     expect = entry["expect"]
     start, end = interval(spec, entry.get("day", MANIFEST["day"]))
+    db.ensure_dataset_tables(spec)
+    for file in entry.get("preload", []):
+        preload(spec, file)
+    before = warehouse_rows(spec)
     landing = sources.landing_folder(spec, start)
     raw = drop(entry, landing)
     digest = sha256(raw)
@@ -174,11 +186,14 @@ def test_corpus_entry(corpus_specs: Path, entry: dict[str, Any]) -> None:
         message = str(rejected.value)
         assert expect["error"] in message
         assert entry["file"] in message, f"the rejection must name the file: {message}"
+        assert warehouse_rows(spec) == before, "a rejected batch must change nothing in the warehouse"
         assert_rejected_state(spec, start, raw, digest, message)
         assert quarantined(spec, start) == expect.get("quarantined", 0)
     else:
         run_night(name, start, end)
         assert_merged_state(spec, start, entry["file"], digest, expect)
+        others = [row for row in warehouse_rows(spec) if row[0] != start]
+        assert others == [row for row in before if row[0] != start], "other intervals must stay as they were"
     assert_quarantine_records_carry_their_reason(spec, start, entry["file"])
     for column, values in expect.get("stored", {}).items():
         assert_stored_verbatim(spec, column, values)
@@ -198,11 +213,16 @@ def quarantine_rules(spec: DatasetSpec, start: datetime) -> dict[str, int]:
 
 
 def quarantined(spec: DatasetSpec, start: datetime) -> int:
-    return int(query("SELECT rows_quarantined FROM ops.load_audit WHERE dataset = %s", (spec.name,))[0][0])
+    return int(audit(spec, start)[2])
 
 
 def warehouse_rows(spec: DatasetSpec) -> list[tuple[Any, ...]]:
-    return query(sql.SQL("SELECT _interval_start FROM {}").format(db.warehouse_table(spec)))
+    """(interval, key, row hash) of every warehouse row of the dataset, in key order."""
+    return query(
+        sql.SQL("SELECT _interval_start, {key}, _row_hash FROM {table} ORDER BY {key}").format(
+            key=sql.Identifier(spec.key.name), table=db.warehouse_table(spec)
+        )
+    )
 
 
 def audit(spec: DatasetSpec, start: datetime) -> tuple[Any, ...]:
@@ -224,12 +244,11 @@ def staging_tables(spec: DatasetSpec) -> list[str]:
 
 
 def assert_rejected_state(spec: DatasetSpec, start: datetime, raw: Path, digest: str, message: str) -> None:
-    assert warehouse_rows(spec) == [], "a rejected batch must merge nothing"
     status, merged, _, reason = audit(spec, start)
     assert (status, merged) == ("rejected", 0)
     assert reason and reason in message
     assert raw.is_file() and sha256(raw) == digest, "the raw input must stay in the landing folder as it came"
-    assert not sources.archive_folder(spec, start).exists()
+    assert not (sources.archive_folder(spec, start) / raw.name).exists()
     mails = [p.read_text(errors="replace") for p in storage.outbox_root().glob("*.eml")]
     assert any(spec.name in m and "rejected" in m.lower() for m in mails), "ops must get a mail"
 
@@ -238,7 +257,7 @@ def assert_merged_state(spec: DatasetSpec, start: datetime, file: str, digest: s
     merged = expect["merged"]
     rules = expect.get("rules", {}) if expect["outcome"] == "quarantine" else {}
     assert quarantine_rules(spec, start) == rules
-    assert warehouse_rows(spec) == [(start,)] * merged
+    assert [row[0] for row in warehouse_rows(spec)].count(start) == merged
     status, rows_merged, rows_quarantined, reason = audit(spec, start)
     assert (status, rows_merged, rows_quarantined, reason) == ("merged", merged, expect.get("quarantined", 0), None)
     archived = sources.archive_folder(spec, start) / file

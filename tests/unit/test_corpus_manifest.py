@@ -52,7 +52,8 @@ def test_the_corpus_spec_loads() -> None:
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["file"] for e in ENTRIES])
 def test_each_entry_says_what_it_exercises_and_expects(entry: dict[str, Any]) -> None:
-    assert set(entry) <= {"file", "generator", "exercises", "expect", "day"}
+    assert set(entry) <= {"file", "generator", "exercises", "expect", "day", "preload"}
+    assert all((CORPUS / file).is_file() for file in entry.get("preload", []))
     assert entry["exercises"].strip()
     expect = entry["expect"]
     outcome = expect["outcome"]
