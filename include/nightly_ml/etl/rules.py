@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from nightly_ml.etl.staging import META_COLUMNS
-from nightly_ml.etl.typed_tables import INTEGER_PATTERN, TIMESTAMP_PATTERN, TYPE_PATTERNS, value_column
+from nightly_ml.etl.typed_tables import (
+    INTEGER_PATTERN,
+    MAX_FLOAT_CHARS,
+    TIMESTAMP_PATTERN,
+    TYPE_PATTERNS,
+    value_column,
+)
 from nightly_ml.spec import Column, DatasetSpec
 
 # A string key is the warehouse table's primary key: a btree entry holds at most ~2700 bytes, so 512
@@ -57,6 +63,15 @@ def _column_rules(column: Column) -> list[Rule]:
                 name,
                 f"{name} must be {column.type}",
                 gxe.ExpectColumnValuesToMatchRegex(column=name, regex=TYPE_PATTERNS[column.type]),
+            )
+        )
+    if column.type == "float":
+        rules.append(
+            Rule(
+                "type",
+                name,
+                f"{name} must be float: at most {MAX_FLOAT_CHARS} characters (a longer number may not fit a double)",
+                gxe.ExpectColumnValueLengthsToBeBetween(column=name, max_value=MAX_FLOAT_CHARS),
             )
         )
     if column.is_numeric and (column.min is not None or column.max is not None):
