@@ -29,6 +29,7 @@ request or a link lookup needs them.
 import base64
 import html
 import json
+import mimetypes
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
@@ -289,7 +290,9 @@ def render_index(reports: list[Report], prefix: str, root: Path) -> str:
 def build_app(*, require_login: bool = True) -> "FastAPI":
     """The reports app. ``require_login=False`` is for tests only."""
     from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+    from nightly_ml import storage
 
     dependencies = []
     if require_login:
@@ -327,7 +330,7 @@ def build_app(*, require_login: bool = True) -> "FastAPI":
         )
 
     @app.get("/reports/{relative:path}", response_model=None)
-    def report(relative: str) -> FileResponse | HTMLResponse:
+    def report(relative: str) -> FileResponse | HTMLResponse | Response:
         path = resolve_report(relative)
         if path is None:
             raise HTTPException(status_code=404, detail="no such report")
@@ -340,6 +343,10 @@ def build_app(*, require_login: bool = True) -> "FastAPI":
         if path.suffix == ".html" and relative.startswith("data_docs/"):
             page = path.read_text(encoding="utf-8", errors="replace")
             return HTMLResponse(offline_data_docs(page, path), headers=headers)
+        if not storage.is_local(path):
+            # an object store (NIGHTLY_ML_STORAGE_URL=s3://…): reports are small, read whole
+            media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            return Response(path.read_bytes(), media_type=media_type, headers=headers)
         return FileResponse(path, headers=headers)
 
     return app

@@ -35,6 +35,7 @@ os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("NIGHTLY_ML_SPEC_DIR", None)
+os.environ.pop("NIGHTLY_ML_STORAGE_URL", None)  # local storage unless a test points it at its S3 server
 # Tests that fail a task on purpose should not wait for production back-off.
 os.environ["NIGHTLY_ML_TASK_RETRIES"] = "1"
 os.environ["NIGHTLY_ML_RETRY_DELAY_SECONDS"] = "0.1"
@@ -160,3 +161,68 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "nightly-ml-test",
+    "AWS_SECRET_ACCESS_KEY": "nightly-ml-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3-compatible server (moto in server mode, its own process on 127.0.0.1); yields the
+    environment a client needs (``AWS_*`` credentials and ``AWS_ENDPOINT_URL``). Nothing is set globally:
+    a test applies it where it wants object storage."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("moto_server is missing: `make test` installs requirements-test.txt")
+        pytest.skip("moto (the S3-compatible test server) is not installed: `make test` installs it")
+    root = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (root / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not _answers(f"{url}/moto-api/"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"moto_server did not start at {url}:\n{(root / 'server.log').read_text()[-4000:]}")
+        time.sleep(0.2)
+    try:
+        yield {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": url}
+    finally:
+        _stop(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status < 500
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@pytest.fixture
+def s3_bucket(s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new bucket on the test S3 server, with the environment pointing the storage root into it."""
+    import s3fs
+
+    from nightly_ml.config import settings
+
+    for name, value in s3_server.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"nightly-ml-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+    monkeypatch.setenv("NIGHTLY_ML_STORAGE_URL", f"s3://{bucket}/root")
+    settings.cache_clear()
+    yield bucket
+    settings.cache_clear()

@@ -20,7 +20,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any, Protocol
 
-from nightly_ml import layout
+from nightly_ml import layout, storage
 from nightly_ml.config import settings
 from nightly_ml.intervals import local
 from nightly_ml.spec import DatasetSpec
@@ -324,13 +324,11 @@ def _deliver_smtp(connection: Any, message: EmailMessage) -> None:
         client.send_message(message)
 
 
-def _write_outbox(message: EmailMessage) -> Path:
-    outbox = settings().outbox_dir
-    outbox.mkdir(parents=True, exist_ok=True)
+def _write_outbox(message: EmailMessage) -> storage.StoragePath:
     slug = re.sub(r"[^a-z0-9]+", "-", message["Subject"].lower()).strip("-")[:80]
-    path = outbox / f"{datetime.now():%Y%m%dT%H%M%S%f}-{slug}.eml"
-    path.write_bytes(bytes(message))
-    return path
+    body = bytes(message)
+    path = storage.outbox_root() / f"{datetime.now():%Y%m%dT%H%M%S%f}-{slug}.eml"
+    return storage.write_whole(path, lambda handle: handle.write(body))
 
 
 def recipients_for(spec: DatasetSpec | None) -> list[str]:

@@ -36,11 +36,6 @@ class Settings:
     # Where a browser reaches the Airflow UI (links to runs and task logs in mails).
     airflow_url: str = "http://localhost:8080"
 
-    @property
-    def outbox_dir(self) -> Path:
-        """Alert mails written as files when no SMTP connection is set (a local development aid)."""
-        return self.data_dir / "outbox"
-
     def require_warehouse_url(self) -> str:
         if not self.warehouse_url:
             raise RuntimeError(

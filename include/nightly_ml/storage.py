@@ -48,6 +48,11 @@ def reports_root() -> StoragePath:
     return root() / "reports"
 
 
+def outbox_root() -> StoragePath:
+    """Alert mails written as files when no SMTP connection is set (kept with the night's other files)."""
+    return root() / "outbox"
+
+
 def files_source_root(path: str) -> StoragePath:
     """The folder a ``files`` source's ``path`` names: a URL, an absolute path, or relative to the root."""
     location = as_path(path)
@@ -59,7 +64,8 @@ def as_path(location: str | os.PathLike[str]) -> StoragePath:
     text = os.fspath(location)
     if "://" not in text or text.startswith("file://"):
         return Path(text.removeprefix("file://"))
-    return UPath(text)
+    # Other processes (workers, the API server) write here too: never answer from a stale listing.
+    return UPath(text, use_listings_cache=False)
 
 
 def is_local(path: StoragePath) -> bool:

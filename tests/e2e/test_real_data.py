@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nightly_ml import db
-from nightly_ml.config import PROJECT_ROOT, settings
+from nightly_ml import db, storage
+from nightly_ml.config import PROJECT_ROOT
 from nightly_ml.devtools.scratch import specs_from
 
 pytestmark = pytest.mark.e2e
@@ -143,7 +143,7 @@ def test_an_interval_before_the_start_date_fails_loudly(replayed: dict) -> None:
 def test_missing_input_past_its_deadline_fails_the_run_with_one_mail(replayed: dict, data_dir: Path) -> None:
     from nightly_ml.devtools import replay
 
-    outbox = settings().outbox_dir
+    outbox = storage.outbox_root()
     before = set(outbox.glob("*.eml")) if outbox.exists() else set()
     missing = (datetime(2013, 3, 12, 4, tzinfo=UTC), datetime(2013, 3, 13, 4, tzinfo=UTC))  # no folder for it
     run = replay.run_dag(replayed["bag"], "ingest__nyc_airport_temperature", missing)

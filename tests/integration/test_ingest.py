@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from nightly_ml import db
+from nightly_ml import db, storage
 from nightly_ml.config import settings
 from nightly_ml.etl import simulator, simulator_files, sources
 from nightly_ml.etl.staging import BatchRejected
@@ -342,7 +342,7 @@ def _reject(start: datetime, end: datetime, match: str) -> None:
     assert record["status"] == "rejected"
     assert record["merged"] == 0
     assert sources.landing_folder(load_spec("churn"), start).is_dir(), "the raw input must be kept"
-    outbox = sorted(settings().outbox_dir.glob("*.eml"))
+    outbox = sorted(storage.outbox_root().glob("*.eml"))
     assert outbox and "rejected" in outbox[-1].read_text()
 
 

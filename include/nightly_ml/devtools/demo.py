@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(summary(datasets, outcomes))
     print(
-        f"\nreports: {storage.reports_root()}\nalerts written to: {settings().outbox_dir} (no SMTP connection set)"
+        f"\nreports: {storage.reports_root()}\nalerts written to: {storage.outbox_root()} (no SMTP connection set)"
         if not os.environ.get("AIRFLOW_CONN_SMTP_ALERTS")
         else ""
     )

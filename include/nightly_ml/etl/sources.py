@@ -8,17 +8,17 @@ Re-running an interval finds its files in the archive again, so re-runs are idem
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
 from psycopg2 import sql
 
-from nightly_ml.config import settings, source_database_url
+from nightly_ml import storage
+from nightly_ml.config import source_database_url
 from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatabaseSource, DatasetSpec, FilesSource, SimulatorSource
+from nightly_ml.storage import StoragePath
 
 FileKind = Literal["rows", "labels"]
 SUPPORTED_SUFFIXES = {".csv": "csv", ".parquet": "parquet"}
@@ -30,7 +30,7 @@ class NoInputYet(RuntimeError):
 
 @dataclass(frozen=True)
 class RawFile:
-    path: Path
+    path: StoragePath
     format: Literal["csv", "parquet"]
     kind: FileKind
 
@@ -39,22 +39,21 @@ class RawFile:
 
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> RawFile:
-        return cls(Path(data["path"]), data["format"], data["kind"])  # type: ignore[arg-type]
+        return cls(storage.as_path(data["path"]), data["format"], data["kind"])  # type: ignore[arg-type]
 
 
-def files_root(spec: DatasetSpec) -> Path:
+def files_root(spec: DatasetSpec) -> StoragePath:
     if isinstance(spec.source, FilesSource):
-        root = Path(spec.source.path)
-        return root if root.is_absolute() else settings().data_dir / root
-    return settings().landing_dir / spec.name
+        return storage.files_source_root(spec.source.path)
+    return storage.landing_root() / spec.name
 
 
-def landing_folder(spec: DatasetSpec, start: datetime) -> Path:
+def landing_folder(spec: DatasetSpec, start: datetime) -> StoragePath:
     return files_root(spec) / partition_name(spec, start)
 
 
-def archive_folder(spec: DatasetSpec, start: datetime) -> Path:
-    return settings().archive_dir / spec.name / partition_name(spec, start)
+def archive_folder(spec: DatasetSpec, start: datetime) -> StoragePath:
+    return storage.archive_root() / spec.name / partition_name(spec, start)
 
 
 def file_format(name: str) -> Literal["csv", "parquet"] | None:
@@ -65,7 +64,7 @@ def file_format(name: str) -> Literal["csv", "parquet"] | None:
     return SUPPORTED_SUFFIXES.get(lowered[lowered.rfind(".") :]) if "." in lowered else None  # type: ignore[return-value]
 
 
-def list_raw_files(folder: Path) -> list[RawFile]:
+def list_raw_files(folder: StoragePath) -> list[RawFile]:
     """Row and label files of a partition folder, in name order; other files are ignored."""
     found: list[RawFile] = []
     for path in sorted(folder.iterdir()):
@@ -139,7 +138,7 @@ def _extract_dropped_files(spec: DatasetSpec, start: datetime) -> list[RawFile]:
     archived = archive_folder(spec, start)
     if not landing.is_dir() and archived.is_dir():
         # A re-run of an interval that was already merged: its input was archived.
-        shutil.copytree(archived, landing)
+        storage.copy_tree(archived, landing)
     if not landing.is_dir():
         raise NoInputYet(f"no input folder {landing} for {spec.name} yet (expected files dropped there)")
     files = list_raw_files(landing)
@@ -181,7 +180,6 @@ def _extract_database(spec: DatasetSpec, source: DatabaseSource, start: datetime
     folder = landing_folder(spec, start)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "part-0.csv"
-    partial = target.with_suffix(".csv.partial")
     schema, _, name = source.table.rpartition(".")
     table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in spec.input_columns)
@@ -190,25 +188,23 @@ def _extract_database(spec: DatasetSpec, source: DatabaseSource, start: datetime
     )
     conn = psycopg2.connect(libpq_url(url))
     try:
-        with conn.cursor() as cur, partial.open("wb") as out:
+        with conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
             # COPY takes no parameters: bind them client-side into the inner SELECT first.
             bound = cur.mogrify(query, {"start": start, "end": end}).decode()
-            cur.copy_expert(f"COPY ({bound}) TO STDOUT WITH (FORMAT csv, HEADER true)", out)
+            storage.write_whole(
+                target, lambda out: cur.copy_expert(f"COPY ({bound}) TO STDOUT WITH (FORMAT csv, HEADER true)", out)
+            )
     finally:
         conn.close()
-    partial.replace(target)
     return [RawFile(target, "csv", "rows")]
 
 
-def archive(spec: DatasetSpec, start: datetime) -> Path | None:
+def archive(spec: DatasetSpec, start: datetime) -> StoragePath | None:
     """Move a merged interval's landing folder to the archive (replacing an older copy)."""
     landing = landing_folder(spec, start)
     if not landing.is_dir():
         return None
     target = archive_folder(spec, start)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.move(str(landing), str(target))
+    storage.move_tree(landing, target)
     return target

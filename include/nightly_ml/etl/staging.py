@@ -13,18 +13,19 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
+from nightly_ml import storage
 from nightly_ml.errors import AlreadyAlerted
 from nightly_ml.etl import csv_input
 from nightly_ml.etl.sources import RawFile
 from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatasetSpec
+from nightly_ml.storage import StoragePath
 
 COPY_BUFFER = 1 << 20
 SLOW_PATH_CHUNK_LINES = 50_000
@@ -112,7 +113,7 @@ def staging_table_name(spec: DatasetSpec, start: datetime, suffix: str = "") -> 
     return f"{spec.name}__{part}{suffix}"
 
 
-def read_header(path: Path, delimiter: str) -> list[str]:
+def read_header(path: StoragePath, delimiter: str) -> list[str]:
     """The header fields of a CSV file (plain or gzip); ``[]`` for an empty file."""
     try:
         first = csv_input.first_line(path)
@@ -127,11 +128,12 @@ def read_header(path: Path, delimiter: str) -> list[str]:
     return [name.strip() for name in next(csv.reader([text], delimiter=delimiter))]
 
 
-def parquet_columns(path: Path) -> list[str]:
+def parquet_columns(path: StoragePath) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
-        return list(pq.read_schema(path).names)
+        with storage.readable(path) as source:
+            return list(pq.read_schema(source).names)
     except (OSError, ValueError) as error:
         raise BatchRejected(f"{path.name}: cannot read the Parquet file ({error})") from None
 
@@ -158,7 +160,7 @@ def staged_names(spec: DatasetSpec, names: list[str]) -> list[str]:
     ]
 
 
-def _check_column_names(path: Path, names: list[str]) -> None:
+def _check_column_names(path: StoragePath, names: list[str]) -> None:
     for name in names:
         if not name or len(name) > MAX_COLUMN_NAME or name in META_COLUMNS:
             raise BatchRejected(f"{path.name}: unusable column name {name!r} in the header")
@@ -292,12 +294,12 @@ def _copy_parquet(cur: psycopg2.extensions.cursor, table: sql.Identifier, raw: R
     _set_source_file(cur, table, raw.path.name)
     statement = _copy_statement(table, columns, header=False, delimiter=",")
     try:
-        parquet = pq.ParquetFile(raw.path)
-        for batch in parquet.iter_batches(batch_size=100_000):
-            buffer = io.BytesIO()
-            pacsv.write_csv(pa.Table.from_batches([batch]), buffer, pacsv.WriteOptions(include_header=False))
-            buffer.seek(0)
-            cur.copy_expert(statement, buffer, COPY_BUFFER)
+        with storage.readable(raw.path) as source:
+            for batch in pq.ParquetFile(source).iter_batches(batch_size=100_000):
+                buffer = io.BytesIO()
+                pacsv.write_csv(pa.Table.from_batches([batch]), buffer, pacsv.WriteOptions(include_header=False))
+                buffer.seek(0)
+                cur.copy_expert(statement, buffer, COPY_BUFFER)
     except (OSError, pa.ArrowException) as error:
         plain = (
             " Every column must hold one plain value per row (number, text, boolean, timestamp): write list or "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import psycopg2.extensions
 from psycopg2 import sql
 
-from nightly_ml import db, layout
+from nightly_ml import db, layout, storage
 from nightly_ml.config import gx_connection_string, settings
 from nightly_ml.etl import rejections
 from nightly_ml.etl.quarantine import _quarantine_rows
@@ -53,7 +54,11 @@ class _GxRun:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         connection_string = gx_connection_string(db.sqlalchemy_url(settings().require_warehouse_url()))
-        self.docs_dir = layout.data_docs_dir(spec, start)
+        self.docs_target = layout.data_docs_dir(spec, start)
+        # GX writes Data Docs only to a local disk: with a remote storage root, a temporary folder that
+        # is published after each checkpoint (and removed with this object), so workers keep nothing.
+        self._scratch = None if storage.is_local(self.docs_target) else tempfile.TemporaryDirectory(prefix="gx-docs-")
+        self.docs_dir = Path(self._scratch.name) if self._scratch else Path(self.docs_target)
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.site = "run_site"
@@ -95,11 +100,13 @@ class _GxRun:
             )
         )
         results = next(iter(checkpoint.run().run_results.values())).results
+        if self._scratch is not None:
+            storage.publish_tree(self.docs_dir, self.docs_target)
         by_index = {int(r.expectation_config.meta["index"]): r for r in results}
         return [(rule, by_index[i]) for i, rule in enumerate(rules)]
 
     def docs_url(self) -> str | None:
-        index = self.docs_dir / "index.html"
+        index = self.docs_target / "index.html"
         return layout.public_url(index) if index.exists() else None
 
 
@@ -248,5 +255,5 @@ def reference_profile_from_warehouse(
     return profile
 
 
-def data_docs_index(spec: DatasetSpec, start: datetime) -> Path:
+def data_docs_index(spec: DatasetSpec, start: datetime) -> storage.StoragePath:
     return layout.data_docs_index(spec, start)
