@@ -1,6 +1,3 @@
--- A temporary table the chunks' scores are COPYed into (dropped at commit).
-CREATE TEMPORARY TABLE scored (
-    {key} {key_type} PRIMARY KEY,
-    prediction double precision NOT NULL,
-    predicted_label bigint
-) ON COMMIT DROP;
+-- The chunks' predictions, straight into the predictions table (the interval's earlier ones were
+-- cleared first, in the same transaction).
+COPY {predictions} ({columns}) FROM STDIN WITH (FORMAT csv)
