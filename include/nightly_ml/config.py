@@ -162,3 +162,12 @@ def mlflow_logins() -> MlflowLogins:
         admin=(os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "") or "admin", admin_password),
         worker=(os.environ.get("NIGHTLY_ML_MLFLOW_WORKER_USERNAME", "") or "nightly_ml_worker", worker_password),
     )
+
+
+def hostname() -> str:
+    """The host name Airflow records for a task (``[core] hostname_callable = nightly_ml.config.hostname``):
+    ``NIGHTLY_ML_HOSTNAME`` when set — several workers on one machine, each with its own name — else the
+    machine's fully qualified name, as Airflow's default does."""
+    import socket
+
+    return os.environ.get("NIGHTLY_ML_HOSTNAME", "") or socket.getfqdn()

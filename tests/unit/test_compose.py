@@ -181,7 +181,7 @@ def test_long_running_services_have_healthchecks() -> None:
 
 def test_workers_scale() -> None:
     worker = SERVICES["airflow-worker"]
-    assert worker["command"] == "celery worker"
+    assert worker["command"] == ["celery", "worker", "--skip-serve-logs"]
     # a fixed container name or host port would clash with `--scale airflow-worker=N`
     assert "container_name" not in worker and "ports" not in worker
 
@@ -195,6 +195,34 @@ def test_named_volumes_are_declared() -> None:
 
 
 # --- Airflow settings ------------------------------------------------------------------------
+
+
+def test_airflow_services_run_the_commands_of_the_topology() -> None:
+    """Compose and the native topology test (tests/e2e/test_celery_topology.py) run the same commands."""
+    from nightly_ml.devtools import topology
+
+    assert set(topology.AIRFLOW_SERVICES) == {name for name in AIRFLOW_SERVICES if long_running(name)}
+    for name, arguments in topology.AIRFLOW_SERVICES.items():
+        command = SERVICES[name]["command"]
+        assert (command.split() if isinstance(command, str) else command) == list(arguments), name
+        native = topology.airflow_command(
+            "airflow", name, worker_name="w1" if name == topology.WORKER_SERVICE else None
+        )
+        extra = [token for token in native[1 + len(arguments) :] if token.startswith("-")]
+        assert set(extra) <= set(topology.NATIVE_ONLY_OPTIONS), f"{name}: the native run adds {extra}"
+    for name, value in topology.CELERY_SETTINGS.items():
+        assert str(env_of(COMMON)[name]) == value, name
+
+
+def test_no_service_runs_a_log_server() -> None:
+    """Task logs go to the shared airflow-logs volume; a log server would listen on every interface."""
+    for name in AIRFLOW_SERVICES:
+        command = SERVICES[name].get("command")
+        if command and any(part in ("scheduler", "triggerer", "worker") for part in str(command).split()):
+            assert "--skip-serve-logs" in str(command), name
+        assert ("airflow-logs", "/opt/airflow/logs") in [
+            (source, target) for source, target, _ in bind_mounts(SERVICES[name])
+        ], f"{name} does not share the log volume"
 
 
 def test_celery_executor_settings() -> None:
@@ -489,8 +517,9 @@ def airflow_invocations() -> list[Invocation]:
     found = []
     for name in AIRFLOW_SERVICES:
         command = SERVICES[name]["command"]
-        if isinstance(command, str):
-            found.append(split_invocation(command.split(), f"{name}.command"))
+        tokens = command.split() if isinstance(command, str) else list(command)
+        if tokens[0] not in ("bash", "python"):  # the image's entry point runs `airflow <command>`
+            found.append(split_invocation(tokens, f"{name}.command"))
         test = SERVICES[name].get("healthcheck", {}).get("test", [])
         for part in test[1:] if test and test[0] == "CMD-SHELL" else []:
             for match in re.finditer(r"(?:^|[;&|]\s*)airflow ([^;&|]+)", part):
@@ -593,8 +622,12 @@ def test_make_up_commands_exist(cli_help: dict[str, subprocess.CompletedProcess[
     from nightly_ml.devtools.localstack import plan
 
     stack = plan(8080, 5000, {"PATH": ""})
-    for command in (stack.migrate_command, stack.standalone_command):
-        assert cli_help[" ".join(command[1:])].returncode == 0, f"`airflow {' '.join(command[1:])}` is missing"
+    for command in (stack.migrate_command, *stack.airflow_commands.values()):
+        invocation = Invocation(tuple(command[1:]), "make up")
+        probe = cli_help.get(invocation.name)
+        assert probe is not None and probe.returncode == 0, f"`airflow {invocation.name}` is missing"
+        for option in (token for token in invocation.tokens if token.startswith("--")):
+            assert option in probe.stdout, f"`airflow {invocation.name}` has no option {option}"
     params = json.loads(cli_help["mlflow server"].stdout.strip().splitlines()[-1])
     options = {opt for opts, _ in params.values() for opt in opts}
     assert stack.mlflow_command is not None and stack.mlflow_command[1] == "server"
