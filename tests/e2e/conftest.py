@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,17 @@ from nightly_ml.devtools.scratch import free_port
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# This module as it was imported: pytest imports every conftest.py under the name "conftest", so a test
+# cannot import it by name; a test that starts a stack of its own gets its helpers from `stack_tools`.
+_THIS_MODULE = sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def stack_tools() -> Any:
+    """The helpers of this conftest (LiveStack, _popen, _stack_ready, wait_for_asset_runs, …)."""
+    return _THIS_MODULE
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +55,8 @@ def dag_bag(airflow_db: Path, warehouse_url: str):
 
 
 # --------------------------------------------------------------------------- the real stack, natively
-# What `make up` starts (nightly_ml.devtools.localstack's plan: an MLflow server, `airflow db migrate`,
-# `airflow standalone` = API server with the UI, scheduler, DAG processor, triggerer), on free 127.0.0.1
+# What `make up` starts (nightly_ml.devtools.localstack's plan: an MLflow server, the mail catcher, `airflow db
+# migrate`, then Airflow's parts: API server with the UI, scheduler, DAG processor, triggerer), on free 127.0.0.1
 # ports, with a private AIRFLOW_HOME and data dir, scratch PostgreSQL databases for the warehouse and
 # Airflow's metadata, and a light copy of the demand spec starting a few days ago (so that "the latest
 # complete interval" is in range). Shared by the scheduler test and the browser test; stopped (process
@@ -70,6 +81,12 @@ class LiveStack:
     spec_dir: Path
     warehouse_url: str
     logs: dict[str, Path]
+    # the MLflow UI and the mail catcher's web page; the environment the stack's processes run with
+    mlflow_url: str = ""
+    mail_url: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    # the process (group leader) of each part the fixture started, by name
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _token: str | None = None
 
     def token(self) -> str:
@@ -96,6 +113,29 @@ class LiveStack:
 
     def failure_report(self, dag_id: str, run_id: str) -> str:
         return failure_report(self, dag_id, run_id)
+
+    def wait_for_run(self, dag_id: str, run_id: str, deadline: float) -> dict[str, Any]:
+        return wait_for_run(self, dag_id, run_id, deadline)
+
+    def covered_intervals(self, dag_id: str, run_id: str) -> set[str]:
+        return covered_intervals(self, dag_id, run_id)
+
+    def listening(self) -> dict[int, set[str]]:
+        """The TCP ports the stack's processes (and their children) listen on, with the addresses."""
+        import psutil
+
+        pids: set[int] = set()
+        for process in self.processes.values():
+            try:
+                leader = psutil.Process(process.pid)
+                pids |= {leader.pid, *(child.pid for child in leader.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                continue
+        found: dict[int, set[str]] = {}
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+                found.setdefault(conn.laddr.port, set()).add(conn.laddr.ip)
+        return found
 
     def log_tail(self, chars: int = 3000) -> str:
         parts = []
@@ -283,26 +323,33 @@ def live_stack(
     _shutdowns.append(shut_down)
     try:
         db.migrate(warehouse_url)
-        airflow_port, mlflow_port = free_port(), free_port()
-        environ = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "PYTEST_"))}
+        airflow_port, mlflow_port, smtp_port, mail_port = (free_port() for _ in range(4))
+        environ = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("MLFLOW_", "PYTEST_", "AIRFLOW_CONN_", "AIRFLOW__SMTP__", "AIRFLOW__API__"))
+        }
         environ.update(
             AIRFLOW_HOME=str(home),
             WAREHOUSE_URL=warehouse_url,
-            AIRFLOW__API__HOST="127.0.0.1",
+            # links in task pages and mails on the address the browser uses (its login cookie is per host)
+            NIGHTLY_ML_BASE_URL=f"http://127.0.0.1:{airflow_port}",
+            NIGHTLY_ML_REPORTS_URL=f"http://127.0.0.1:{airflow_port}/nightly-ml/reports",
         )
         # The plan reads the data dir from settings(): point it at the private one while it is made.
         previous_data_dir = os.environ.get("NIGHTLY_ML_DATA_DIR")
         os.environ["NIGHTLY_ML_DATA_DIR"] = str(data_dir)
         settings.cache_clear()
         try:
-            plan = localstack.plan(airflow_port, mlflow_port, environ)
+            plan = localstack.plan(airflow_port, mlflow_port, environ, smtp_port=smtp_port, mail_port=mail_port)
         finally:
             if previous_data_dir is None:
                 os.environ.pop("NIGHTLY_ML_DATA_DIR", None)
             else:
                 os.environ["NIGHTLY_ML_DATA_DIR"] = previous_data_dir
             settings.cache_clear()
-        assert plan.mlflow_command is not None and not plan.start_embedded_warehouse
+        assert plan.mlflow_command is not None and plan.mail_command is not None
+        assert not plan.start_embedded_warehouse and plan.host == "127.0.0.1"
         env = {
             **environ,
             **plan.env,
@@ -315,8 +362,9 @@ def live_stack(
         }
         logs = {
             "mlflow": root / "mlflow.log",
+            "mail": root / "mail.log",
             "migrate": root / "airflow-migrate.log",
-            "standalone": root / "standalone.log",
+            **{name: root / f"airflow-{name}.log" for name in plan.airflow_commands},
         }
         stack = LiveStack(
             url=f"http://127.0.0.1:{airflow_port}",
@@ -327,28 +375,36 @@ def live_stack(
             spec_dir=spec_dir,
             warehouse_url=warehouse_url,
             logs=logs,
+            mlflow_url=f"http://127.0.0.1:{mlflow_port}",
+            mail_url=f"http://127.0.0.1:{mail_port}",
+            env=env,
         )
         (data_dir / "mlflow" / "artifacts").mkdir(parents=True)
-        processes.append(_popen(plan.mlflow_command, env, logs["mlflow"], root))
+        for name, command in (("mlflow", plan.mlflow_command), ("mail", plan.mail_command)):
+            stack.processes[name] = _popen(command, env, logs[name], root)
+            processes.append(stack.processes[name])
         with logs["migrate"].open("wb") as out:
             migrated = subprocess.run(
                 plan.migrate_command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, timeout=600, check=False
             )
         if migrated.returncode != 0:
             pytest.fail(f"`airflow db migrate` failed:\n{stack.log_tail()}")
-        processes.append(_popen(plan.standalone_command, env, logs["standalone"], root))
+        for name, command in plan.airflow_commands.items():
+            stack.processes[name] = _popen(command, env, logs[name], root)
+            processes.append(stack.processes[name])
 
         password_file = home / "simple_auth_manager_passwords.json.generated"
         deadline = time.monotonic() + STACK_START_TIMEOUT_S
         expected_dags = stack_dag_ids(live_stack_specs)
         while (waiting := _stack_ready(stack, password_file, expected_dags)) is not None:
-            exited = [p.args[1] for p in processes if p.poll() is not None]
+            exited = [name for name, p in stack.processes.items() if p.poll() is not None]
             if exited or time.monotonic() > deadline:
                 why = f"exited: {exited}" if exited else f"not ready after {STACK_START_TIMEOUT_S:.0f} s"
                 pytest.fail(f"the local stack did not start ({why}; last: {waiting}):\n{stack.log_tail()}")
             time.sleep(1)
-        if not _healthy(env["MLFLOW_TRACKING_URI"]):
-            pytest.fail(f"the MLflow server is not healthy:\n{stack.log_tail()}")
+        for url in (env["MLFLOW_TRACKING_URI"], stack.mail_url):
+            if not _healthy(url):
+                pytest.fail(f"{url} is not healthy:\n{stack.log_tail()}")
         for dag_id in STACK_DAGS:
             stack.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
         yield stack
