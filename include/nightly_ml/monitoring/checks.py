@@ -35,15 +35,14 @@ from nightly_ml.monitoring.aggregates import (
     DEFAULT_PREDICTION_REFERENCE_INTERVALS,
     MonitoringError,
     Windows,
-    feature_drift,
     labelled_pairs,
     measure_prediction_drift,
-    monitored_features,
     pooled_windows,
     window_rows,
 )
 from nightly_ml.monitoring.drift import decide, live_metrics, performance_check
 from nightly_ml.monitoring.plan import calibration_plan
+from nightly_ml.monitoring.profiles import ReferenceProfile, feature_drifts, reference_for, store_reference
 from nightly_ml.monitoring.results import MonitoringResult, load_history, write_result
 from nightly_ml.spec import DatasetSpec
 
@@ -64,8 +63,13 @@ def compute_monitoring(
     prediction_interval_start: datetime | None = None,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     max_labelled_rows: int = DEFAULT_MAX_LABELLED_ROWS,
+    reference: ReferenceProfile | None = None,
 ) -> MonitoringResult:
-    """Every statistic of one pass and the verdict, read on ``conn``; nothing is written."""
+    """Every statistic of one pass and the verdict, read on ``conn``; nothing is written.
+
+    ``reference``: the champion's reference profile (:func:`profiles.reference_for`); by default read
+    from the cache or computed by this pass (and then not stored: :func:`run_monitoring` stores it).
+    """
     reference_rows, current_rows = window_rows(conn, spec, windows)
     if reference_rows == 0:
         raise MonitoringError(
@@ -80,7 +84,9 @@ def compute_monitoring(
     # Thresholds are calibrated to tonight's batch size, seeded by the interval (a re-run draws the same null).
     plan = calibration_plan(spec, windows.current_start)
     pooled = pooled_windows(conn, spec, windows)
-    features = [feature_drift(conn, spec, f.name, pooled, plan) for f in monitored_features(spec)]
+    if reference is None or reference.reference_rows != reference_rows:
+        reference = reference_for(conn, spec, windows, champion_version, reference_rows)
+    features = feature_drifts(conn, spec, pooled, reference, plan)
     prediction = measure_prediction_drift(
         conn,
         spec,
@@ -153,6 +159,8 @@ def run_monitoring(
         # One snapshot for every aggregate, so a concurrent merge cannot split the pass.
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
         with conn:
+            reference_rows, _ = window_rows(conn, spec, windows)
+            reference = reference_for(conn, spec, windows, champion_version, reference_rows) if reference_rows else None
             result = compute_monitoring(
                 conn,
                 spec,
@@ -164,9 +172,13 @@ def run_monitoring(
                 prediction_interval_start=prediction_interval_start,
                 lookback_days=lookback_days,
                 max_labelled_rows=max_labelled_rows,
+                reference=reference,
             )
     finally:
         conn.close()
+    # The reference side is computed once per champion version: later nights read it from the cache.
+    if reference is not None:
+        store_reference(spec, windows, champion_version, reference, url)
     history = load_history(spec, interval_start, url)
     path = render_report(spec, result, history, output_dir or storage.root())
     result = replace(result, report_path=path)
