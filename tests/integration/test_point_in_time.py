@@ -158,7 +158,7 @@ def test_catch_up_over_every_interval_gives_each_its_nights_result(
     assert {n: s["model_version"] for n, s in nightly_scores.items()} == expected
     for night in range(1, FIRST_MODEL_AFTER + 1):
         assert "no champion on that night" in nightly_scores[night]["skipped_reason"]
-        assert nightly_monitors[night]["action"] == "retrain"  # the bootstrap: nothing stored, no champion yet
+        assert nightly_monitors[night]["action"] == "retrain"  # the bootstrap: no champion yet, no pass stored
     # Today's champion v2 was trained on nights up to 6: judging those with it would be in-sample.
     v2_info = access.version_info(spec, v2)
     assert v2_info is not None and v2_info.trained_on(*interval(SECOND_MODEL_AFTER))
@@ -229,3 +229,23 @@ def test_catch_up_over_every_interval_gives_each_its_nights_result(
             (spec.name,),
         )
         assert {row[1] for row in cur.fetchall()} == {1}
+
+    # every decision is kept per interval and per run, the bootstrap nights (no champion, no pass) included
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT interval_start, run_id, action, should_retrain, champion_version, reasons "
+            "FROM ops.monitor_decisions WHERE dataset = %s ORDER BY interval_start, decided_at",
+            (spec.name,),
+        )
+        decisions: dict[datetime, list[tuple]] = {}
+        for start, *rest in cur.fetchall():
+            decisions.setdefault(start, []).append(tuple(rest))
+    assert sorted(decisions) == [interval(n)[0] for n in range(1, NIGHTS + 1)]
+    for night in range(1, NIGHTS + 1):
+        (run, action, _, version, _), (catch_up, *_) = decisions[interval(night)[0]]
+        assert (run, catch_up) == (night_run(night), CATCH_UP_RUN), night
+        assert action == nightly_monitors[night]["action"], night
+        assert version == (None if night <= FIRST_MODEL_AFTER else expected[night]), night
+    for night in range(1, FIRST_MODEL_AFTER + 1):
+        _, action, should_retrain, version, reasons = decisions[interval(night)[0]][0]
+        assert (action, should_retrain, version) == ("retrain", True, None) and reasons, night

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -234,6 +235,31 @@ def record_action(dataset: str, interval_start: datetime, run_id: str, action: s
         cur.execute(
             db.load_sql("monitoring_set_action.sql"),
             {"dataset": dataset, "interval_start": interval_start, "run_id": run_id, "action": action},
+        )
+
+
+def record_decision(
+    dataset: str,
+    interval: tuple[datetime, datetime],
+    run_id: str,
+    decision: Mapping[str, Any],
+    url: str | None = None,
+) -> None:
+    """Keep what a monitor run decided for an interval (ops.monitor_decisions), whatever the decision: the
+    nights without a full monitoring pass (no champion, not merged, not scored) leave their decision too."""
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("monitor_decision_upsert.sql"),
+            {
+                "dataset": dataset,
+                "interval_start": interval[0],
+                "interval_end": interval[1],
+                "run_id": run_id,
+                "action": decision["action"],
+                "should_retrain": bool(decision.get("should_retrain")),
+                "reasons": _json(list(decision.get("reasons") or [])),
+                "champion_version": decision.get("champion_version"),
+            },
         )
 
 

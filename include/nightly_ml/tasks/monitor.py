@@ -27,7 +27,18 @@ def _load_status(dataset: str, start: datetime) -> str | None:
 
 
 def monitor(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[str, Any]:
-    """Drift and performance of one interval against the version that scored it; says whether to retrain and why."""
+    """Drift and performance of one interval against the version that scored it; says whether to retrain and why.
+
+    Every decision is kept per interval and per run in ops.monitor_decisions, the nights without a monitoring
+    pass (not merged, no champion yet, not scored on its night) included."""
+    from nightly_ml.monitoring import results
+
+    decision = _decide(dataset, start, end, run_id)
+    results.record_decision(dataset, (start, end), run_id, decision)
+    return decision
+
+
+def _decide(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[str, Any]:
     from nightly_ml.modeling import scoring
     from nightly_ml.monitoring import checks, drift, results
     from nightly_ml.registry import access
