@@ -15,23 +15,20 @@ from nightly_ml.etl.typed_tables import bad_rows_table
 from nightly_ml.spec import DatasetSpec
 
 
-def _quarantine_rows(
+def quarantine_broken_rows(
     cur: psycopg2.extensions.cursor,
-    spec: DatasetSpec,
     stage: StageResult,
-    rule: Rule,
-    gx_query: str,
+    rules: list[Rule],
     context: dict[str, Any],
 ) -> None:
-    failing = sql.SQL(gx_query.strip().rstrip(";").replace("%", "%%"))
+    """One quarantine record per bad row and rule it broke (``_broken`` holds positions in ``rules``)."""
     cur.execute(
         db.compose(
             "quarantine_rows.sql",
             staging=sql.Identifier("staging", stage.rows_table),
             bad=sql.Identifier("staging", bad_rows_table(stage)),
-            failing_rows=failing,
         ),
-        {**context, "rule": f"{rule.name}:{rule.column}" if rule.column else rule.name, "detail": rule.description},
+        {**context, "rules": [r.label for r in rules], "details": [r.description for r in rules]},
     )
 
 

@@ -1,9 +1,18 @@
-"""The expectations generated from the spec: batch rules, row rules and soft distribution rules."""
+"""The rules generated from the spec: batch rules, row rules and soft distribution rules.
+
+Batch rules are Great Expectations expectations on the staging table. Row rules are SQL predicates
+(``broken``: true for a row that breaks the rule) evaluated for every column in the one scan that
+materialises the typed table (etl/typed_tables.py); Great Expectations then checks each rule's
+count of broken rows, and each soft rule's batch mean, in a one-row summary table (etl/validation.py).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
+
+from psycopg2 import sql
 
 from nightly_ml.etl.staging import META_COLUMNS
 from nightly_ml.etl.typed_tables import (
@@ -18,6 +27,7 @@ from nightly_ml.spec import Column, DatasetSpec
 # A string key is the warehouse table's primary key: a btree entry holds at most ~2700 bytes, so 512
 # characters (of up to 4 bytes each) is the longest key every row can be indexed with.
 MAX_KEY_CHARS = 512
+MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names
 
 
 @dataclass(frozen=True)
@@ -25,8 +35,17 @@ class Rule:
     name: str
     column: str | None
     description: str
-    expectation: Any
+    expectation: Any = None  # batch rules: the GX expectation on the staging table
     hard: bool = True
+    broken: sql.Composable | None = None  # row rules: true for a row that breaks the rule
+    params: dict[str, Any] = field(default_factory=dict)  # bound parameters of ``broken``
+    summary: str | None = None  # the summary table's column GX checks (set by summarised())
+    summary_value: sql.Composable | None = None  # soft rules: the aggregate over the typed table
+
+    @property
+    def label(self) -> str:
+        """How quarantine records and messages name the rule."""
+        return f"{self.name}:{self.column}" if self.column else self.name
 
 
 def batch_rules(spec: DatasetSpec) -> list[Rule]:
@@ -49,29 +68,45 @@ def batch_rules(spec: DatasetSpec) -> list[Rule]:
     ]
 
 
-def _column_rules(column: Column) -> list[Rule]:
-    import great_expectations.expectations as gxe
+# Each predicate is what Great Expectations counted as an unexpected row for the rule's expectation:
+# NULLs are never unexpected except for not_null.
+def _null(column: str) -> sql.Composable:
+    return sql.SQL("{} IS NULL").format(sql.Identifier(column))
 
+
+def _mismatch(column: str, pattern: str) -> sql.Composable:
+    return sql.SQL("{c} IS NOT NULL AND {c} !~ {p}").format(c=sql.Identifier(column), p=sql.Literal(pattern))
+
+
+def _longer(column: str, longest: int) -> sql.Composable:
+    return sql.SQL("char_length({c}) > {n}").format(c=sql.Identifier(column), n=sql.Literal(longest))
+
+
+def _outside(column: str, low: float | None, high: float | None) -> sql.Composable:
+    value = sql.Identifier(value_column(column))
+    checks = []
+    if low is not None:
+        checks.append(sql.SQL("{v} < {low}").format(v=value, low=sql.Literal(low)))
+    if high is not None:
+        checks.append(sql.SQL("{v} > {high}").format(v=value, high=sql.Literal(high)))
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(checks))
+
+
+def _column_rules(column: Column, position: int) -> list[Rule]:
     name = column.name
     rules: list[Rule] = []
     if not column.nullable:
-        rules.append(Rule("not_null", name, f"{name} is required", gxe.ExpectColumnValuesToNotBeNull(column=name)))
+        rules.append(Rule("not_null", name, f"{name} is required", broken=_null(name)))
     if column.type in TYPE_PATTERNS:
-        rules.append(
-            Rule(
-                "type",
-                name,
-                f"{name} must be {column.type}",
-                gxe.ExpectColumnValuesToMatchRegex(column=name, regex=TYPE_PATTERNS[column.type]),
-            )
-        )
+        pattern = TYPE_PATTERNS[column.type]
+        rules.append(Rule("type", name, f"{name} must be {column.type}", broken=_mismatch(name, pattern)))
     if column.type == "float":
         rules.append(
             Rule(
                 "type",
                 name,
                 f"{name} must be float: at most {MAX_FLOAT_CHARS} characters (a longer number may not fit a double)",
-                gxe.ExpectColumnValueLengthsToBeBetween(column=name, max_value=MAX_FLOAT_CHARS),
+                broken=_longer(name, MAX_FLOAT_CHARS),
             )
         )
     if column.is_numeric and (column.min is not None or column.max is not None):
@@ -80,51 +115,47 @@ def _column_rules(column: Column) -> list[Rule]:
                 "range",
                 name,
                 f"{name} must be within [{column.min}, {column.max}]",
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=value_column(name), min_value=column.min, max_value=column.max
-                ),
+                broken=_outside(name, column.min, column.max),
             )
         )
     if column.type == "category":
+        allowed = list(column.allowed or ())
+        placeholder = f"allowed_{position}"
         rules.append(
             Rule(
                 "category",
                 name,
-                f"{name} must be one of {list(column.allowed or ())}",
-                gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(column.allowed or ())),
+                f"{name} must be one of {allowed}",
+                broken=sql.SQL("{c} <> ALL({p}::text[])").format(
+                    c=sql.Identifier(name), p=sql.Placeholder(placeholder)
+                ),
+                params={placeholder: allowed},
             )
         )
     return rules
 
 
 def row_rules(spec: DatasetSpec) -> list[Rule]:
-    import great_expectations.expectations as gxe
-
+    """The rules every row must keep; a row that breaks one is quarantined with it."""
     key, ts, label = spec.key.name, spec.event_time, spec.label
+    flag = sql.Identifier
     rules = [
-        Rule("not_null", key, f"{key} (the key) is required", gxe.ExpectColumnValuesToNotBeNull(column=key)),
-        Rule(
-            "duplicate_key", key, f"{key} must be unique within the batch", gxe.ExpectColumnValuesToBeUnique(column=key)
-        ),
+        Rule("not_null", key, f"{key} (the key) is required", broken=_null(key)),
+        Rule("duplicate_key", key, f"{key} must be unique within the batch", broken=flag("_duplicate_key")),
         Rule(
             "key_in_other_interval",
             key,
             f"{key} must not already be in the warehouse under another interval",
-            gxe.ExpectColumnValuesToBeInSet(column="_key_in_other_interval", value_set=[False]),
+            broken=flag("_key_in_other_interval"),
         ),
-        Rule("not_null", ts, f"{ts} (the event time) is required", gxe.ExpectColumnValuesToNotBeNull(column=ts)),
-        Rule(
-            "type",
-            ts,
-            f"{ts} must be an ISO-8601 timestamp",
-            gxe.ExpectColumnValuesToMatchRegex(column=ts, regex=TIMESTAMP_PATTERN),
-        ),
+        Rule("not_null", ts, f"{ts} (the event time) is required", broken=_null(ts)),
+        Rule("type", ts, f"{ts} must be an ISO-8601 timestamp", broken=_mismatch(ts, TIMESTAMP_PATTERN)),
         Rule(
             "outside_interval",
             ts,
             f"{ts} must be a valid time inside the run's data interval (a naive time is local to the spec's zone; "
             "one in the hour skipped by a DST change is not valid)",
-            gxe.ExpectColumnValuesToBeInSet(column="_in_interval", value_set=[True]),
+            broken=sql.SQL("NOT {}").format(flag("_in_interval")),
         ),
     ]
     if spec.key.type == "string":
@@ -133,22 +164,15 @@ def row_rules(spec: DatasetSpec) -> list[Rule]:
                 "key_length",
                 key,
                 f"{key} (the key) must be at most {MAX_KEY_CHARS} characters",
-                gxe.ExpectColumnValueLengthsToBeBetween(column=key, max_value=MAX_KEY_CHARS),
+                broken=_longer(key, MAX_KEY_CHARS),
             )
         )
     if spec.key.type == "integer":
-        rules.append(
-            Rule(
-                "type",
-                key,
-                f"{key} must be integer",
-                gxe.ExpectColumnValuesToMatchRegex(column=key, regex=INTEGER_PATTERN),
-            )
-        )
-    for feature in spec.features:
-        rules.extend(_column_rules(feature))
+        rules.append(Rule("type", key, f"{key} must be integer", broken=_mismatch(key, INTEGER_PATTERN)))
+    for position, feature in enumerate(spec.features):
+        rules.extend(_column_rules(feature, position))
     label_column = Column(name=label.name, type=label.type, nullable=True, min=label.min, max=label.max)
-    rules.extend(_column_rules(label_column))
+    rules.extend(_column_rules(label_column, len(spec.features)))
     return rules
 
 
@@ -160,8 +184,6 @@ def soft_rules(spec: DatasetSpec, reference_profile: dict[str, tuple[float, floa
     rate, floored at ``validation.mean_shift_tolerance_sd`` row sds (see
     :func:`nightly_ml.tasks.ingest.reference_profile`).
     """
-    import great_expectations.expectations as gxe
-
     if not reference_profile:
         return []
     rules = []
@@ -176,8 +198,33 @@ def soft_rules(spec: DatasetSpec, reference_profile: dict[str, tuple[float, floa
                 feature.name,
                 f"mean of {feature.name} within {low:.4g}..{high:.4g} (reference {mean:.4g} ± {allowed:.4g}, "
                 f"calibrated on per-interval means at a {spec.drift.false_alarm_rate:.2%} false-alarm rate)",
-                gxe.ExpectColumnMeanToBeBetween(column=value_column(feature.name), min_value=low, max_value=high),
                 hard=False,
+                params={"min_value": low, "max_value": high},
+                summary_value=sql.SQL("avg({})").format(sql.Identifier(value_column(feature.name))),
             )
         )
     return rules
+
+
+def _summary_name(index: int, rule: Rule) -> str:
+    text = re.sub(r"[^a-z0-9_]+", "_", rule.label.lower())
+    return f"r{index:02d}_{text}"[:MAX_IDENTIFIER]
+
+
+def summarised(rules: list[Rule]) -> list[Rule]:
+    """The rules with their summary column and the GX expectation on it.
+
+    A row rule's column holds how many rows broke it (expected: at most 0); a soft rule's column
+    holds the batch mean it bounds. GX checks all of them in one query of a one-row table.
+    """
+    import great_expectations.expectations as gxe
+
+    done = []
+    for index, rule in enumerate(rules, start=1):
+        name = _summary_name(index, rule)
+        if rule.summary_value is not None:
+            expectation = gxe.ExpectColumnMeanToBeBetween(column=name, **rule.params)
+        else:
+            expectation = gxe.ExpectColumnMaxToBeBetween(column=name, max_value=0)
+        done.append(Rule(**{**rule.__dict__, "summary": name, "expectation": expectation}))
+    return done

@@ -100,12 +100,13 @@ class StageResult:
 # The tables an interval's load creates in schema ``staging``, by suffix of the rows table's name.
 LABELS_SUFFIX = "__labels"  # late labels delivered with the interval
 TYPED_SUFFIX = "__v"  # the typed copy validation reads (etl/typed_tables.py)
-BAD_ROWS_SUFFIX = "__bad"  # ids of rows that broke a row rule
+BAD_ROWS_SUFFIX = "__bad"  # ids of rows that broke a row rule, with the rules they broke
+SUMMARY_SUFFIX = "__rules"  # one row: each rule's count of broken rows (what GX checks)
 
 
 def interval_tables(rows_table: str) -> list[str]:
     """Every staging table of one interval's load, for clean-up."""
-    return [rows_table, *(f"{rows_table}{s}" for s in (TYPED_SUFFIX, LABELS_SUFFIX, BAD_ROWS_SUFFIX))]
+    return [rows_table, *(f"{rows_table}{s}" for s in (TYPED_SUFFIX, LABELS_SUFFIX, BAD_ROWS_SUFFIX, SUMMARY_SUFFIX))]
 
 
 def staging_table_name(spec: DatasetSpec, start: datetime, suffix: str = "") -> str:

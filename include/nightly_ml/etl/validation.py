@@ -1,4 +1,10 @@
-"""Validation of a staged batch inside PostgreSQL with Great Expectations: results, quarantine and Data Docs."""
+"""Validation of a staged batch inside PostgreSQL: one scan classifies every row, Great Expectations judges.
+
+The batch rules (schema, row count) are GX expectations on the staging table. The row rules are
+evaluated for every column in the one statement that materialises the typed table; each bad row is
+quarantined once per rule it broke. GX then checks, in a one-row summary table, each row rule's count
+of broken rows and each soft rule's batch mean: its results and Data Docs show every rule.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,10 @@ from psycopg2 import sql
 from nightly_ml import db, layout, storage
 from nightly_ml.config import gx_connection_string, settings
 from nightly_ml.etl import rejections
-from nightly_ml.etl.quarantine import _quarantine_rows
-from nightly_ml.etl.rules import Rule, batch_rules, row_rules, soft_rules
+from nightly_ml.etl.quarantine import quarantine_broken_rows
+from nightly_ml.etl.rules import Rule, batch_rules, row_rules, soft_rules, summarised
 from nightly_ml.etl.staging import BatchRejected, StageResult, delimiter_hint
-from nightly_ml.etl.typed_tables import bad_rows_table, create_typed_table, typed_table
+from nightly_ml.etl.typed_tables import bad_rows_table, create_typed_table, summary_table, typed_table
 from nightly_ml.spec import DatasetSpec
 
 
@@ -80,7 +86,12 @@ class _GxRun:
         batch = asset.add_batch_definition_whole_table("whole")
         suite = gx.ExpectationSuite(name=suite_name)
         for index, rule in enumerate(rules):
-            rule.expectation.meta = {"rule": rule.name, "index": index, "description": rule.description}
+            rule.expectation.meta = {
+                "rule": rule.name,
+                "index": index,
+                "description": rule.description,
+                "notes": {"format": "string", "content": [f"{rule.label}: {rule.description}"]},
+            }
             suite.add_expectation(rule.expectation)
         suite = self.context.suites.add(suite)
         definition = self.context.validation_definitions.add(
@@ -91,12 +102,7 @@ class _GxRun:
                 name=f"{suite_name}_checkpoint",
                 validation_definitions=[definition],
                 actions=[gx.checkpoint.actions.UpdateDataDocsAction(name="docs", site_names=[self.site])],
-                result_format={
-                    "result_format": "COMPLETE",
-                    "unexpected_index_column_names": ["_row_id"],
-                    "return_unexpected_index_query": True,
-                    "partial_unexpected_count": 0,
-                },
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
             )
         )
         results = next(iter(checkpoint.run().run_results.values())).results
@@ -116,15 +122,43 @@ def _outcome(rule: Rule, result: Any) -> RuleOutcome:
         raise RuntimeError(
             f"rule {rule.name} on {rule.column}: GX failed: {result.exception_info['exception_message']}"
         )
+    observed = details.get("observed_value")
+    # A row rule's observed value (in the summary table) is its count of broken rows.
+    broken = observed if rule.broken is not None else details.get("unexpected_count")
     return RuleOutcome(
-        rule.name,
-        rule.column,
-        rule.description,
-        bool(result.success),
-        int(details.get("unexpected_count") or 0),
-        rule.hard,
-        details.get("observed_value"),
+        rule.name, rule.column, rule.description, bool(result.success), int(broken or 0), rule.hard, observed
     )
+
+
+def _summarise(
+    conn: psycopg2.extensions.connection, stage: StageResult, rules: list[Rule], row_rule_count: int
+) -> None:
+    """The one-row table GX reads: each row rule's count of bad rows, each soft rule's aggregate."""
+    counts = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE _broken @> ARRAY[{}]::smallint[]) AS {}").format(
+            sql.Literal(position), sql.Identifier(rule.summary)
+        )
+        for position, rule in enumerate(rules[:row_rule_count], start=1)
+    )
+    soft = [r for r in rules[row_rule_count:] if r.summary_value is not None]
+    typed = sql.Identifier("staging", typed_table(stage))
+    aggregates = (
+        sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(sql.SQL("{} AS {}").format(r.summary_value, sql.Identifier(r.summary)) for r in soft),
+            typed,
+        )
+        if soft
+        else sql.SQL("SELECT")
+    )
+    statement = db.compose(
+        "validation_rule_summary.sql",
+        summary=sql.Identifier("staging", summary_table(stage)),
+        bad=sql.Identifier("staging", bad_rows_table(stage)),
+        counts=counts,
+        aggregates=aggregates,
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement)
 
 
 def _schema_message(spec: DatasetSpec, stage: StageResult) -> str:
@@ -176,28 +210,18 @@ def validate(
                 f"{spec.validation.min_rows}"
             )
 
-    create_typed_table(conn, spec, stage, start, end)
+    hard = row_rules(spec)
+    params = {k: v for rule in hard for k, v in rule.params.items()}
+    create_typed_table(conn, spec, stage, start, end, [r.broken for r in hard], params)
+    rules = summarised(hard + soft_rules(spec, reference_profile))
+    _summarise(conn, stage, rules, len(hard))
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("DROP TABLE IF EXISTS {bad}; CREATE UNLOGGED TABLE {bad} (_row_id bigint PRIMARY KEY)").format(
-                bad=sql.Identifier("staging", bad_rows_table(stage))
-            )
-        )
-    conn.commit()
-
-    rules = row_rules(spec) + soft_rules(spec, reference_profile)
-    checked = gx_run.run(typed_table(stage), f"{spec.name}_rows", rules)
-    outcomes = [_outcome(rule, result) for rule, result in checked]
-    with conn.cursor() as cur:
-        for (rule, result), outcome in zip(checked, outcomes, strict=True):
-            if outcome.success or not rule.hard:
-                continue
-            query = (result.result or {}).get("unexpected_index_query")
-            if not query:
-                raise RuntimeError(f"GX returned no query for the failing rows of rule {rule.name} on {rule.column}")
-            _quarantine_rows(cur, spec, stage, rule, query, context)
+        quarantine_broken_rows(cur, stage, hard, context)
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("staging", bad_rows_table(stage))))
         bad_rows = int(cur.fetchone()[0]) + stage.rows_in - stage.rows_staged
+    conn.commit()
+
+    outcomes = [_outcome(rule, result) for rule, result in gx_run.run(summary_table(stage), f"{spec.name}_rows", rules)]
     bad_share = bad_rows / rows_in
     report = ValidationReport(
         rows_in=rows_in,

@@ -1,8 +1,9 @@
 """Merge: move an interval's good rows from staging into the warehouse, in one transaction.
 
-The interval's rows are replaced as a whole (rows gone from the new batch are deleted, the
-rest upserted on the key), so re-running any interval leaves the warehouse as one run
-would. Labels that arrived late for a row are kept across re-runs of the row's interval.
+The interval's rows are replaced as a whole, set-based (the interval deleted, the batch inserted,
+no per-row upsert), so re-running any interval leaves the warehouse as one run would. Labels
+that arrived late for a row are kept across re-runs of the row's interval; late labels
+themselves are upserted by key.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from psycopg2 import sql
 
 from nightly_ml import db
 from nightly_ml.etl.staging import StageResult, interval_tables
-from nightly_ml.etl.typed_tables import bad_rows_table, typed_expression, typed_table, value_column
+from nightly_ml.etl.typed_tables import typed_expression, typed_table, value_column
 from nightly_ml.spec import DatasetSpec
 
 
@@ -44,30 +45,25 @@ def merge_interval(
 ) -> MergeResult:
     """Replace the interval's rows with the batch's good rows. The caller commits."""
     columns = spec.input_columns
-    values = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in columns)
+    label_value = sql.Identifier(value_column(spec.label.name))
+    values = sql.SQL(", ").join(
+        sql.SQL("COALESCE(v.{}, k._label)").format(label_value)
+        if c == spec.label.name
+        else sql.SQL("v.{}").format(sql.Identifier(value_column(c)))
+        for c in columns
+    )
     hash_values = sql.SQL(", ").join(sql.SQL("v.{}::text").format(sql.Identifier(value_column(c))) for c in columns)
-    label = sql.Identifier(spec.label.name)
-    updates = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns if c != spec.label.name]
-    updates += [
-        sql.SQL("{label} = COALESCE(EXCLUDED.{label}, w.{label})").format(label=label),
-        sql.SQL("_label_interval_start = CASE WHEN EXCLUDED.{label} IS NULL THEN w._label_interval_start END").format(
-            label=label
-        ),
-        sql.SQL("_interval_start = EXCLUDED._interval_start"),
-        sql.SQL("_interval_end = EXCLUDED._interval_end"),
-        sql.SQL("_row_hash = EXCLUDED._row_hash"),
-    ]
     statement = db.compose(
         "merge_interval.sql",
         warehouse=db.warehouse_table(spec),
         typed=sql.Identifier("staging", typed_table(stage)),
-        bad=sql.Identifier("staging", bad_rows_table(stage)),
         key=spec.key.name,
         key_value=value_column(spec.key.name),
+        label=spec.label.name,
+        label_value=label_value,
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         values=values,
         hash_values=hash_values,
-        updates=sql.SQL(", ").join(updates),
     )
     params = {"start": start, "end": end}
     with conn.cursor() as cur:
