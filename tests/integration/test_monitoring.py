@@ -24,7 +24,7 @@ from sklearn import metrics
 
 from nightly_ml import db
 from nightly_ml.config import settings
-from nightly_ml.monitoring import aggregates, checks, drift, results, statistics
+from nightly_ml.monitoring import aggregates, checks, drift, plan, profiles, results, statistics
 from nightly_ml.spec import DatasetSpec, load_spec, parse_spec
 
 pytestmark = pytest.mark.integration
@@ -225,6 +225,49 @@ def test_sql_per_interval_bins_and_moments_equal_numpy(loaded: Loaded, conn: psy
         assert bins.reference.tolist() == np.array(expected).tolist(), column.name
         means = [loaded.frames[d][column.name].to_numpy(dtype=float).mean() for d in days]
         assert bins.moments.means == pytest.approx(means) and bins.moments.sizes == (ROWS,) * len(days)
+
+
+@pytest.mark.parametrize("current", [STATIONARY, SHIFTED], ids=["stationary", "shifted"])
+def test_two_scans_and_the_cached_reference_decide_as_the_per_feature_queries(
+    loaded: Loaded, conn: psycopg2.extensions.connection, current: datetime
+) -> None:
+    """The profile path (reference computed, then read back from ops.reference_profile) gives every feature the
+    PSI, counts, threshold and decision of the per-feature queries; its KS is the exact one within the grid bounds."""
+    spec, windows = loaded.spec, _windows(current)
+    plan_ = plan.calibration_plan(spec, current)
+    expected = {
+        f.name: aggregates.feature_drift(conn, spec, f.name, windows, plan_) for f in plan.monitored_features(spec)
+    }
+    reference_rows, _ = aggregates.window_rows(conn, spec, windows)
+    computed = profiles.compute_reference(conn, spec, windows, reference_rows)
+    assert profiles.store_reference(spec, windows, "cache-test", computed, loaded.url)
+    cached = profiles.load_reference(conn, spec, windows, "cache-test", reference_rows)
+    assert cached is not None and cached.cached
+    assert profiles.load_reference(conn, spec, windows, "cache-test", reference_rows + 1) is None  # rows changed
+    for reference in (computed, cached):
+        for found in profiles.feature_drifts(conn, spec, windows, reference, plan_):
+            want = expected[found.feature]
+            assert found.drifted == want.drifted, found.feature
+            assert found.kind == "numeric" or found.reason == want.reason, found.feature
+            assert found.psi == pytest.approx(want.psi, abs=1e-12), found.feature
+            assert found.threshold == pytest.approx(want.threshold, nan_ok=True), found.feature
+            assert found.histogram == want.histogram, found.feature
+            for mine, theirs in ((found.reference, want.reference), (found.current, want.current)):
+                assert (mine.rows, mine.non_null) == (theirs.rows, theirs.non_null), found.feature
+                assert mine.mean == pytest.approx(theirs.mean, nan_ok=True), found.feature
+                assert mine.sd == pytest.approx(theirs.sd, nan_ok=True), found.feature
+            assert found.mean_tolerance == pytest.approx(want.mean_tolerance, nan_ok=True), found.feature
+            if found.kind == "numeric":
+                assert found.ks_statistic <= want.ks_statistic + 1e-12, found.feature
+
+
+def test_ks_bounds_bracket_the_exact_statistic() -> None:
+    rng = np.random.default_rng(7)
+    ref, cur = rng.normal(size=5000), rng.normal(0.2, 1.1, size=3000)
+    fine = statistics.reference_bin_edges(np.quantile(ref, statistics.quantile_levels(profiles.FINE_BINS)))
+    lower, upper = profiles.ks_bounds(statistics.histogram_counts(ref, fine), statistics.histogram_counts(cur, fine))
+    exact = stats.ks_2samp(ref, cur).statistic
+    assert lower <= exact <= upper and upper - lower < 0.01
 
 
 def test_calibrated_thresholds_are_stored_with_each_metric(loaded: Loaded, tmp_path: Path) -> None:
