@@ -13,3 +13,7 @@ class IntervalOutOfRange(ValueError):
 
 class InputPastDeadline(AlreadyAlerted):
     """An interval's input had not arrived by its deadline (interval end + ``source.wait_hours``)."""
+
+
+class ConcurrentRun(RuntimeError):
+    """Another run of the same interval replaced or dropped the staging tables this run was using."""

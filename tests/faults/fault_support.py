@@ -200,10 +200,13 @@ class Child:
         self.process.stdin.flush()
 
     def outcome(self, timeout: float = 300.0) -> dict[str, Any]:
-        """The child's result line, after it exited."""
-        line = self._line(time.monotonic() + timeout)
+        """The child's result line (other output, such as ``ready``, skipped), after it exited."""
+        deadline = time.monotonic() + timeout
+        line = "ready"
+        while line and not line.startswith('{"ok"'):
+            line = self._line(deadline)
         self.process.wait(timeout=timeout)
-        assert line.strip(), f"child exited {self.process.returncode} without a result:\n{self.stderr_tail()}"
+        assert line, f"child exited {self.process.returncode} without a result:\n{self.stderr_tail()}"
         return json.loads(line)
 
     def kill(self) -> None:
@@ -313,3 +316,46 @@ def archived_file(dataset: str) -> Path:
     from nightly_ml.spec import load_spec
 
     return Path(str(sources.archive_folder(load_spec(dataset), START))) / "part-0.csv"
+
+
+# --------------------------------------------------------------------------- a private MLflow server
+
+
+def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """``mlflow server`` on 127.0.0.1:``port`` with its store under ``root`` (restartable on the same store)."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--workers", "1"]
+    command += ["--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
+    with (root / "server.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+        )
+
+    def healthy() -> bool:
+        assert process.poll() is None, (root / "server.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    wait_until(healthy, f"mlflow server healthy at {url}")
+    return process
+
+
+def stop_mlflow(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and its workers (its own process group)."""
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

@@ -7,8 +7,12 @@ idempotent for its interval: re-running it replaces what an earlier run left.
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
+
+import psycopg2.errors
 
 from nightly_ml import alerts, db, layout
 from nightly_ml.etl import quarantine, sources, staging, validation, warehouse
@@ -94,6 +98,29 @@ def _reject(
     return BatchRejected(f"{spec.name} {start:%Y-%m-%d}: {reason}")
 
 
+# The catalog's unique names: creating a staging table that another run of the interval is creating too.
+_CATALOG_NAMES = ("pg_type_typname_nsp_index", "pg_class_relname_nsp_index")
+
+
+@contextmanager
+def _staging_owned(dataset: str, start: datetime, run_id: str) -> Generator[None]:
+    """Turn "the interval's staging tables vanished or are being re-created" into :class:`ConcurrentRun`: another
+    run of the same interval (a backfill and a manual run, a zombie task and its retry) is loading it."""
+    from nightly_ml.errors import ConcurrentRun
+
+    try:
+        yield
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UniqueViolation) as error:
+        if isinstance(error, psycopg2.errors.UniqueViolation) and error.diag.constraint_name not in _CATALOG_NAMES:
+            raise
+        first = (error.pgerror or str(error)).strip().splitlines()[0]
+        raise ConcurrentRun(
+            f"{dataset} {start:%Y-%m-%d}: another run of this interval replaced or dropped its staging tables while "
+            f"run {run_id} was using them ({first}); that run loads the interval: see its outcome in ops.load_audit, "
+            "and clear this run only if that one failed"
+        ) from None
+
+
 def extract(dataset: str, start: datetime, end: datetime) -> list[dict[str, str]]:
     spec = load_spec(dataset)
     db.ensure_dataset_tables(spec)
@@ -113,7 +140,7 @@ def stage(dataset: str, start: datetime, end: datetime, files: list[dict[str, st
     raw_files = [sources.RawFile.from_dict(f) for f in files]
     delimiter = getattr(spec.source, "delimiter", ",")
     try:
-        with db.transaction() as conn:
+        with _staging_owned(dataset, start, run_id), db.transaction() as conn:
             result = staging.stage_files(conn, spec, start, raw_files, delimiter)
             quarantine.quarantine_bad_lines(conn, spec, start, end, run_id, result.bad_lines)
     except BatchRejected as rejected:
@@ -141,7 +168,8 @@ def validate(
     stage_result = StageResult.from_dict(stage_summary)
     conn = db.connect()
     try:
-        report = validation.validate(conn, spec, stage_result, start, end, run_id, reference_profile)
+        with _staging_owned(dataset, start, run_id):
+            report = validation.validate(conn, spec, stage_result, start, end, run_id, reference_profile)
         conn.commit()
     except BatchRejected as rejected:
         conn.commit()  # keep the quarantine rows written so far, for inspection
@@ -193,7 +221,11 @@ def merge(
 ) -> dict[str, Any]:
     spec = load_spec(dataset)
     stage_result = StageResult.from_dict(stage_summary)
-    with db.transaction() as conn:
+    context = {"dataset": dataset, "start": start, "run_id": run_id}
+    with _staging_owned(dataset, start, run_id), db.transaction() as conn:
+        with conn.cursor() as cur:
+            cur.execute(db.load_sql("ingest_interval_lock.sql"), {"lock_key": f"nightly_ml.interval:{dataset}:{start}"})
+            cur.execute(db.load_sql("quarantine_keep_run.sql"), context)
         result = warehouse.merge_interval(conn, spec, stage_result, start, end, run_id)
         counts = quarantine.quarantine_summary(conn, spec, start)
         warehouse.record_audit(
