@@ -79,6 +79,6 @@ def dag_of(dag_file: str, dag_id: str) -> Any:
     from nightly_ml.config import PROJECT_ROOT, settings
 
     settings.cache_clear()
-    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / dag_file), include_examples=False)
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / dag_file))
     assert bag.import_errors == {}, bag.import_errors
     return bag.dags[dag_id]
