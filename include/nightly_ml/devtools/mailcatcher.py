@@ -6,8 +6,8 @@
   ``.eml`` file in the folder (so the mails outlive a restart and can be opened in a mail program);
 - the web page on ``host:web-port`` lists them, newest first (``/``), shows one (``/messages/<id>``: headers
   and the plain-text part; its HTML part at ``/messages/<id>/html``, sandboxed), gives the raw message
-  (``/messages/<id>.eml``) and the list as JSON (``/messages.json``); ``/health`` answers ok. GET only, no login: bind it to
-  127.0.0.1 (the default), never to an address others reach.
+  (``/messages/<id>.eml``) and the list as JSON (``/messages.json``); ``/health`` answers ok. GET only, no
+  login: bind it to 127.0.0.1 (the default), never to an address others reach.
 """
 
 from __future__ import annotations
