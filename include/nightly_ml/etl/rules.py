@@ -16,9 +16,7 @@ from psycopg2 import sql
 
 from nightly_ml.etl.staging import META_COLUMNS
 from nightly_ml.etl.typed_tables import (
-    INTEGER_PATTERN,
     MAX_FLOAT_CHARS,
-    TIMESTAMP_PATTERN,
     TYPE_PATTERNS,
     value_column,
 )
@@ -74,8 +72,9 @@ def _null(column: str) -> sql.Composable:
     return sql.SQL("{} IS NULL").format(sql.Identifier(column))
 
 
-def _mismatch(column: str, pattern: str) -> sql.Composable:
-    return sql.SQL("{c} IS NOT NULL AND {c} !~ {p}").format(c=sql.Identifier(column), p=sql.Literal(pattern))
+def _untyped(column: str) -> sql.Composable:
+    """The raw value does not match its type's pattern: typed_expression left it NULL."""
+    return sql.SQL("{} IS NOT NULL AND {} IS NULL").format(sql.Identifier(column), sql.Identifier(value_column(column)))
 
 
 def _longer(column: str, longest: int) -> sql.Composable:
@@ -97,9 +96,17 @@ def _column_rules(column: Column, position: int) -> list[Rule]:
     rules: list[Rule] = []
     if not column.nullable:
         rules.append(Rule("not_null", name, f"{name} is required", broken=_null(name)))
-    if column.type in TYPE_PATTERNS:
-        pattern = TYPE_PATTERNS[column.type]
-        rules.append(Rule("type", name, f"{name} must be {column.type}", broken=_mismatch(name, pattern)))
+    if column.type == "float":
+        # NULL also for a matching value over MAX_FLOAT_CHARS (the length rule below): run the pattern then.
+        broken = sql.SQL("{} AND (char_length({c}) <= {n} OR {c} !~ {p})").format(
+            _untyped(name),
+            c=sql.Identifier(name),
+            n=sql.Literal(MAX_FLOAT_CHARS),
+            p=sql.Literal(TYPE_PATTERNS["float"]),
+        )
+        rules.append(Rule("type", name, f"{name} must be float", broken=broken))
+    elif column.type in TYPE_PATTERNS:
+        rules.append(Rule("type", name, f"{name} must be {column.type}", broken=_untyped(name)))
     if column.type == "float":
         rules.append(
             Rule(
@@ -149,7 +156,12 @@ def row_rules(spec: DatasetSpec) -> list[Rule]:
             broken=flag("_key_in_other_interval"),
         ),
         Rule("not_null", ts, f"{ts} (the event time) is required", broken=_null(ts)),
-        Rule("type", ts, f"{ts} must be an ISO-8601 timestamp", broken=_mismatch(ts, TIMESTAMP_PATTERN)),
+        Rule(
+            "type",
+            ts,
+            f"{ts} must be an ISO-8601 timestamp",
+            broken=sql.SQL("{} IS NOT NULL AND _event_kind = 0").format(sql.Identifier(ts)),
+        ),
         Rule(
             "outside_interval",
             ts,
@@ -168,7 +180,7 @@ def row_rules(spec: DatasetSpec) -> list[Rule]:
             )
         )
     if spec.key.type == "integer":
-        rules.append(Rule("type", key, f"{key} must be integer", broken=_mismatch(key, INTEGER_PATTERN)))
+        rules.append(Rule("type", key, f"{key} must be integer", broken=_untyped(key)))
     for position, feature in enumerate(spec.features):
         rules.extend(_column_rules(feature, position))
     label_column = Column(name=label.name, type=label.type, nullable=True, min=label.min, max=label.max)

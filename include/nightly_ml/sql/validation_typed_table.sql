@@ -11,7 +11,7 @@ SELECT _row_id, {values},
 FROM (
     SELECT
         t.*,
-        CASE WHEN t.{event_time} IS NULL OR t.{event_time} !~ {timestamp_pattern} THEN NULL
+        CASE WHEN t.{event_time} IS NULL OR t._event_kind = 0 THEN NULL
              ELSE COALESCE(t.{event_time_value} >= %(start)s AND t.{event_time_value} < %(end)s, false)
         END AS _in_interval,
         EXISTS (
