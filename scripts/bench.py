@@ -341,29 +341,6 @@ def _child_monitor(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def median_child(function: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, Any], runs: int) -> dict:
-    """``in_child`` ``runs`` times: the median run's result (by seconds), with every run's seconds."""
-    results = sorted((in_child(function, job) for _ in range(runs)), key=lambda r: r["seconds"])
-    return {**results[len(results) // 2], "runs": [r["seconds"] for r in results]}
-
-
-def cache_reference(ctx: Context) -> Measurement:
-    """The champion's reference profile, computed and cached once (what the first night after a promotion does)."""
-    from nightly_ml import db
-    from nightly_ml.monitoring import aggregates, profiles
-
-    windows = aggregates.Windows(REFERENCE_START, SMALL_DAY, SMALL_DAY, SMALL_DAY + DAY)
-    conn = db.connect(ctx.url)
-    try:
-        with conn:
-            rows, _ = aggregates.window_rows(conn, ctx.spec, windows)
-            seconds, profile = _time(lambda: profiles.compute_reference(conn, ctx.spec, windows, rows))
-    finally:
-        conn.close()
-    profiles.store_reference(ctx.spec, windows, MODEL_VERSION, profile, ctx.url)
-    return Measurement("monitor", "reference profile, once per champion version", rows, seconds, note="cached")
-
-
 def in_child(function: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, Any]) -> dict[str, Any]:
     """Run ``function(job)`` in a new (spawned) process and return its result, with the task's peak memory."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -386,11 +363,6 @@ class Context:
     loaded_big: bool = False
     holdout: dict[str, float] = field(default_factory=dict)
     model_path: Path | None = None
-    scored: dict[str, Any] = field(default_factory=dict)
-    predicted: dict[str, Any] = field(default_factory=dict)
-    monitored: dict[str, Any] = field(default_factory=dict)
-    loader_times: list[float] = field(default_factory=list)
-    psql_times: list[float] = field(default_factory=list)
 
 
 def _time(function: Callable[[], Any]) -> tuple[float, Any]:
@@ -443,7 +415,6 @@ def section_load(ctx: Context) -> None:
 
     loader_times: list[float] = []
     psql_times: list[float] = []
-    ctx.loader_times, ctx.psql_times = loader_times, psql_times
     for attempt in range(1, ctx.args.repeats + 1):
         seconds, ctx.stage = _time(run_loader)
         if ctx.stage.rows_staged != rows:
@@ -566,7 +537,9 @@ def section_ingest(ctx: Context) -> None:
         )
         warehouse.drop_staging(conn, ctx.stage.rows_table)
     ctx.report.add(
-        Measurement("ingest", "warehouse.merge_interval", merged.rows_merged, seconds, note="one transaction, delete + insert")
+        Measurement(
+            "ingest", "warehouse.merge_interval", merged.rows_merged, seconds, note="one transaction, delete + insert"
+        )
     )
     ctx.loaded_big = merged.interval_rows == rows
 
@@ -624,8 +597,7 @@ def section_score(ctx: Context) -> None:
         "end": LOAD_DAY + DAY,
         "chunk_rows": chunk,
     }
-    result = median_child(_child_score, job, ctx.args.repeats)
-    ctx.scored = result
+    result = in_child(_child_score, job)
     ctx.report.add(
         Measurement(
             "score",
@@ -633,12 +605,11 @@ def section_score(ctx: Context) -> None:
             result["rows"],
             result["seconds"],
             result["task_peak_mib"],
-            note=f"COPY out + Arrow + predict + COPY back; median of {ctx.args.repeats}",
+            note="fetch + features + predict + COPY back",
         )
     )
     progress(f"score: predict_proba on the same {rows:,} rows held in memory (child process)")
-    result = median_child(_child_predict, {**job, "parquet_path": str(parquet_path)}, ctx.args.repeats)
-    ctx.predicted = result
+    result = in_child(_child_predict, {**job, "parquet_path": str(parquet_path)})
     ctx.report.add(
         Measurement(
             "score",
@@ -685,7 +656,6 @@ def section_monitor(ctx: Context) -> None:
     with db.transaction(ctx.url) as conn, conn.cursor() as cur:
         cur.execute("ANALYZE warehouse.churn; ANALYZE warehouse.churn_predictions")
 
-    ctx.report.add(cache_reference(ctx))
     results = {}
     for label, day in (("small", SMALL_DAY), ("large", LOAD_DAY)):
         progress(f"monitor: compute_monitoring of the {label} interval {day:%Y-%m-%d} (child process)")
@@ -698,7 +668,7 @@ def section_monitor(ctx: Context) -> None:
             "end": day + DAY,
             "holdout": ctx.holdout,
         }
-        result = median_child(_child_monitor, job, ctx.args.repeats)
+        result = in_child(_child_monitor, job)
         results[label] = result
         ctx.report.add(
             Measurement(
@@ -714,7 +684,6 @@ def section_monitor(ctx: Context) -> None:
             )
         )
     small, large = results["small"], results["large"]
-    ctx.monitored = results
     ctx.report.notes.append(
         f"monitoring memory: task peak {small['task_peak_mib']:.1f} MiB at {small['rows']:,} rows vs "
         f"{large['task_peak_mib']:.1f} MiB at {large['rows']:,} rows ({large['rows'] / small['rows']:.0f}x the rows); "
@@ -792,7 +761,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-rows", type=int, default=20_000, help="labelled rows the bench model trains on")
     parser.add_argument("--chunk-rows", type=int, default=50_000, help="scoring chunk size")
     parser.add_argument("--skip-validate", action="store_true", help="skip the GX validation and merge timing")
-    parser.add_argument("--big-rows", type=int, default=5_000_000, help="interval of the memory check (0: none)")
     args = parser.parse_args(argv)
     if args.rows is None:
         args.rows = 100_000 if args.quick else 1_000_000
@@ -818,11 +786,6 @@ def run(args: argparse.Namespace) -> Report:
                 section_ingest(ctx)
                 section_score(ctx)
                 section_monitor(ctx)
-                if not args.quick:
-                    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-                    from scripts.benchkit import bench_side
-
-                    bench_side.section_side_by_side(ctx, sys.modules[__name__])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return report
