@@ -204,9 +204,8 @@ def write_predictions(
     reader = _connect(url)
     try:
         with writer.transaction():
-            writer.execute(
-                _compose("scoring_clear.sql", predictions=predictions, warehouse=warehouse, key=spec.key.name), bounds
-            )
+            for clear in ("scoring_clear.sql", "scoring_clear_moved.sql"):
+                writer.execute(_compose(clear, predictions=predictions, warehouse=warehouse, key=spec.key.name), bounds)
             snapshot = writer.execute("SELECT pg_export_snapshot()").fetchone()[0]
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             reader.read_only = True

@@ -1,0 +1,6 @@
+-- Remove the predictions of any key the intervals starting in [start, end) now hold, scored under an
+-- earlier interval (a row re-delivered by a later interval moves there): a hash join, not a subplan.
+DELETE FROM {predictions} AS p
+USING {warehouse} AS w
+WHERE w.{key} = p.{key}
+  AND w._interval_start >= %(start)s AND w._interval_start < %(end)s
