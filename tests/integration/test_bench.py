@@ -105,3 +105,32 @@ def test_the_bench_database_is_dropped_and_the_environment_restored(output: str,
     finally:
         conn.close()
     assert "nightly_ml_bench_" not in os.environ.get("WAREHOUSE_URL", "")
+
+
+def test_side_by_side_report_and_baseline_expectations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The side-by-side section's pieces that need no bench env: the GX expectations and the Markdown/JSON."""
+    from nightly_ml.spec import load_spec
+    from scripts.benchkit import sidebyside
+
+    kinds = {(e["type"], e["kwargs"]["column"]) for e in sidebyside.expectations(load_spec("churn"))}
+    assert ("ExpectColumnValuesToBeUnique", "snapshot_id") in kinds
+    assert ("ExpectColumnValuesToBeInSet", "plan") in kinds
+    monkeypatch.setattr(sidebyside, "REPORT_DIR", tmp_path)
+    side = [{"step": "drift", "ours": "a", "ours_s": 1.0, "baseline": "b", "baseline_s": 3.0}]
+    data = {
+        "rows": 10,
+        "repeats": 3,
+        "machine": "m",
+        "load_start": "1",
+        "load_end": "2",
+        "side_by_side": side,
+        "vs_psql": [{"task": "monitor", "seconds": 1.0, "ratio": 0.5, "target": "<= 1.5"}],
+        "memory_rows": ["10 rows"],
+        "memory": {"score": [1.5]},
+        "imports": {"(empty DAG)": 1.0, "score.py": 2.0},
+        "notes": ["n"],
+    }
+    json_path, md_path = sidebyside.write_reports(data)
+    text = md_path.read_text(encoding="utf-8")
+    assert "| drift | a | 1.00 | b | 3.00 | 3.0x |" in text and "| score.py | 2.00 | 2.00x |" in text
+    assert json_path.exists()

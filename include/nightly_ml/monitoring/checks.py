@@ -81,6 +81,8 @@ def compute_monitoring(
             f"{spec.name}: no warehouse rows in the interval [{windows.current_start}, {windows.current_end}); "
             "was it merged?"
         )
+    with conn.cursor() as cur:  # sorts and grouping sets of this pass in memory (SET LOCAL: this transaction)
+        cur.execute(db.load_sql("monitoring_work_mem.sql"))
     # Thresholds are calibrated to tonight's batch size, seeded by the interval (a re-run draws the same null).
     plan = calibration_plan(spec, windows.current_start)
     pooled = pooled_windows(conn, spec, windows)

@@ -1,0 +1,131 @@
+"""``make bench``'s last section: the night side by side with the baseline pipeline, memory at a bigger
+interval, DAG import times; written to reports/bench/bench.{md,json}."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from scripts.benchkit import sidebyside
+from scripts.benchkit.sidebyside import median
+
+
+def section_side_by_side(ctx: Any, bench: Any) -> None:
+    args, rows, report = ctx.args, ctx.args.rows, ctx.report
+    load_start = sidebyside.load_average()
+    bench.progress(f"side by side: baseline pipeline in .venv-bench, {args.repeats} runs (subprocesses)")
+    baseline = sidebyside.run_baseline(ctx, bench.REFERENCE_START, bench.SMALL_DAY, args.repeats)
+    notes = list(report.notes)
+    if baseline is None:
+        notes.append("baseline skipped: .venv-bench is missing (make bench creates it from requirements-bench.txt)")
+    memory_rows = [f"{rows:,} rows"]
+    memory = {
+        "score (write_predictions)": [ctx.scored.get("task_peak_mib")],
+        "monitor (compute_monitoring)": [ctx.monitored["large"]["task_peak_mib"]],
+        "predict_proba, frame in memory": [ctx.predicted.get("task_peak_mib")],
+        "baseline pipeline (whole process peak RSS)": [baseline["peak_mib"] if baseline else None],
+    }
+    if args.big_rows:
+        big_day = bench.LOAD_DAY + 2 * bench.DAY
+        copies = max(1, args.big_rows // rows)
+        bench.progress(f"memory: {copies} copies of the {rows:,}-row interval as {big_day:%Y-%m-%d} (server side)")
+        big = sidebyside.grow_interval(ctx, bench.LOAD_DAY, big_day, copies)
+        memory_rows.append(f"{big:,} rows")
+        job = {"dataset": bench.DATASET, "url": ctx.url, "start": big_day, "end": big_day + bench.DAY}
+        scored = bench.in_child(
+            bench._child_score, {**job, "model_path": str(ctx.model_path), "chunk_rows": args.chunk_rows}
+        )
+        peak = scored["task_peak_mib"]
+        bench.progress(f"memory: scored {scored['rows']:,} rows in {scored['seconds']:.1f}s, peak {peak:.1f} MiB")
+        watched = bench.in_child(
+            bench._child_monitor,
+            {**job, "ref_start": bench.REFERENCE_START, "ref_end": bench.SMALL_DAY, "holdout": ctx.holdout},
+        )
+        peak = watched["task_peak_mib"]
+        bench.progress(f"memory: monitored {watched['rows']:,} rows in {watched['seconds']:.1f}s, peak {peak:.1f} MiB")
+        memory["score (write_predictions)"].append(scored["task_peak_mib"])
+        memory["monitor (compute_monitoring)"].append(watched["task_peak_mib"])
+        memory["predict_proba, frame in memory"].append(None)
+        memory["baseline pipeline (whole process peak RSS)"].append(None)
+        ratio = scored["task_peak_mib"] / max(ctx.scored["task_peak_mib"], 1e-9)
+        notes.append(f"scoring peak at {big:,} rows / at {rows:,} rows = {ratio:.2f} (target <= 1.2, under 1 GiB)")
+    bench.progress(f"imports: each DAG file vs an empty DAG, {args.repeats} fresh interpreters each")
+    imports = sidebyside.dag_import_times(args.repeats)
+    psql = median(ctx.psql_times) if ctx.psql_times else None
+    ours = {
+        "load": median(ctx.loader_times),
+        "validate": _seconds(report, "ingest", "validation.validate"),
+        "write": _seconds(report, "ingest", "warehouse.merge_interval"),
+        "drift": ctx.monitored["large"]["seconds"],
+        "predict": ctx.scored["seconds"],
+    }
+    theirs = baseline["seconds"] if baseline else {}
+    labels = {
+        "load": ("COPY into staging (stage_files)", "pandas.read_csv", "read"),
+        "validate": ("GX in PostgreSQL (1 run)", "GX on the DataFrame", "validate"),
+        "write": ("merge into the warehouse (1 run)", "DataFrame.to_sql (chunks of 10k)", "write"),
+        "drift": ("compute_monitoring (cached reference)", "read_sql reference + Evidently DataDriftPreset", "drift"),
+        "predict": ("write_predictions (COPY out, predict, COPY back)", "predict_proba on the frame", "predict"),
+    }
+    side = [
+        {"step": step, "ours": a, "ours_s": ours[step], "baseline": b, "baseline_s": theirs.get(key)}
+        for step, (a, b, key) in labels.items()
+    ]
+    if all(r["ours_s"] for r in side):
+        total_theirs = sum(theirs.values()) if baseline else None
+        side.append(
+            {
+                "step": "night",
+                "ours": "sum",
+                "ours_s": sum(ours.values()),
+                "baseline": "sum",
+                "baseline_s": total_theirs,
+            }
+        )
+    vs_psql = []
+    if psql:
+        vs_psql += [
+            {"task": "psql \\copy of the batch", "seconds": psql, "ratio": 1.0, "target": ""},
+            {
+                "task": "score (write_predictions)",
+                "seconds": ours["predict"],
+                "ratio": ours["predict"] / psql,
+                "target": "",
+            },
+            {
+                "task": "monitor (compute_monitoring)",
+                "seconds": ours["drift"],
+                "ratio": ours["drift"] / psql,
+                "target": "<= 1.5",
+            },
+        ]
+    rate = ctx.predicted["seconds"] / ctx.scored["seconds"]
+    notes.append(
+        f"scoring rate / predict_proba's in-memory rate = {rate:.2f} (target >= 0.5); "
+        f"predict_proba alone {ctx.predicted['seconds']:.2f}s, "
+        f"feature_frame {ctx.predicted['feature_seconds']:.2f}s more"
+    )
+    if baseline:
+        notes.append(f"Evidently flagged {baseline['drifted']} drifted column(s) on the baseline night.")
+    data = {
+        "rows": rows,
+        "repeats": args.repeats,
+        "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}, server {report.server}",
+        "load_start": load_start,
+        "load_end": sidebyside.load_average(),
+        "side_by_side": side,
+        "vs_psql": vs_psql,
+        "memory_rows": memory_rows,
+        "memory": memory,
+        "imports": imports,
+        "measurements": [vars(m) for m in report.measurements],
+        "notes": notes,
+    }
+    json_path, md_path = sidebyside.write_reports(data)
+    bench.progress(f"wrote {md_path} and {json_path}")
+    print(md_path.read_text(encoding="utf-8"), flush=True)
+
+
+def _seconds(report: Any, section: str, prefix: str) -> float | None:
+    found = report.find(section, prefix)
+    return None if found is None else found.seconds

@@ -1,0 +1,207 @@
+"""The side-by-side parts of ``make bench`` (main environment): the baseline pipeline in ``.venv-bench``,
+peak memory of the tasks at a bigger interval, DAG import times, and the Markdown/JSON reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+REPORT_DIR = ROOT / "reports" / "bench"
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def expectations(spec: Any) -> list[dict[str, Any]]:
+    """The dataset spec's batch and row rules as GX expectations on a DataFrame."""
+    items = [
+        {"type": "ExpectColumnValuesToNotBeNull", "kwargs": {"column": spec.key.name}},
+        {"type": "ExpectColumnValuesToBeUnique", "kwargs": {"column": spec.key.name}},
+        {"type": "ExpectColumnValuesToNotBeNull", "kwargs": {"column": spec.event_time}},
+    ]
+    for column in [*spec.features, spec.label]:
+        lo, hi = getattr(column, "min", None), getattr(column, "max", None)
+        if lo is not None or hi is not None:
+            kwargs = {"column": column.name, "min_value": lo, "max_value": hi}
+            items.append({"type": "ExpectColumnValuesToBeBetween", "kwargs": kwargs})
+        allowed = getattr(column, "allowed", None)
+        if allowed:
+            items.append(
+                {"type": "ExpectColumnValuesToBeInSet", "kwargs": {"column": column.name, "value_set": list(allowed)}}
+            )
+    return items
+
+
+def run_baseline(ctx: Any, reference_start: Any, reference_end: Any, repeats: int) -> dict[str, Any] | None:
+    """The baseline pipeline ``repeats`` times in the bench env (a subprocess each); medians per step."""
+    from psycopg2 import sql
+
+    from nightly_ml import db
+
+    if not BENCH_PYTHON.exists():
+        return None
+    spec = ctx.spec
+    names = [f.name for f in spec.features]
+    with db.transaction(ctx.url) as conn:
+        query = (
+            sql.SQL("SELECT {} FROM {} WHERE {} >= {} AND {} < {}")
+            .format(
+                sql.SQL(", ").join(sql.Identifier(n) for n in names),
+                db.warehouse_table(spec),
+                sql.Identifier(spec.event_time),
+                sql.Literal(reference_start),
+                sql.Identifier(spec.event_time),
+                sql.Literal(reference_end),
+            )
+            .as_string(conn)
+        )
+    job = {
+        "csv": str(ctx.csv_path),
+        "event_time": spec.event_time,
+        "expectations": expectations(spec),
+        "sqlalchemy_url": db.sqlalchemy_url(ctx.url),
+        "table": "baseline_to_sql",
+        "reference_query": query,
+        "features": names,
+        "text_features": [f.name for f in spec.features if not f.is_numeric],
+        "numeric_features": [f.name for f in spec.features if f.is_numeric],
+        "model": str(ctx.model_path),
+    }
+    path = ctx.workdir / "baseline.json"
+    path.write_text(json.dumps(job, default=str), encoding="utf-8")
+    runs = []
+    for _ in range(repeats):
+        done = subprocess.run(
+            [str(BENCH_PYTHON), str(Path(__file__).with_name("baseline.py")), str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"},
+        )
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    steps = runs[0]["seconds"].keys()
+    return {
+        "seconds": {s: median([r["seconds"][s] for r in runs]) for s in steps},
+        "peak_mib": median([r["peak_mib"] for r in runs]),
+        "drifted": runs[0]["drifted"],
+        "runs": len(runs),
+    }
+
+
+def grow_interval(ctx: Any, source_day: Any, target_day: Any, copies: int) -> int:
+    """``copies`` copies of a loaded interval as another interval (server side, new keys): a bigger night."""
+    from psycopg2 import sql
+
+    from nightly_ml import db
+
+    spec = ctx.spec
+    shift = target_day - source_day
+    others = [c for c in spec.input_columns if c not in (spec.key.name, spec.event_time)]
+    statement = sql.SQL(
+        "INSERT INTO {w} ({key}, {time}, {others}, _interval_start, _interval_end, _row_hash) "
+        "SELECT {key} || '-' || g, {time} + %(shift)s, {others}, %(start)s, %(end)s, _row_hash "
+        "FROM {w}, generate_series(1, %(copies)s) AS g WHERE _interval_start = %(source)s"
+    ).format(
+        w=db.warehouse_table(spec),
+        key=sql.Identifier(spec.key.name),
+        time=sql.Identifier(spec.event_time),
+        others=sql.SQL(", ").join(sql.Identifier(c) for c in others),
+    )
+    params = {"shift": shift, "start": target_day, "end": target_day + timedelta(days=1), "copies": copies}
+    with db.transaction(ctx.url) as conn, conn.cursor() as cur:
+        cur.execute(statement, {**params, "source": source_day})
+        inserted = cur.rowcount
+        cur.execute(sql.SQL("ANALYZE {}").format(db.warehouse_table(spec)))
+    return inserted
+
+
+def dag_import_times(repeats: int) -> dict[str, float]:
+    """Median seconds to import each DAG file in a fresh interpreter, and an empty DAG's."""
+    empty = ROOT / "reports" / "bench" / "_empty_dag.py"
+    empty.parent.mkdir(parents=True, exist_ok=True)
+    empty.write_text("from airflow.sdk import DAG\n\nwith DAG('empty', schedule=None):\n    pass\n", encoding="utf-8")
+    code = (
+        "import runpy, sys, time\nt = time.perf_counter()\nrunpy.run_path(sys.argv[1])\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    files = {"(empty DAG)": empty, **{p.name: p for p in sorted((ROOT / "dags").glob("*.py"))}}
+    out = {}
+    for name, path in files.items():
+        times = []
+        for _ in range(repeats):
+            done = subprocess.run(
+                [sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True, cwd=ROOT
+            )
+            times.append(float(done.stdout.strip().splitlines()[-1]))
+        out[name] = median(times)
+    empty.unlink()
+    return out
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min, {os.cpu_count()} cores)"
+
+
+def write_reports(data: dict[str, Any]) -> tuple[Path, Path]:
+    """reports/bench/bench.json and bench.md (gitignored)."""
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = REPORT_DIR / "bench.json", REPORT_DIR / "bench.md"
+    json_path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    lines = [
+        f"# make bench, {data['rows']:,} rows ({time.strftime('%Y-%m-%d %H:%M')})",
+        "",
+        f"Machine: {data['machine']}; load average at start {data['load_start']}, at end {data['load_end']}.",
+        f"Every figure is the median of {data['repeats']} runs unless said otherwise.",
+        "",
+        "## The night, side by side",
+        "",
+        "| step | nightly-ml | s | baseline (pandas, GX, to_sql, Evidently) | s | baseline / nightly-ml |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
+    ]
+    for row in data["side_by_side"]:
+        ours, theirs = row["ours_s"], row["baseline_s"]
+        ratio = f"{theirs / ours:.1f}x" if ours and theirs else "-"
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        lines.append(f"| {row['step']} | {row['ours']} | {fmt(ours)} | {row['baseline']} | {fmt(theirs)} | {ratio} |")
+    lines += [
+        "",
+        "## Against psql \\copy of the batch",
+        "",
+        "| task | s | x psql \\copy | target |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for row in data["vs_psql"]:
+        lines.append(f"| {row['task']} | {row['seconds']:.2f} | {row['ratio']:.2f} | {row['target']} |")
+    lines += [
+        "",
+        "## Peak memory per task (MiB, fresh child process)",
+        "",
+        "| task | " + " | ".join(data["memory_rows"]) + " |",
+    ]
+    lines.append("| --- |" + " ---: |" * len(data["memory_rows"]))
+    for task, peaks in data["memory"].items():
+        lines.append(f"| {task} | " + " | ".join("-" if p is None else f"{p:.1f}" for p in peaks) + " |")
+    if data.get("imports"):
+        empty = data["imports"]["(empty DAG)"]
+        lines += [
+            "",
+            "## DAG file import time (s, fresh interpreter)",
+            "",
+            "| file | s | vs empty DAG |",
+            "| --- | ---: | ---: |",
+        ]
+        lines += [f"| {name} | {s:.2f} | {s / empty:.2f}x |" for name, s in data["imports"].items()]
+    lines += ["", "## Notes", "", *[f"- {note}" for note in data["notes"]], ""]
+    md_path.write_text("\n".join(lines), encoding="utf-8")
+    return json_path, md_path
