@@ -1,0 +1,110 @@
+"""Fault 2: PostgreSQL restarted (``pg_ctl restart -m fast``) in the middle of an ingest DAG run. A private
+server (the ``pgserver`` wheel, in a temporary directory) is restarted once the merge transaction is observed
+in flight; the merge task fails, its retry finds the server back, the run ends in success and the warehouse
+holds the interval exactly once, as one clean run leaves it. Airflow's metadata DB (SQLite) is untouched."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from conftest import ROWS, FaultWorld, airflow_db, comparable, dag_of  # noqa: F401 — airflow_db is a fixture
+from fault_support import END, START, query, wait_until, warehouse_state, write_input
+
+from nightly_ml.devtools.scratch import database_url, environment_set
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[Any]:
+    import logging
+
+    import pgserver
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def restart(server: Any) -> None:
+    from pgserver._commands import pg_ctl
+
+    # a generous wait: on a loaded 2-core machine the shutdown checkpoint alone can pass pg_ctl's default 60 s
+    pg_ctl(["-w", "-t", "300", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+
+
+def test_postgres_restarted_during_a_run_recovers_through_retries(
+    fault_world: FaultWorld,
+    clean_run: dict,
+    airflow_db: Path,  # noqa: F811
+    private_postgres: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nightly_ml import db
+    from nightly_ml.devtools.scratch import admin_execute
+
+    dataset = "faults_restart"
+    admin = private_postgres.get_uri()
+    admin_execute(admin, 'CREATE DATABASE "warehouse"')
+    url = database_url(admin, "warehouse")
+    db.migrate(url)
+    write_input(dataset, ROWS)
+    # retries that outlast a restart of a small server
+    monkeypatch.setenv("NIGHTLY_ML_TASK_RETRIES", "3")
+    monkeypatch.setenv("NIGHTLY_ML_RETRY_DELAY_SECONDS", "2")
+    with environment_set("WAREHOUSE_URL", url):
+        dag = dag_of("ingest.py", f"ingest__{dataset}")
+        holder = psycopg2.connect(url)
+        with holder.cursor() as cur:  # the merge transaction waits on this row before its commit
+            cur.execute(
+                "INSERT INTO ops.load_audit (dataset, interval_start, interval_end, run_id, status, rows_in, "
+                "rows_merged, rows_quarantined) VALUES (%s, %s, %s, 'held by the test', 'merged', 0, 0, 0)",
+                (dataset, START, START),
+            )
+        holder_pid = holder.get_backend_pid()
+        restarted = threading.Event()
+        failures: list[BaseException] = []
+
+        def restart_mid_merge() -> None:
+            try:
+                wait_until(
+                    lambda: (
+                        query(
+                            url,
+                            "SELECT 1 FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND pid <> %s "
+                            "AND state = 'active' AND wait_event_type = 'Lock' AND query LIKE %s",
+                            (holder_pid, "%INSERT INTO ops.load_audit%"),
+                        )
+                        or None
+                    ),
+                    "the merge transaction in flight",
+                )
+                restart(private_postgres)
+                restarted.set()
+            except BaseException as error:  # noqa: BLE001 — reported by the test
+                failures.append(error)
+
+        thread = threading.Thread(target=restart_mid_merge, daemon=True)
+        thread.start()
+        try:
+            run = dag.test(run_conf={"interval_start": START.isoformat(), "interval_end": END.isoformat()})
+        finally:
+            thread.join(timeout=180)
+            holder.close()
+        assert not failures, failures
+        assert restarted.is_set()
+        tries = {ti.task_id: (str(ti.state), ti.try_number) for ti in run.get_task_instances()}
+        assert str(run.state) == "success", tries
+        assert tries["merge"][1] >= 2, f"the merge was not hit by the restart: {tries}"
+        state = warehouse_state(url, dataset)
+    assert comparable(state) == comparable(clean_run)
+    [(status, run_id, *_)] = state["audit"]
+    assert status == "merged" and run_id == run.run_id
