@@ -15,5 +15,10 @@ class InputPastDeadline(AlreadyAlerted):
     """An interval's input had not arrived by its deadline (interval end + ``source.wait_hours``)."""
 
 
+class StagingLost(RuntimeError):
+    """The staging tables no longer hold what was staged and validated (a database crash empties unlogged
+    tables): merging them would replace the interval with less than its batch."""
+
+
 class ConcurrentRun(RuntimeError):
     """Another run of the same interval replaced or dropped the staging tables this run was using."""

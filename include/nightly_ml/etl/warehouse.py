@@ -17,8 +17,10 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
+from nightly_ml.errors import StagingLost
 from nightly_ml.etl.staging import StageResult, interval_tables
 from nightly_ml.etl.typed_tables import typed_expression, typed_table, value_column
+from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatasetSpec
 
 
@@ -35,6 +37,21 @@ class MergeResult:
         return asdict(self)
 
 
+def _require_staged_rows(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, stage: StageResult, start: datetime
+) -> None:
+    with conn.cursor() as cur:
+        cur.execute(db.compose("staging_row_count.sql", typed=sql.Identifier("staging", typed_table(stage))))
+        present = int(cur.fetchone()[0])
+    if present != stage.rows_staged:
+        raise StagingLost(
+            f"{spec.name} {partition_name(spec, start)}: the staging table {typed_table(stage)} holds {present} rows "
+            f"but {stage.rows_staged} were staged and validated; they were lost (a database crash empties unlogged "
+            "staging tables). Nothing was merged. Clear this ingest run from its `stage` task to load the "
+            "interval again."
+        )
+
+
 def merge_interval(
     conn: psycopg2.extensions.connection,
     spec: DatasetSpec,
@@ -43,7 +60,12 @@ def merge_interval(
     end: datetime,
     run_id: str,
 ) -> MergeResult:
-    """Replace the interval's rows with the batch's good rows. The caller commits."""
+    """Replace the interval's rows with the batch's good rows. The caller commits.
+
+    Raises :class:`~nightly_ml.errors.StagingLost` when the typed staging table no longer holds the rows that
+    were staged and validated: staging tables are unlogged, and a database crash between validate and merge
+    empties them; merging then would silently replace the interval with nothing."""
+    _require_staged_rows(conn, spec, stage, start)
     columns = spec.input_columns
     label_value = sql.Identifier(value_column(spec.label.name))
     values = sql.SQL(", ").join(
