@@ -17,7 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fault_support as support
 
-FILE_DATASETS = ["faults_control", "faults_kill_copy", "faults_kill_merge", "faults_race", "faults_restart", "faults_crash"]
+FILE_DATASETS = [
+    "faults_control",
+    "faults_kill_copy",
+    "faults_kill_merge",
+    "faults_race",
+    "faults_restart",
+    "faults_crash",
+]
 SIMULATED_DATASETS = ["faults_mlflow", "faults_promo"]
 ROWS = 10_000  # ~1 MiB of CSV
 
