@@ -186,6 +186,9 @@ def topology(
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(port),
                 "AIRFLOW__API__WORKERS": "1",
+                # six Airflow processes share the machine's PostgreSQL with the rest of the suite: small pools
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "4",
                 # shared by every part, as compose shares them: tokens one part signs, the others accept
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
                 "AIRFLOW__API__SECRET_KEY": secrets.token_hex(32),

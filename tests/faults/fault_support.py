@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -359,3 +360,39 @@ def stop_mlflow(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+
+ROWS = 10_000  # ~1 MiB of CSV
+
+
+@dataclass(frozen=True)
+class FaultWorld:
+    spec_dir: Path
+    landing: Path
+    warehouse_url: str
+
+
+def comparable(state: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a state that must equal the clean run's, whichever run wrote them."""
+    [(status, _run, rows_in, merged, quarantined, checksum)] = state["audit"]
+    return {
+        "rows": state["rows"],
+        "distinct_keys": state["distinct_keys"],
+        "checksum": state["checksum"],
+        "rows_elsewhere": state["rows_elsewhere"],
+        "audit": (status, rows_in, merged, quarantined, checksum),
+        "quarantined": sorted((count, distinct) for _run, count, distinct in state["quarantine"]),
+        "staging_tables": state["staging_tables"],
+    }
+
+
+def dag_of(dag_file: str, dag_id: str) -> Any:
+    """Parse one DAG file now (default args follow the environment as it is now) and return one DAG."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from nightly_ml.config import PROJECT_ROOT, settings
+
+    settings.cache_clear()
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / dag_file))
+    assert bag.import_errors == {}, bag.import_errors
+    return bag.dags[dag_id]

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
-from conftest import ROWS, FaultWorld, comparable
 from fault_support import (
+    ROWS,
     START,
     Child,
+    FaultWorld,
     archived_file,
+    comparable,
     query,
     raw_input_places,
     run_ingest,

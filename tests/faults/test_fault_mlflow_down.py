@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import FaultWorld, airflow_db, dag_of  # noqa: F401 — airflow_db is a fixture
-from fault_support import START, query, start_mlflow, stop_mlflow
+from fault_support import START, FaultWorld, dag_of, query, start_mlflow, stop_mlflow
 
 from nightly_ml.devtools.scratch import environment_set, free_port
 from nightly_ml.modeling.promotion import GateDecision
@@ -69,7 +68,7 @@ def load_days(spec: Any, days: int) -> None:
 
 def test_mlflow_down_during_training_fails_cleanly_with_one_mail(
     fault_world: FaultWorld,
-    airflow_db: Path,  # noqa: F811
+    airflow_db: Path,
     inbox: Inbox,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -12,8 +12,18 @@ from typing import Any
 
 import psycopg2
 import pytest
-from conftest import ROWS, FaultWorld, airflow_db, comparable, dag_of  # noqa: F401 — airflow_db is a fixture
-from fault_support import END, START, query, wait_until, warehouse_state, write_input
+from fault_support import (
+    END,
+    ROWS,
+    START,
+    FaultWorld,
+    comparable,
+    dag_of,
+    query,
+    wait_until,
+    warehouse_state,
+    write_input,
+)
 
 from nightly_ml.devtools.scratch import database_url, environment_set
 
@@ -113,7 +123,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_postgres_restarted_during_a_run_recovers_through_retries(
     fault_world: FaultWorld,
     clean_run: dict,
-    airflow_db: Path,  # noqa: F811
+    airflow_db: Path,
     private_postgres: Any,
     quick_retries: None,
 ) -> None:
@@ -132,7 +142,7 @@ def test_postgres_restarted_during_a_run_recovers_through_retries(
 def test_a_crash_that_empties_staging_fails_the_merge_instead_of_merging_nothing(
     fault_world: FaultWorld,
     clean_run: dict,
-    airflow_db: Path,  # noqa: F811
+    airflow_db: Path,
     private_postgres: Any,
     quick_retries: None,
     capfd: pytest.CaptureFixture[str],

@@ -11,8 +11,7 @@ from typing import Any
 import pandas as pd
 import psycopg2
 import pytest
-from conftest import FaultWorld
-from fault_support import START, Child, query, wait_until
+from fault_support import START, Child, FaultWorld, query, wait_until
 from mlflow import MlflowClient
 
 from nightly_ml.modeling import training

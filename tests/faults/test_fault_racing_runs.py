@@ -6,8 +6,17 @@ describe one run."""
 from __future__ import annotations
 
 import pytest
-from conftest import ROWS, FaultWorld, comparable
-from fault_support import Child, archived_file, raw_input_places, sha256, warehouse_state, write_input
+from fault_support import (
+    ROWS,
+    Child,
+    FaultWorld,
+    archived_file,
+    comparable,
+    raw_input_places,
+    sha256,
+    warehouse_state,
+    write_input,
+)
 
 pytestmark = pytest.mark.faults
 
