@@ -40,7 +40,7 @@ def quarantine_bad_lines(
     run_id: str,
     bad_lines: list[BadLine],
 ) -> None:
-    """Replace the interval's quarantine with the lines the loader could not read."""
+    """Replace this run's quarantine of the interval with the lines the loader could not read."""
     context = {"dataset": spec.name, "start": start, "end": end, "run_id": run_id}
     with conn.cursor() as cur:
         cur.execute(db.load_sql("quarantine_clear.sql"), context)

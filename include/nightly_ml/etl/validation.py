@@ -111,6 +111,11 @@ class _GxRun:
         by_index = {int(r.expectation_config.meta["index"]): r for r in results}
         return [(rule, by_index[i]) for i, rule in enumerate(rules)]
 
+    def close(self) -> None:
+        """Close GX's connection pool now: each validation builds its own, and idle pools add up in a long
+        process (a worker, the test suite) until PostgreSQL refuses new clients."""
+        self.source.get_engine().dispose()
+
     def docs_url(self) -> str | None:
         index = self.docs_target / "index.html"
         return layout.public_url(index) if index.exists() else None
@@ -193,6 +198,22 @@ def validate(
     """
     context = {"dataset": spec.name, "start": start, "end": end, "run_id": run_id}
     gx_run = _GxRun(spec, start)
+    try:
+        return _validate(conn, spec, stage, start, end, gx_run, context, reference_profile)
+    finally:
+        gx_run.close()
+
+
+def _validate(
+    conn: psycopg2.extensions.connection,
+    spec: DatasetSpec,
+    stage: StageResult,
+    start: datetime,
+    end: datetime,
+    gx_run: _GxRun,
+    context: dict[str, Any],
+    reference_profile: dict[str, tuple[float, float]] | None,
+) -> ValidationReport:
     table_results = [
         _outcome(r, res) for r, res in gx_run.run(stage.rows_table, f"{spec.name}_batch", batch_rules(spec))
     ]

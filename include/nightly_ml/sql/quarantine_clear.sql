@@ -1,2 +1,4 @@
--- A re-run of an interval replaces that interval's quarantine rows.
-DELETE FROM ops.quarantine WHERE dataset = %(dataset)s AND interval_start = %(start)s;
+-- A (re)try of this run replaces its own quarantine rows; rows of other runs of the interval are left to the
+-- merge, which keeps only the merged run's (quarantine_keep_run.sql): a concurrent run's stage never erases
+-- the quarantine of the run that merges.
+DELETE FROM ops.quarantine WHERE dataset = %(dataset)s AND interval_start = %(start)s AND run_id = %(run_id)s;
