@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from upath import UPath
 
@@ -76,17 +75,11 @@ def _is_remote(path: StoragePath) -> bool:
     return isinstance(path, UPath) and getattr(path, "protocol", "") not in ("", "file", "local")
 
 
-def _fs_path(path: StoragePath) -> tuple[Any, str]:
-    """The fsspec filesystem of a remote path and the path within it."""
-    return path.fs, path.path  # type: ignore[union-attr]
-
-
 def remove_tree(path: StoragePath) -> None:
     if not path.exists():
         return
     if _is_remote(path):
-        fs, inner = _fs_path(path)
-        fs.rm(inner, recursive=True)
+        path.fs.rm(path.path, recursive=True)  # type: ignore[union-attr]
     else:
         shutil.rmtree(path)
 
@@ -142,22 +135,6 @@ def write_whole(path: StoragePath, write: Callable[[IO[bytes]], None]) -> Storag
     finally:
         partial.unlink(missing_ok=True)
     return path
-
-
-@contextmanager
-def scratch_folder(target: StoragePath) -> Generator[Path]:
-    """A local folder for a library that writes only to disk; published to ``target`` by the caller.
-
-    For a local target it is the target itself (nothing to copy); for a remote one a temporary folder
-    removed on exit, so workers keep nothing on their disk.
-    """
-    if is_local(target):
-        folder = Path(target)
-        folder.mkdir(parents=True, exist_ok=True)
-        yield folder
-        return
-    with tempfile.TemporaryDirectory(prefix="nightly-ml-") as folder:
-        yield Path(folder)
 
 
 @contextmanager
