@@ -134,6 +134,10 @@ def predictions_table(spec: DatasetSpec) -> sql.Identifier:
     return table("warehouse", f"{spec.warehouse_table}_predictions")
 
 
+def default_partition_name(spec: DatasetSpec) -> str:
+    return f"{spec.warehouse_table}__default"
+
+
 def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
     """Create (idempotently) the warehouse and predictions tables of one dataset, typed from its spec.
 
@@ -145,10 +149,12 @@ def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
     )
     with transaction(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        legacy = _unpartition_legacy_warehouse(cur, spec)
         cur.execute(
             compose(
                 "dataset_tables.sql",
                 warehouse=warehouse_table(spec),
+                default_partition=table("warehouse", default_partition_name(spec)),
                 predictions=predictions_table(spec),
                 key=spec.key.name,
                 key_type=sql.SQL(key_pg_type(spec)),
@@ -167,6 +173,47 @@ def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
                     warehouse_table(spec), sql.Identifier(name), sql.SQL(pg_type)
                 )
             )
+        if legacy:
+            _attach_legacy_warehouse(cur, spec)
+
+
+def _unpartition_legacy_warehouse(cur: psycopg2.extensions.cursor, spec: DatasetSpec) -> bool:
+    """A warehouse table from before the partitioning (a plain table) is renamed to the DEFAULT partition's
+    name, to be attached as that partition once the partitioned table exists: no row moves, and each
+    interval leaves it for its own partition when a merge replaces the interval."""
+    cur.execute(load_sql("warehouse_legacy_state.sql"), {"table": warehouse_table(spec).as_string(cur)})
+    state = cur.fetchone()
+    if state is None or state[0] != "r":
+        return False
+    cur.execute(
+        compose(
+            "warehouse_legacy_rename.sql",
+            warehouse=warehouse_table(spec),
+            default_name=default_partition_name(spec),
+            default_partition=table("warehouse", default_partition_name(spec)),
+            primary_key=state[1] or f"{spec.warehouse_table}_pkey",
+            event_time_index=table("warehouse", f"{spec.warehouse_table}_event_time_idx"),
+            interval_index=table("warehouse", f"{spec.warehouse_table}_interval_idx"),
+        )
+    )
+    return True
+
+
+def _attach_legacy_warehouse(cur: psycopg2.extensions.cursor, spec: DatasetSpec) -> None:
+    """Give the old table and the partitioned one the same columns, then attach the old one as DEFAULT
+    (PostgreSQL builds the partition's indexes)."""
+    parent, legacy = warehouse_table(spec), table("warehouse", default_partition_name(spec))
+    cur.execute(
+        load_sql("warehouse_column_types.sql"),
+        {"parent": parent.as_string(cur), "legacy": legacy.as_string(cur)},
+    )
+    for name, pg_type, missing_from_parent in cur.fetchall():
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                parent if missing_from_parent else legacy, sql.Identifier(name), sql.SQL(pg_type)
+            )
+        )
+    cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} DEFAULT").format(parent, legacy))
 
 
 def json_safe(value: Any) -> Any:

@@ -22,3 +22,8 @@ class StagingLost(RuntimeError):
 
 class ConcurrentRun(RuntimeError):
     """Another run of the same interval replaced or dropped the staging tables this run was using."""
+
+
+class KeyElsewhere(RuntimeError):
+    """A key of the batch is stored under another interval since the batch was validated (a run of another
+    interval merged it in between): nothing is merged, a re-run quarantines the row."""

@@ -31,3 +31,64 @@ def test_dataset_tables_are_created_typed_and_idempotently(warehouse_url: str) -
         for feature in spec.features:
             assert columns[feature.name] == db.column_type(feature)
         assert columns[spec.event_time] == "timestamp with time zone"
+
+
+LEGACY_TABLE = """
+CREATE TABLE warehouse.{name} (
+    snapshot_id text PRIMARY KEY, event_time timestamptz NOT NULL, tenure_months bigint,
+    monthly_charges double precision, support_calls bigint, usage_hours double precision, plan text,
+    region text, churned bigint, retired_feature text,
+    _interval_start timestamptz NOT NULL, _interval_end timestamptz NOT NULL,
+    _label_interval_start timestamptz, _row_hash text NOT NULL
+);
+CREATE INDEX {name}_event_time_idx ON warehouse.{name} (event_time);
+CREATE INDEX {name}_interval_idx ON warehouse.{name} (_interval_start);
+INSERT INTO warehouse.{name} VALUES
+    ('a', '2026-01-01 10:00Z', 1, 1.0, 0, 1.0, 'basic', 'north', 0, 'x', '2026-01-01Z', '2026-01-02Z', NULL, 'h1'),
+    ('b', '2026-01-01 11:00Z', 2, 2.0, 0, 2.0, 'basic', 'north', 1, 'y', '2026-01-01Z', '2026-01-02Z', NULL, 'h2'),
+    ('c', '2026-01-02 10:00Z', 3, 3.0, 0, 3.0, 'basic', 'north', NULL, NULL, '2026-01-02Z', '2026-01-03Z', NULL, 'h3');
+"""
+
+
+def test_a_warehouse_table_from_before_the_partitioning_becomes_its_default_partition(warehouse_url: str) -> None:
+    """An existing plain table keeps every row (as the DEFAULT partition), gains the spec's new feature
+    (autopay) and keeps a retired one; removing an interval then takes its rows out of DEFAULT."""
+    from datetime import UTC, datetime
+
+    from nightly_ml.etl import partitions
+    from nightly_ml.spec import load_spec
+
+    spec = load_spec("churn").model_copy(update={"name": "churn_legacy"})
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute(LEGACY_TABLE.format(name=spec.name))
+    db.ensure_dataset_tables(spec, warehouse_url)
+    db.ensure_dataset_tables(spec, warehouse_url)
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT relkind FROM pg_class WHERE oid = 'warehouse.churn_legacy'::regclass")
+        assert cur.fetchone()[0] == "p"
+        cur.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c "
+            "ON c.oid = i.inhrelid WHERE i.inhparent = 'warehouse.churn_legacy'::regclass"
+        )
+        assert cur.fetchall() == [("churn_legacy__default", "DEFAULT")]
+        cur.execute("SELECT snapshot_id, retired_feature, autopay FROM warehouse.churn_legacy ORDER BY snapshot_id")
+        assert cur.fetchall() == [("a", "x", None), ("b", "y", None), ("c", None, None)]
+        partitions.remove_interval(conn, spec, datetime(2026, 1, 1, tzinfo=UTC))
+        cur.execute("SELECT snapshot_id FROM warehouse.churn_legacy ORDER BY snapshot_id")
+        assert cur.fetchall() == [("c",)]
+
+
+def test_partition_names_fit_postgresql_identifiers() -> None:
+    from datetime import UTC, datetime
+
+    from nightly_ml.etl import partitions
+    from nightly_ml.spec import load_spec
+
+    start = datetime(2026, 3, 29, 1, tzinfo=UTC)
+    churn = load_spec("churn")
+    assert partitions.partition_names(churn, start).final == "churn__20260329T010000Z"
+    long_name = churn.model_copy(update={"name": "a" * 63})
+    names = partitions.partition_names(long_name, start)
+    assert len(names.building.encode()) <= 63 and names.final.endswith("__20260329T010000Z")
+    other = partitions.partition_names(churn.model_copy(update={"name": "a" * 62 + "b"}), start)
+    assert other.final != names.final

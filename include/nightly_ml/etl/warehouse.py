@@ -1,7 +1,8 @@
 """Merge: move an interval's good rows from staging into the warehouse, in one transaction.
 
-The interval's rows are replaced as a whole, set-based (the interval deleted, the batch inserted,
-no per-row upsert), so re-running any interval leaves the warehouse as one run would. Labels
+The interval's rows are replaced as a whole: the batch becomes a new partition of the warehouse, built and
+indexed on its own and swapped in for the interval's old one (nightly_ml.etl.partitions), so re-running
+any interval leaves the warehouse as one run would. Labels
 that arrived late for a row are kept across re-runs of the row's interval; late labels
 themselves are upserted by key.
 """
@@ -17,11 +18,14 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
-from nightly_ml.errors import StagingLost
+from nightly_ml.errors import KeyElsewhere, StagingLost
+from nightly_ml.etl import partitions
 from nightly_ml.etl.staging import StageResult, interval_tables
 from nightly_ml.etl.typed_tables import typed_expression, typed_table, value_column
 from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatasetSpec
+
+MERGE_MAINTENANCE_MEMORY = "256MB"
 
 
 @dataclass(frozen=True)
@@ -74,34 +78,40 @@ def merge_interval(
         else sql.SQL("v.{}").format(sql.Identifier(value_column(c)))
         for c in columns
     )
-    hash_values = sql.SQL(", ").join(sql.SQL("v.{}::text").format(sql.Identifier(value_column(c))) for c in columns)
+    hash_values = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in columns)
+    names = partitions.partition_names(spec, start)
     statement = db.compose(
         "merge_interval.sql",
         warehouse=db.warehouse_table(spec),
+        building=names.table(names.building),
         typed=sql.Identifier("staging", typed_table(stage)),
         key=spec.key.name,
         key_value=value_column(spec.key.name),
         label=spec.label.name,
         label_value=label_value,
+        event_time=spec.event_time,
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         values=values,
         hash_values=hash_values,
     )
-    params = {"start": start, "end": end}
     with conn.cursor() as cur:
-        cur.execute(statement, params)
-        deleted, merged = _merge_counts(cur)
+        # The partition's indexes are sorted in memory (a million keys need more than the default 64MB).
+        cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", (MERGE_MAINTENANCE_MEMORY,))
+        cur.execute(statement, {"start": start, "end": end})
+        merged, deleted, elsewhere = cur.fetchone()
+    if elsewhere:
+        raise KeyElsewhere(
+            f"{spec.name} {partition_name(spec, start)}: key(s) {', '.join(elsewhere)} of the batch were stored "
+            "under another interval after this batch was validated (a run of that interval merged them "
+            "meanwhile). Nothing was merged. Clear this ingest run from its `validate` task: validation will "
+            "quarantine those rows."
+        )
+    partitions.swap_in(conn, spec, start, names)
     labels_in, labels_applied = (
         apply_late_labels(conn, spec, stage, start, end, run_id) if stage.labels_table else (0, 0)
     )
     rows, checksum = interval_checksum(conn, spec, start)
-    return MergeResult(merged, deleted, labels_in, labels_applied, checksum, rows)
-
-
-def _merge_counts(cur: psycopg2.extensions.cursor) -> tuple[int, int]:
-    # merge_interval.sql ends with a SELECT of the two counts it recorded.
-    deleted, merged = cur.fetchone()
-    return int(deleted), int(merged)
+    return MergeResult(int(merged), int(deleted), labels_in, labels_applied, checksum, rows)
 
 
 def apply_late_labels(

@@ -1,8 +1,14 @@
 -- Per-dataset tables, typed from the dataset spec. Identifiers are filled in by nightly_ml.db.
 -- The schema comes from migration 0001: the pipeline's writer role may not create schemas.
 
+-- The warehouse is partitioned by interval (one partition per data interval, nightly_ml.etl.partitions):
+-- a merge builds the interval's partition on its own, with its indexes built in bulk, and swaps it in.
+-- The DEFAULT partition catches rows written by anything but the merge (and a table from before the
+-- partitioning, nightly_ml.db.ensure_dataset_tables); a merge moves its interval out of it.
+-- A key is unique within its interval here; validation keeps it unique across intervals (key_elsewhere),
+-- and the merge checks it again before the swap.
 CREATE TABLE IF NOT EXISTS {warehouse} (
-    {key} {key_type} PRIMARY KEY,
+    {key} {key_type} NOT NULL,
     {event_time} timestamptz NOT NULL,
     {feature_columns},
     {label} {label_type},
@@ -11,9 +17,11 @@ CREATE TABLE IF NOT EXISTS {warehouse} (
     _interval_end timestamptz NOT NULL,
     -- start of the interval whose run delivered a late label (NULL: label came with the row)
     _label_interval_start timestamptz,
-    -- md5 of the row as loaded: the basis of the per-interval checksum in ops.load_audit
-    _row_hash text NOT NULL
-);
+    -- a 64-bit hash (hex) of the row as loaded: the basis of the per-interval checksum in ops.load_audit
+    _row_hash text NOT NULL,
+    PRIMARY KEY ({key}, _interval_start)
+) PARTITION BY LIST (_interval_start);
+CREATE TABLE IF NOT EXISTS {default_partition} PARTITION OF {warehouse} DEFAULT;
 CREATE INDEX IF NOT EXISTS {event_time_index} ON {warehouse} ({event_time});
 CREATE INDEX IF NOT EXISTS {interval_index} ON {warehouse} (_interval_start);
 

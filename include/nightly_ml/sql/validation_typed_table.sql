@@ -21,7 +21,13 @@ FROM (
         d._key IS NOT NULL AS _duplicate_key
     FROM ({typed_select}) AS t
     LEFT JOIN (
-        SELECT {key} AS _key FROM {staging} WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1
+        -- Keys repeated in the batch: first the 64-bit hashes seen twice (grouping a million integers
+        -- costs half of grouping a million texts), then the keys behind those few hashes.
+        SELECT {key} AS _key FROM {staging}
+        WHERE hashtextextended({key}::text, 0) IN (
+            SELECT hashtextextended({key}::text, 0) FROM {staging} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
+        )
+        GROUP BY {key} HAVING count(*) > 1
     ) AS d ON d._key = t.{key}
     OFFSET 0
 ) AS f;
