@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,13 @@ MIB = 1024.0  # ru_maxrss is in KiB on Linux
 _T0 = time.monotonic()
 
 
+def elapsed() -> float:
+    """Seconds since the bench started (this module's import)."""
+    return time.monotonic() - _T0
+
+
 def progress(message: str) -> None:
-    print(f"[bench {time.monotonic() - _T0:7.1f}s] {message}", flush=True)
+    print(f"[bench {elapsed():7.1f}s] {message}", flush=True)
 
 
 # --------------------------------------------------------------------------- results
@@ -53,6 +59,9 @@ class Report:
     server: str
     measurements: list[Measurement] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # scripts.benchkit.summary: each step of the night against psql \copy, and the peak memory check
+    night: list[dict[str, Any]] = field(default_factory=list)
+    memory: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, measurement: Measurement) -> Measurement:
         self.measurements.append(measurement)
@@ -64,6 +73,10 @@ class Report:
 
     def find(self, section: str, prefix: str) -> Measurement | None:
         return next((m for m in self.measurements if m.section == section and m.name.startswith(prefix)), None)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
 
 
 def _time(function: Callable[[], Any]) -> tuple[float, Any]:
@@ -119,4 +132,7 @@ def render(report: Report) -> str:
     if loader and to_sql and loader.rows_per_second and to_sql.rows_per_second:
         out.append(f"loader / to_sql     = {loader.rows_per_second / to_sql.rows_per_second:.1f}x faster")
     out += [f"- {note}" for note in report.notes]
+    from scripts.benchkit import summary
+
+    out += summary.render_text(report.night, report.memory)
     return "\n".join(out)

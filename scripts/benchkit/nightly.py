@@ -193,6 +193,6 @@ def section_monitor(ctx: Context) -> None:
         "drift aggregates run in PostgreSQL, only the (capped) labelled pairs reach Python."
     )
     ctx.report.notes.append(
-        f"task peak MiB = peak RSS of the task in a fresh spawned child minus its RSS after imports and a warm-up "
+        f"task peak MiB = peak RSS of the task in a fresh child process minus its RSS after imports and a warm-up "
         f"({large['memory_method']}; children start at ~{large['baseline_mib']:.0f} MiB)."
     )
