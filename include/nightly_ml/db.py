@@ -130,12 +130,17 @@ def warehouse_table(spec: DatasetSpec) -> sql.Identifier:
     return table("warehouse", spec.warehouse_table)
 
 
+def predictions_table_name(spec: DatasetSpec) -> str:
+    return f"{spec.warehouse_table}_predictions"
+
+
 def predictions_table(spec: DatasetSpec) -> sql.Identifier:
-    return table("warehouse", f"{spec.warehouse_table}_predictions")
+    return table("warehouse", predictions_table_name(spec))
 
 
-def default_partition_name(spec: DatasetSpec) -> str:
-    return f"{spec.warehouse_table}__default"
+def default_partition_name(parent: str) -> str:
+    """The DEFAULT partition of a table partitioned by interval: rows of intervals without a partition."""
+    return f"{parent}__default"
 
 
 def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
@@ -147,24 +152,30 @@ def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
     column_defs = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(pg_type)) for name, pg_type in typed_columns
     )
+    warehouse, predictions = spec.warehouse_table, predictions_table_name(spec)
+    secondary_indexes = {
+        warehouse: [f"{warehouse}_event_time_idx", f"{warehouse}_interval_idx"],
+        predictions: [f"{warehouse}_predictions_interval_idx"],
+    }
     with transaction(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
-        legacy = _unpartition_legacy_warehouse(cur, spec)
+        legacy = [name for name, indexes in secondary_indexes.items() if _unpartition_legacy(cur, name, indexes)]
         cur.execute(
             compose(
                 "dataset_tables.sql",
                 warehouse=warehouse_table(spec),
-                default_partition=table("warehouse", default_partition_name(spec)),
+                default_partition=table("warehouse", default_partition_name(warehouse)),
                 predictions=predictions_table(spec),
+                predictions_default=table("warehouse", default_partition_name(predictions)),
                 key=spec.key.name,
                 key_type=sql.SQL(key_pg_type(spec)),
                 event_time=spec.event_time,
                 feature_columns=column_defs,
                 label=spec.label.name,
                 label_type=sql.SQL(label_pg_type(spec)),
-                event_time_index=f"{spec.warehouse_table}_event_time_idx",
-                interval_index=f"{spec.warehouse_table}_interval_idx",
-                predictions_interval_index=f"{spec.warehouse_table}_predictions_interval_idx",
+                event_time_index=secondary_indexes[warehouse][0],
+                interval_index=secondary_indexes[warehouse][1],
+                predictions_interval_index=secondary_indexes[predictions][0],
             )
         )
         for name, pg_type in typed_columns:
@@ -173,44 +184,45 @@ def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
                     warehouse_table(spec), sql.Identifier(name), sql.SQL(pg_type)
                 )
             )
-        if legacy:
-            _attach_legacy_warehouse(cur, spec)
+        for name in legacy:
+            _attach_legacy(cur, name)
 
 
-def _unpartition_legacy_warehouse(cur: psycopg2.extensions.cursor, spec: DatasetSpec) -> bool:
-    """A warehouse table from before the partitioning (a plain table) is renamed to the DEFAULT partition's
-    name, to be attached as that partition once the partitioned table exists: no row moves, and each
-    interval leaves it for its own partition when a merge replaces the interval."""
-    cur.execute(load_sql("warehouse_legacy_state.sql"), {"table": warehouse_table(spec).as_string(cur)})
+def _unpartition_legacy(cur: psycopg2.extensions.cursor, name: str, indexes: list[str]) -> bool:
+    """A table from before the partitioning (a plain table) is renamed to its DEFAULT partition's name,
+    to be attached as that partition once the partitioned table exists: no row moves, and each interval
+    leaves it for its own partition when a run replaces the interval."""
+    cur.execute(load_sql("warehouse_legacy_state.sql"), {"table": table("warehouse", name).as_string(cur)})
     state = cur.fetchone()
     if state is None or state[0] != "r":
         return False
+    default = default_partition_name(name)
     cur.execute(
         compose(
             "warehouse_legacy_rename.sql",
-            warehouse=warehouse_table(spec),
-            default_name=default_partition_name(spec),
-            default_partition=table("warehouse", default_partition_name(spec)),
-            primary_key=state[1] or f"{spec.warehouse_table}_pkey",
-            event_time_index=table("warehouse", f"{spec.warehouse_table}_event_time_idx"),
-            interval_index=table("warehouse", f"{spec.warehouse_table}_interval_idx"),
+            legacy=table("warehouse", name),
+            default_name=default,
+            default_partition=table("warehouse", default),
+            primary_key=state[1] or f"{name}_pkey",
         )
     )
+    for index in indexes:
+        cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(table("warehouse", index)))
     return True
 
 
-def _attach_legacy_warehouse(cur: psycopg2.extensions.cursor, spec: DatasetSpec) -> None:
+def _attach_legacy(cur: psycopg2.extensions.cursor, name: str) -> None:
     """Give the old table and the partitioned one the same columns, then attach the old one as DEFAULT
     (PostgreSQL builds the partition's indexes)."""
-    parent, legacy = warehouse_table(spec), table("warehouse", default_partition_name(spec))
+    parent, legacy = table("warehouse", name), table("warehouse", default_partition_name(name))
     cur.execute(
         load_sql("warehouse_column_types.sql"),
         {"parent": parent.as_string(cur), "legacy": legacy.as_string(cur)},
     )
-    for name, pg_type, missing_from_parent in cur.fetchall():
+    for column, pg_type, missing_from_parent in cur.fetchall():
         cur.execute(
             sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                parent if missing_from_parent else legacy, sql.Identifier(name), sql.SQL(pg_type)
+                parent if missing_from_parent else legacy, sql.Identifier(column), sql.SQL(pg_type)
             )
         )
     cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} DEFAULT").format(parent, legacy))

@@ -43,6 +43,13 @@ CREATE TABLE warehouse.{name} (
 );
 CREATE INDEX {name}_event_time_idx ON warehouse.{name} (event_time);
 CREATE INDEX {name}_interval_idx ON warehouse.{name} (_interval_start);
+CREATE TABLE warehouse.{name}_predictions (
+    snapshot_id text PRIMARY KEY, event_time timestamptz NOT NULL, _interval_start timestamptz NOT NULL,
+    prediction double precision NOT NULL, predicted_label bigint, model_name text NOT NULL,
+    model_version text NOT NULL
+);
+CREATE INDEX {name}_predictions_interval_idx ON warehouse.{name}_predictions (_interval_start);
+INSERT INTO warehouse.{name}_predictions VALUES ('a', '2026-01-01 10:00Z', '2026-01-01Z', 0.5, 1, 'm', '1');
 INSERT INTO warehouse.{name} VALUES
     ('a', '2026-01-01 10:00Z', 1, 1.0, 0, 1.0, 'basic', 'north', 0, 'x', '2026-01-01Z', '2026-01-02Z', NULL, 'h1'),
     ('b', '2026-01-01 11:00Z', 2, 2.0, 0, 2.0, 'basic', 'north', 1, 'y', '2026-01-01Z', '2026-01-02Z', NULL, 'h2'),
@@ -55,7 +62,7 @@ def test_a_warehouse_table_from_before_the_partitioning_becomes_its_default_part
     (autopay) and keeps a retired one; removing an interval then takes its rows out of DEFAULT."""
     from datetime import UTC, datetime
 
-    from nightly_ml.etl import partitions
+    from nightly_ml import partitions
     from nightly_ml.spec import load_spec
 
     spec = load_spec("churn").model_copy(update={"name": "churn_legacy"})
@@ -71,9 +78,13 @@ def test_a_warehouse_table_from_before_the_partitioning_becomes_its_default_part
             "ON c.oid = i.inhrelid WHERE i.inhparent = 'warehouse.churn_legacy'::regclass"
         )
         assert cur.fetchall() == [("churn_legacy__default", "DEFAULT")]
+        cur.execute("SELECT relkind FROM pg_class WHERE oid = 'warehouse.churn_legacy_predictions'::regclass")
+        assert cur.fetchone()[0] == "p"
+        cur.execute("SELECT snapshot_id, prediction FROM warehouse.churn_legacy_predictions")
+        assert cur.fetchall() == [("a", 0.5)]
         cur.execute("SELECT snapshot_id, retired_feature, autopay FROM warehouse.churn_legacy ORDER BY snapshot_id")
         assert cur.fetchall() == [("a", "x", None), ("b", "y", None), ("c", None, None)]
-        partitions.remove_interval(conn, spec, datetime(2026, 1, 1, tzinfo=UTC))
+        partitions.remove_warehouse_interval(conn, spec, datetime(2026, 1, 1, tzinfo=UTC))
         cur.execute("SELECT snapshot_id FROM warehouse.churn_legacy ORDER BY snapshot_id")
         assert cur.fetchall() == [("c",)]
 
@@ -81,14 +92,10 @@ def test_a_warehouse_table_from_before_the_partitioning_becomes_its_default_part
 def test_partition_names_fit_postgresql_identifiers() -> None:
     from datetime import UTC, datetime
 
-    from nightly_ml.etl import partitions
-    from nightly_ml.spec import load_spec
+    from nightly_ml import partitions
 
     start = datetime(2026, 3, 29, 1, tzinfo=UTC)
-    churn = load_spec("churn")
-    assert partitions.partition_names(churn, start).final == "churn__20260329T010000Z"
-    long_name = churn.model_copy(update={"name": "a" * 63})
-    names = partitions.partition_names(long_name, start)
+    assert partitions.partition_names("churn", start).final == "churn__20260329T010000Z"
+    names = partitions.partition_names("a" * 63, start)
     assert len(names.building.encode()) <= 63 and names.final.endswith("__20260329T010000Z")
-    other = partitions.partition_names(churn.model_copy(update={"name": "a" * 62 + "b"}), start)
-    assert other.final != names.final
+    assert partitions.partition_names("a" * 62 + "b", start).final != names.final

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from psycopg2 import sql
 
-from nightly_ml import db
+from nightly_ml import db, partitions
 from nightly_ml.modeling import evaluation, frames, scoring, training
 from nightly_ml.modeling.promotion import decide
 from nightly_ml.registry import access, aliases, run_logging
@@ -134,6 +134,17 @@ def test_train_promote_score_and_rescore(
     empty = scoring.score_interval(spec, SCORE_END, SCORE_END + timedelta(days=1), url=warehouse_url)
     assert (empty.rows, empty.skipped) == (0, False)
     assert len(predictions(spec, warehouse_url)) == SCORE_ROWS
+
+    # A range of several intervals (a catch-up) gets one partition per interval, each swapped in.
+    scoring.write_predictions(spec, model, record.model_version, START, SCORE_END, url=warehouse_url)
+    by_interval = predictions(spec, warehouse_url).groupby("_interval_start").size()
+    assert by_interval.tolist() == [ROWS_PER_DAY] * TRAIN_DAYS + [SCORE_ROWS]
+    with db.transaction(warehouse_url) as conn:
+        attached = partitions.partitions_in(conn, db.predictions_table_name(spec), START, SCORE_END)
+    assert [bound for _, bound in attached] == [START + timedelta(days=d) for d in range(TRAIN_DAYS + 1)]
+    pd.testing.assert_frame_equal(
+        predictions(spec, warehouse_url).query("_interval_start == @SCORE_START").reset_index(drop=True), second
+    )
 
 
 @pytest.mark.parametrize("dataset", ["churn", "demand"])

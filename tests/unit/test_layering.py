@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "include" / "nightly_ml"
-CORE = {"config", "spec", "intervals", "layout", "db", "alerts", "errors"}
+CORE = {"config", "spec", "intervals", "layout", "db", "partitions", "alerts", "errors"}
 # What each layer may import from the package, besides the core.
 ALLOWED = {
     "core": set(),

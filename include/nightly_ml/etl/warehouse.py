@@ -17,9 +17,8 @@ from typing import Any
 import psycopg2.extensions
 from psycopg2 import sql
 
-from nightly_ml import db
+from nightly_ml import db, partitions
 from nightly_ml.errors import KeyElsewhere, StagingLost
-from nightly_ml.etl import partitions
 from nightly_ml.etl.staging import StageResult, interval_tables
 from nightly_ml.etl.typed_tables import typed_expression, typed_table, value_column
 from nightly_ml.intervals import partition_name
@@ -79,11 +78,11 @@ def merge_interval(
         for c in columns
     )
     hash_values = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in columns)
-    names = partitions.partition_names(spec, start)
+    names = partitions.warehouse_partition(spec, start)
     statement = db.compose(
         "merge_interval.sql",
         warehouse=db.warehouse_table(spec),
-        building=names.table(names.building),
+        building=db.table("warehouse", names.building),
         typed=sql.Identifier("staging", typed_table(stage)),
         key=spec.key.name,
         key_value=value_column(spec.key.name),
@@ -106,7 +105,7 @@ def merge_interval(
             "meanwhile). Nothing was merged. Clear this ingest run from its `validate` task: validation will "
             "quarantine those rows."
         )
-    partitions.swap_in(conn, spec, start, names)
+    partitions.swap_in(conn, start, names)
     labels_in, labels_applied = (
         apply_late_labels(conn, spec, stage, start, end, run_id) if stage.labels_table else (0, 0)
     )

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
-from nightly_ml import db
+from nightly_ml import db, partitions
 from nightly_ml.config import settings
 from nightly_ml.intervals import require_utc
 from nightly_ml.modeling import evaluation
@@ -43,6 +43,7 @@ DEFAULT_CHUNK_ROWS = 50_000
 # Arrow parses the CSV stream in blocks of this many bytes (~10k rows of a 10-feature table); bigger blocks
 # (4 MiB) raised the task's peak by ~60 MiB for no measurable speed.
 READ_BLOCK_BYTES = 1 << 20
+PARTITION_INDEX_MEMORY = "256MB"
 # Leading columns of every copied row, before the features: key, event time, interval start.
 _KEY, _EVENT_TIME, _INTERVAL = "_key", "_event_time", "_interval_start"
 
@@ -189,11 +190,6 @@ def write_predictions(
     ]
     key_time = [sql.Identifier(c) for c in (spec.key.name, spec.event_time, "_interval_start")]
     select = _compose("scoring_rows.sql", columns=sql.SQL(", ").join([*key_time, *selected]), warehouse=warehouse)
-    copy_back = _compose(
-        "scoring_copy.sql",
-        predictions=predictions,
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in _copy_columns(spec)),
-    )
     types = _column_types(spec)
     read_options = pa_csv.ReadOptions(column_names=list(types), skip_rows=1, block_size=READ_BLOCK_BYTES)
     convert_options = pa_csv.ConvertOptions(
@@ -201,15 +197,30 @@ def write_predictions(
     )
     bounds = {"start": start, "end": end}
     total = 0
+    predictions_name = db.predictions_table_name(spec)
+    incoming = f"{predictions_name}__incoming"
     writer = _connect(url)
     reader = _connect(url)
     try:
         with writer.transaction():
-            for clear in ("scoring_clear.sql", "scoring_clear_moved.sql"):
-                writer.execute(_compose(clear, predictions=predictions, warehouse=warehouse, key=spec.key.name), bounds)
+            # The intervals' earlier predictions go with their partitions; a key they hold now that was
+            # scored under another interval (a row re-delivered later) loses its old prediction.
+            writer.execute(
+                _compose("scoring_clear_moved.sql", predictions=predictions, warehouse=warehouse, key=spec.key.name),
+                bounds,
+            )
+            partitions.remove_range(writer, predictions_name, start, end)
+            writer.execute(
+                _compose("scoring_incoming.sql", incoming=partitions.table(incoming), predictions=predictions)
+            )
             snapshot = writer.execute("SELECT pg_export_snapshot()").fetchone()[0]
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             reader.read_only = True
+            copy_back = _compose(
+                "scoring_copy.sql",
+                incoming=partitions.table(incoming),
+                columns=sql.SQL(", ").join(sql.Identifier(c) for c in _copy_columns(spec)),
+            )
             with reader.transaction(), reader.cursor() as source, writer.cursor() as target:
                 source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
                 with source.copy(select, bounds) as rows, target.copy(copy_back) as sink:
@@ -223,6 +234,11 @@ def write_predictions(
                         scores = np.asarray(scores, dtype="float64")
                         sink.write(_predictions_csv(spec, chunk, scores, spec.registered_model_name, model_version))
                         total += chunk.num_rows
+            # The partitions' indexes are sorted in memory (a million keys need more than the default 64MB).
+            writer.execute("SELECT set_config('maintenance_work_mem', %s, true)", (PARTITION_INDEX_MEMORY,))
+            partitions.attach_incoming(
+                writer, predictions_name, incoming, "scoring_partition_indexes.sql", key=spec.key.name
+            )
             writer.execute(
                 sql.SQL(db.load_sql("scoring_record.sql")),
                 {"dataset": spec.name, "start": start, "end": end, "model_version": model_version, "rows": total},

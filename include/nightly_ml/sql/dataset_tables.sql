@@ -25,8 +25,9 @@ CREATE TABLE IF NOT EXISTS {default_partition} PARTITION OF {warehouse} DEFAULT;
 CREATE INDEX IF NOT EXISTS {event_time_index} ON {warehouse} ({event_time});
 CREATE INDEX IF NOT EXISTS {interval_index} ON {warehouse} (_interval_start);
 
+-- Partitioned like the warehouse: scoring an interval builds its partition and swaps it in.
 CREATE TABLE IF NOT EXISTS {predictions} (
-    {key} {key_type} PRIMARY KEY,
+    {key} {key_type} NOT NULL,
     {event_time} timestamptz NOT NULL,
     _interval_start timestamptz NOT NULL,
     -- regression: the predicted value; classification: the probability of the positive class
@@ -34,6 +35,8 @@ CREATE TABLE IF NOT EXISTS {predictions} (
     -- classification only: the label at the model's decision threshold
     predicted_label bigint,
     model_name text NOT NULL,
-    model_version text NOT NULL
-);
+    model_version text NOT NULL,
+    PRIMARY KEY ({key}, _interval_start)
+) PARTITION BY LIST (_interval_start);
+CREATE TABLE IF NOT EXISTS {predictions_default} PARTITION OF {predictions} DEFAULT;
 CREATE INDEX IF NOT EXISTS {predictions_interval_index} ON {predictions} (_interval_start);

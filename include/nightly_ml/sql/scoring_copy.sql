@@ -1,3 +1,2 @@
--- The chunks' predictions, straight into the predictions table (the interval's earlier ones were
--- cleared first, in the same transaction).
-COPY {predictions} ({columns}) FROM STDIN WITH (FORMAT csv)
+-- The chunks' predictions, straight into the table that becomes their interval's partition.
+COPY {incoming} ({columns}) FROM STDIN WITH (FORMAT csv)

@@ -1,0 +1,151 @@
+"""The partitions of a dataset's warehouse and predictions tables: one per data interval, named after the
+interval's start (UTC).
+
+A writer builds the interval's partition as a table of its own and indexes it in bulk (far cheaper than
+maintaining the indexes row by row), then swaps it in: the old partition (a re-run) is detached and
+dropped, rows of the interval in the DEFAULT partition are deleted, and the new one is attached.
+Attaching takes a lock that lets readers go on; detaching (re-runs only) waits for them and holds new
+ones until the transaction ends.
+
+The statements are plain strings (quoted with psycopg 3's ``sql``), so the merge (psycopg2) and scoring
+(psycopg 3) connections both run them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import sql
+
+from nightly_ml import db
+from nightly_ml.spec import DatasetSpec
+
+MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
+BUILDING_SUFFIX = "_new"
+SCHEMA = "warehouse"
+
+
+@dataclass(frozen=True)
+class PartitionNames:
+    parent: str
+    final: str
+    building: str
+
+
+def partition_names(parent: str, start: datetime) -> PartitionNames:
+    """``churn__20260105T000000Z`` (and ``…_new`` while it is built); a long table name is shortened with
+    a hash of it, so every name fits PostgreSQL's 63 bytes."""
+    stamp = f"__{start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    room = MAX_IDENTIFIER - len(stamp) - len(BUILDING_SUFFIX)
+    base = parent
+    if len(base.encode()) > room:
+        digest = hashlib.sha1(base.encode(), usedforsecurity=False).hexdigest()[:8]
+        base = base.encode()[: room - 9].decode(errors="ignore") + "_" + digest
+    final = base + stamp
+    return PartitionNames(parent, final, final + BUILDING_SUFFIX)
+
+
+def warehouse_partition(spec: DatasetSpec, start: datetime) -> PartitionNames:
+    return partition_names(spec.warehouse_table, start)
+
+
+def table(name: str) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, name)
+
+
+def statement(file: str, **identifiers: sql.Composable | str) -> str:
+    """A ``.sql`` file with its ``{placeholders}`` filled (strings become quoted identifiers)."""
+    parts = {k: v if isinstance(v, sql.Composable) else sql.Identifier(v) for k, v in identifiers.items()}
+    return sql.SQL(db.load_sql(file)).format(**parts).as_string(None)
+
+
+def execute(cur: Any, file: str, params: dict[str, Any] | None = None, **identifiers: sql.Composable | str) -> None:
+    """Run each statement of a ``.sql`` file in turn (psycopg 3 sends one statement per call with parameters)."""
+    for part in statement(file, **identifiers).split(";\n"):
+        if part.strip():
+            cur.execute(part, params)
+
+
+def partitions_in(conn: Any, parent: str, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
+    """(name, interval start) of the parent's partitions for intervals starting in ``[start, end)``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("partitions_in_range.sql"),
+            {"parent": table(parent).as_string(None), "start": start, "end": end},
+        )
+        return [(name, bound) for name, bound in cur.fetchall()]
+
+
+def swap_in(conn: Any, start: datetime, names: PartitionNames) -> None:
+    """Replace the interval's stored rows with the partition built (and indexed) under ``names.building``."""
+    remove_interval(conn, names.parent, start)
+    with conn.cursor() as cur:
+        execute(
+            cur,
+            "partition_attach.sql",
+            bound=sql.Literal(start),  # a partition bound is part of the DDL, never a server-side parameter
+            parent=table(names.parent),
+            building=table(names.building),
+            final_name=names.final,
+            final=table(names.final),
+        )
+
+
+def remove_interval(conn: Any, parent: str, start: datetime) -> None:
+    """Remove one interval's rows from a partitioned table."""
+    remove_range(conn, parent, start, start + timedelta(microseconds=1))
+
+
+def remove_range(conn: Any, parent: str, start: datetime, end: datetime) -> None:
+    """Remove the rows of the intervals starting in ``[start, end)``: drop their partitions, delete their
+    rows from DEFAULT."""
+    doomed = partitions_in(conn, parent, start, end)
+    with conn.cursor() as cur:
+        for name, _ in doomed:
+            execute(cur, "partition_drop.sql", parent=table(parent), partition=table(name))
+        cur.execute(
+            sql.SQL("DELETE FROM {} WHERE _interval_start >= %(start)s AND _interval_start < %(end)s")
+            .format(table(db.default_partition_name(parent)))
+            .as_string(None),
+            {"start": start, "end": end},
+        )
+
+
+def remove_warehouse_interval(conn: Any, spec: DatasetSpec, start: datetime) -> None:
+    """Remove an interval from the warehouse (the bench resets its interval between runs this way)."""
+    remove_interval(conn, spec.warehouse_table, start)
+
+
+def attach_incoming(
+    conn: Any, parent: str, incoming: str, index_statement: str, **identifiers: sql.Composable | str
+) -> list[datetime]:
+    """Make partitions of ``parent`` out of the rows of the table ``incoming`` (dropped after): one per
+    interval it holds, indexed by ``index_statement`` (a .sql file with a ``{building}`` placeholder and
+    ``identifiers``), each swapped in. Returns the intervals. One interval (a night) renames the table
+    instead of copying it."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT DISTINCT _interval_start FROM {} ORDER BY 1").format(table(incoming)).as_string(None)
+        )
+        starts = [row[0] for row in cur.fetchall()]
+        for start in starts:
+            names = partition_names(parent, start)
+            if len(starts) == 1:
+                execute(cur, "partition_rename.sql", table=table(incoming), name=names.building)
+            else:
+                execute(
+                    cur,
+                    "partition_from_incoming.sql",
+                    {"start": start},
+                    building=table(names.building),
+                    parent=table(parent),
+                    incoming=table(incoming),
+                )
+            execute(cur, index_statement, building=table(names.building), **identifiers)
+            swap_in(conn, start, names)
+        if len(starts) != 1:
+            cur.execute(sql.SQL("DROP TABLE {}").format(table(incoming)).as_string(None))
+    return starts
