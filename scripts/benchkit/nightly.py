@@ -118,7 +118,8 @@ def section_score(ctx: Context) -> None:
             result["rows"],
             result["seconds"],
             result["task_peak_mib"],
-            note=f"predict only; feature_frame took {result['feature_seconds']:.1f}s more",
+            note=f"predict only; feature_frame took {result['feature_seconds']:.1f}s more; "
+            "peak includes reading the Parquet file",
         )
     )
     with db.transaction(ctx.url) as conn, conn.cursor() as cur:
