@@ -69,6 +69,12 @@ def execute(cur: Any, file: str, params: dict[str, Any] | None = None, **identif
             cur.execute(part, params)
 
 
+def lock_writer(conn: Any, parent: str) -> None:
+    """Become the only writer of ``parent``'s partitions until this transaction ends (see the .sql file)."""
+    with conn.cursor() as cur:
+        cur.execute(db.load_sql("partition_writer_lock.sql"), {"parent": parent})
+
+
 def partitions_in(conn: Any, parent: str, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
     """(name, interval start) of the parent's partitions for intervals starting in ``[start, end)``."""
     with conn.cursor() as cur:

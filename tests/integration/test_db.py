@@ -99,3 +99,55 @@ def test_partition_names_fit_postgresql_identifiers() -> None:
     names = partitions.partition_names("a" * 63, start)
     assert len(names.building.encode()) <= 63 and names.final.endswith("__20260329T010000Z")
     assert partitions.partition_names("a" * 62 + "b", start).final != names.final
+
+
+def test_two_writers_of_one_table_swap_partitions_in_turn_without_a_deadlock(warehouse_url: str) -> None:
+    """Each writer reads the table (DEFAULT included) before attaching, which locks DEFAULT exclusively:
+    without the writer lock the second writer's read and the first one's attach wait for each other."""
+    import threading
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from psycopg2 import sql
+
+    from nightly_ml import partitions
+    from nightly_ml.spec import load_spec
+
+    spec = load_spec("churn").model_copy(update={"name": "churn_writers"})
+    db.ensure_dataset_tables(spec, warehouse_url)
+    errors: list[BaseException] = []
+
+    def write(day: int, pause: float) -> None:
+        start = datetime(2026, 2, day, tzinfo=UTC)
+        names = partitions.warehouse_partition(spec, start)
+        try:
+            with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+                partitions.lock_writer(conn, spec.warehouse_table)
+                cur.execute("SELECT count(*) FROM warehouse.churn_writers")
+                building = sql.Identifier("warehouse", names.building)
+                cur.execute(sql.SQL("CREATE TABLE {} (LIKE warehouse.churn_writers)").format(building))
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (snapshot_id, event_time, _interval_start, _interval_end, _row_hash) "
+                        "VALUES (%s, %s, %s, %s, 'h')"
+                    ).format(building),
+                    (f"k{day}", start, start, start + timedelta(days=1)),
+                )
+                time.sleep(pause)
+                partitions.swap_in(conn, start, names)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    first = threading.Thread(target=write, args=(1, 1.5))
+    second = threading.Thread(target=write, args=(2, 0.0))
+    first.start()
+    time.sleep(0.3)
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert errors == []
+    with db.transaction(warehouse_url) as conn:
+        attached = partitions.partitions_in(
+            conn, spec.warehouse_table, datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+        )
+    assert [name for name, _ in attached] == ["churn_writers__20260201T000000Z", "churn_writers__20260202T000000Z"]

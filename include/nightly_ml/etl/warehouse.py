@@ -69,6 +69,7 @@ def merge_interval(
     were staged and validated: staging tables are unlogged, and a database crash between validate and merge
     empties them; merging then would silently replace the interval with nothing."""
     _require_staged_rows(conn, spec, stage, start)
+    partitions.lock_writer(conn, spec.warehouse_table)
     columns = spec.input_columns
     label_value = sql.Identifier(value_column(spec.label.name))
     values = sql.SQL(", ").join(

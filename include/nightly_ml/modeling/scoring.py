@@ -203,6 +203,7 @@ def write_predictions(
     reader = _connect(url)
     try:
         with writer.transaction():
+            partitions.lock_writer(writer, predictions_name)
             # The intervals' earlier predictions go with their partitions; a key they hold now that was
             # scored under another interval (a row re-delivered later) loses its old prediction.
             writer.execute(
