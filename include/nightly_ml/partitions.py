@@ -112,11 +112,11 @@ def remove_range(conn: Any, parent: str, start: datetime, end: datetime) -> None
     with conn.cursor() as cur:
         for name, _ in doomed:
             execute(cur, "partition_drop.sql", parent=table(parent), partition=table(name))
-        cur.execute(
-            sql.SQL("DELETE FROM {} WHERE _interval_start >= %(start)s AND _interval_start < %(end)s")
-            .format(table(db.default_partition_name(parent)))
-            .as_string(None),
+        execute(
+            cur,
+            "partition_default_delete.sql",
             {"start": start, "end": end},
+            default_partition=table(db.default_partition_name(parent)),
         )
 
 
@@ -133,9 +133,7 @@ def attach_incoming(
     ``identifiers``), each swapped in. Returns the intervals. One interval (a night) renames the table
     instead of copying it."""
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT DISTINCT _interval_start FROM {} ORDER BY 1").format(table(incoming)).as_string(None)
-        )
+        execute(cur, "partition_incoming_intervals.sql", incoming=table(incoming))
         starts = [row[0] for row in cur.fetchall()]
         for start in starts:
             names = partition_names(parent, start)
@@ -153,5 +151,5 @@ def attach_incoming(
             execute(cur, index_statement, building=table(names.building), **identifiers)
             swap_in(conn, start, names)
         if len(starts) != 1:
-            cur.execute(sql.SQL("DROP TABLE {}").format(table(incoming)).as_string(None))
+            execute(cur, "partition_incoming_drop.sql", incoming=table(incoming))
     return starts

@@ -1,0 +1,2 @@
+-- A table of incoming rows whose intervals were each copied into their own partition.
+DROP TABLE {incoming}
