@@ -192,14 +192,14 @@ def _unpartition_legacy(cur: psycopg2.extensions.cursor, name: str, indexes: lis
     """A table from before the partitioning (a plain table) is renamed to its DEFAULT partition's name,
     to be attached as that partition once the partitioned table exists: no row moves, and each interval
     leaves it for its own partition when a run replaces the interval."""
-    cur.execute(load_sql("warehouse_legacy_state.sql"), {"table": table("warehouse", name).as_string(cur)})
+    cur.execute(load_sql("legacy_table_state.sql"), {"table": table("warehouse", name).as_string(cur)})
     state = cur.fetchone()
     if state is None or state[0] != "r":
         return False
     default = default_partition_name(name)
     cur.execute(
         compose(
-            "warehouse_legacy_rename.sql",
+            "legacy_table_rename.sql",
             legacy=table("warehouse", name),
             default_name=default,
             default_partition=table("warehouse", default),
@@ -216,7 +216,7 @@ def _attach_legacy(cur: psycopg2.extensions.cursor, name: str) -> None:
     (PostgreSQL builds the partition's indexes)."""
     parent, legacy = table("warehouse", name), table("warehouse", default_partition_name(name))
     cur.execute(
-        load_sql("warehouse_column_types.sql"),
+        load_sql("legacy_table_columns.sql"),
         {"parent": parent.as_string(cur), "legacy": legacy.as_string(cur)},
     )
     for column, pg_type, missing_from_parent in cur.fetchall():

@@ -1,7 +1,7 @@
 """Merge: move an interval's good rows from staging into the warehouse, in one transaction.
 
 The interval's rows are replaced as a whole: the batch becomes a new partition of the warehouse, built and
-indexed on its own and swapped in for the interval's old one (nightly_ml.etl.partitions), so re-running
+indexed on its own and swapped in for the interval's old one (nightly_ml.partitions), so re-running
 any interval leaves the warehouse as one run would. Labels
 that arrived late for a row are kept across re-runs of the row's interval; late labels
 themselves are upserted by key.

@@ -1,7 +1,7 @@
 -- Per-dataset tables, typed from the dataset spec. Identifiers are filled in by nightly_ml.db.
 -- The schema comes from migration 0001: the pipeline's writer role may not create schemas.
 
--- The warehouse is partitioned by interval (one partition per data interval, nightly_ml.etl.partitions):
+-- The warehouse is partitioned by interval (one partition per data interval, nightly_ml.partitions):
 -- a merge builds the interval's partition on its own, with its indexes built in bulk, and swaps it in.
 -- The DEFAULT partition catches rows written by anything but the merge (and a table from before the
 -- partitioning, nightly_ml.db.ensure_dataset_tables); a merge moves its interval out of it.

@@ -1,7 +1,7 @@
 -- Build an interval's new partition on its own (nothing reads it yet) from the batch's good rows (typed
 -- rows that broke no rule): the labels stored on the interval's rows are carried over (a late label
 -- survives a re-run that brings none), each row gets its hash, and the indexes are built in bulk once
--- the rows are in (far cheaper than maintaining them row by row). nightly_ml.etl.partitions swaps it in.
+-- the rows are in (far cheaper than maintaining them row by row). nightly_ml.partitions swaps it in.
 DROP TABLE IF EXISTS pg_temp._merge_labels;
 CREATE TEMP TABLE _merge_labels ON COMMIT DROP AS
 SELECT w.{key} AS _key, w.{label} AS _label, w._label_interval_start AS _label_start
