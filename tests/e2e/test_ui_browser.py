@@ -60,9 +60,12 @@ def browser() -> Iterator[Any]:
     if executable is None:
         _missing("Debian's Chromium is not installed: `apt-get install -y chromium` (/usr/bin/chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         _missing("Playwright is not installed: `make test` installs requirements-test.txt")
+    # Pages of a busy 2-core machine: every expectation of every test gets the step timeout, not
+    # Playwright's 5 s (the DAG list once took longer under two test suites at once).
+    expect.set_options(timeout=STEP_TIMEOUT_MS)
     with sync_playwright() as playwright:
         # Playwright's own browser download is never used: it drives the system's Chromium.
         browser = playwright.chromium.launch(executable_path=executable, headless=True)
@@ -304,8 +307,6 @@ def test_a_run_from_the_trigger_form_its_links_reports_model_and_mail_in_chromiu
 
     stack = live_stack
     deadline = time.monotonic() + FLOW_TIMEOUT_S
-    # pages of a busy 2-core machine: give every expectation the step timeout
-    expect.set_options(timeout=STEP_TIMEOUT_MS)
     # retrain (paused until now) runs the bootstrap retraining the first monitoring asked for: a first champion
     stack.api("PATCH", "/api/v2/dags/retrain__demand", json={"is_paused": False}).raise_for_status()
 
