@@ -7,6 +7,8 @@ CREATE TEMP TABLE _merge_labels ON COMMIT DROP AS
 SELECT w.{key} AS _key, w.{label} AS _label, w._label_interval_start AS _label_start
 FROM {warehouse} AS w
 WHERE w._interval_start = %(start)s AND (w.{label} IS NOT NULL OR w._label_interval_start IS NOT NULL);
+-- Without statistics the planner guesses a big table and sorts the whole batch for a merge join.
+ANALYZE pg_temp._merge_labels;
 DROP TABLE IF EXISTS {building};
 CREATE TABLE {building} (LIKE {warehouse} INCLUDING DEFAULTS);
 INSERT INTO {building} ({columns}, _interval_start, _interval_end, _label_interval_start, _row_hash)
