@@ -56,10 +56,15 @@ def table(name: str) -> sql.Identifier:
     return sql.Identifier(SCHEMA, name)
 
 
-def statement(file: str, **identifiers: sql.Composable | str) -> str:
-    """A ``.sql`` file with its ``{placeholders}`` filled (strings become quoted identifiers)."""
+def compose(file: str, **identifiers: sql.Composable | str) -> sql.Composed:
+    """A ``.sql`` file with its ``{placeholders}`` filled, for psycopg 3 (strings become quoted identifiers)."""
     parts = {k: v if isinstance(v, sql.Composable) else sql.Identifier(v) for k, v in identifiers.items()}
-    return sql.SQL(db.load_sql(file)).format(**parts).as_string(None)
+    return sql.SQL(db.load_sql(file)).format(**parts)
+
+
+def statement(file: str, **identifiers: sql.Composable | str) -> str:
+    """:func:`compose` as plain text, which both drivers run."""
+    return compose(file, **identifiers).as_string(None)
 
 
 def execute(cur: Any, file: str, params: dict[str, Any] | None = None, **identifiers: sql.Composable | str) -> None:

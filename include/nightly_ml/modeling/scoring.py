@@ -162,11 +162,6 @@ def _connect(url: str | None) -> psycopg.Connection:
     return conn
 
 
-def _compose(name: str, **identifiers: sql.Composable | str) -> sql.Composed:
-    parts = {k: v if isinstance(v, sql.Composable) else sql.Identifier(v) for k, v in identifiers.items()}
-    return sql.SQL(db.load_sql(name)).format(**parts)
-
-
 def write_predictions(
     spec: DatasetSpec,
     model: Any,
@@ -189,7 +184,9 @@ def write_predictions(
         for c in spec.features
     ]
     key_time = [sql.Identifier(c) for c in (spec.key.name, spec.event_time, "_interval_start")]
-    select = _compose("scoring_rows.sql", columns=sql.SQL(", ").join([*key_time, *selected]), warehouse=warehouse)
+    select = partitions.compose(
+        "scoring_rows.sql", columns=sql.SQL(", ").join([*key_time, *selected]), warehouse=warehouse
+    )
     types = _column_types(spec)
     read_options = pa_csv.ReadOptions(column_names=list(types), skip_rows=1, block_size=READ_BLOCK_BYTES)
     convert_options = pa_csv.ConvertOptions(
@@ -207,17 +204,19 @@ def write_predictions(
             # The intervals' earlier predictions go with their partitions; a key they hold now that was
             # scored under another interval (a row re-delivered later) loses its old prediction.
             writer.execute(
-                _compose("scoring_clear_moved.sql", predictions=predictions, warehouse=warehouse, key=spec.key.name),
+                partitions.compose(
+                    "scoring_clear_moved.sql", predictions=predictions, warehouse=warehouse, key=spec.key.name
+                ),
                 bounds,
             )
             partitions.remove_range(writer, predictions_name, start, end)
             writer.execute(
-                _compose("scoring_incoming.sql", incoming=partitions.table(incoming), predictions=predictions)
+                partitions.compose("scoring_incoming.sql", incoming=partitions.table(incoming), predictions=predictions)
             )
             snapshot = writer.execute("SELECT pg_export_snapshot()").fetchone()[0]
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             reader.read_only = True
-            copy_back = _compose(
+            copy_back = partitions.compose(
                 "scoring_copy.sql",
                 incoming=partitions.table(incoming),
                 columns=sql.SQL(", ").join(sql.Identifier(c) for c in _copy_columns(spec)),
