@@ -285,3 +285,61 @@ def assert_stored_verbatim(spec: DatasetSpec, column: str, values: list[str]) ->
     }
     wanted = {datetime.fromisoformat(v) for v in values} if column == spec.event_time else set(values)
     assert wanted <= stored, sorted(wanted - stored)
+
+
+# --------------------------------------------------------------------------- the two event-time parses
+
+# Entries that reach the typed table (their batch is not refused before the row rules run).
+TYPED_ENTRIES = [
+    e for e in ENTRIES if e["expect"]["outcome"] != "rejected" and not e.get("generator") and not e.get("preload")
+]
+# Entries with an event time of another shape than TIME_SHAPES (or one the zone skips): the careful parse.
+CAREFUL_EVENT_TIMES = {
+    "bad_timestamps.csv",
+    "dst_gap_local_times.csv",
+    "event_time_offsets.csv",
+    "naive_local_times.csv",
+}
+
+
+def typed_rows(spec: DatasetSpec, stage_table: str) -> list[tuple[Any, ...]]:
+    """Every row of the typed table and of the bad rows, values as text, in row order."""
+    typed = sql.Identifier("staging", f"{stage_table}__v")
+    bad = sql.Identifier("staging", f"{stage_table}__bad")
+    return query(sql.SQL("SELECT t::text FROM {} AS t ORDER BY _row_id").format(typed)) + query(
+        sql.SQL("SELECT b::text FROM {} AS b ORDER BY _row_id").format(bad)
+    )
+
+
+@pytest.mark.parametrize("entry", TYPED_ENTRIES, ids=[e["file"] for e in TYPED_ENTRIES])
+def test_the_plain_event_time_parse_agrees_with_the_careful_one(corpus_specs: Path, entry: dict[str, Any]) -> None:
+    """Validation first tries the cheap parse that assumes plain event times and falls back to the careful
+    one when a batch has any other: whichever ran, the typed table and the bad rows are the careful ones."""
+    from nightly_ml.etl import warehouse
+    from nightly_ml.etl.rules import row_rules
+    from nightly_ml.etl.staging import StageResult
+    from nightly_ml.etl.typed_tables import create_typed_table
+
+    name = dataset_name(entry)
+    spec = load_spec(name)
+    start, end = interval(spec, entry.get("day", MANIFEST["day"]))
+    db.ensure_dataset_tables(spec)
+    drop(entry, sources.landing_folder(spec, start))
+    files = ingest.extract(name, start, end)
+    stage = StageResult.from_dict(ingest.stage(name, start, end, files, f"typed-{name}"))
+    rules = row_rules(spec)
+    params = {k: v for rule in rules for k, v in rule.params.items()}
+    made_by = {}
+    tables = {}
+    for plain_first in (True, False):
+        with db.transaction() as conn:
+            made_by[plain_first] = create_typed_table(
+                conn, spec, stage, start, end, [r.broken for r in rules], params, plain_first=plain_first
+            )
+        tables[plain_first] = typed_rows(spec, stage.rows_table)
+    with db.transaction() as conn:
+        warehouse.drop_staging(conn, stage.rows_table)
+    assert made_by[True] == ("careful" if entry["file"] in CAREFUL_EVENT_TIMES else "plain"), made_by
+    assert made_by[False] == "careful"
+    assert tables[True] == tables[False]
+    assert len(tables[True]) >= stage.rows_staged
