@@ -18,6 +18,9 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
+# The LocalExecutor's workers fork from a server that imported the tasks' libraries once (tasks/preload.py).
+export AIRFLOW__SCHEDULER__MP_START_METHOD := forkserver
+export AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD := nightly_ml.tasks.preload
 
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000

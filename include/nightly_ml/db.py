@@ -174,8 +174,10 @@ def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
                 label=spec.label.name,
                 label_type=sql.SQL(label_pg_type(spec)),
                 event_time_index=secondary_indexes[warehouse][0],
-                interval_index=secondary_indexes[warehouse][1],
-                predictions_interval_index=secondary_indexes[predictions][0],
+                interval_index=table("warehouse", secondary_indexes[warehouse][1]),
+                predictions_interval_index=table("warehouse", secondary_indexes[predictions][0]),
+                default_interval_index=f"{warehouse}_default_interval_idx",
+                predictions_default_interval_index=f"{predictions}_default_interval_idx",
             )
         )
         for name, pg_type in typed_columns:

@@ -122,8 +122,8 @@ def _child_predict(job: dict[str, Any]) -> dict[str, Any]:
 
 def _child_validate(job: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process, as the validate task runs: validation.validate of the staged batch (its stage passed as
-    the task's XCom dict), committed. Great Expectations is imported inside the task (the project imports it
-    lazily, and a task process pays for it), so its import is in the time and the memory."""
+    the task's XCom dict), committed. Great Expectations is in the fork server already, as it is in an Airflow
+    worker (nightly_ml.tasks.preload): its import (~6 s) is not in the time; section_ingest reports it apart."""
     from nightly_ml import db
     from nightly_ml.etl import validation
     from nightly_ml.etl.staging import StageResult

@@ -1,6 +1,9 @@
 """Imported once by the bench's fork server (scripts.benchkit.children): what the measured children import, so
 each fresh child forks with it loaded instead of importing it again (~10 s a child under ``spawn``).
 
+Like an Airflow worker (``nightly_ml.tasks.preload``, which it imports too), so a measured task forks with
+what a task forks with in production: Great Expectations, MLflow and scikit-learn included.
+
 Only imports: nothing here connects, reads settings or starts a thread pool."""
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import nightly_ml.monitoring.checks  # noqa: F401
 import nightly_ml.monitoring.drift  # noqa: F401
 import nightly_ml.monitoring.statistics  # noqa: F401
 import nightly_ml.spec  # noqa: F401
+import nightly_ml.tasks.preload  # noqa: F401
 import scripts.benchkit.children  # noqa: F401
 
 # nightly_ml.config.settings() registers the connection passwords with Airflow's secrets masker: Airflow's

@@ -87,3 +87,14 @@ def test_manual_runs_load_their_intervals_and_the_asset_chain_scores_and_monitor
     for run in chain.monitor_runs.values():
         states = live_stack.task_states("monitor__demand", run["dag_run_id"])
         assert states["check"] == "success" and states["decide"] == "success" and states["done"] == "success"
+
+
+def test_validate_tasks_fork_with_great_expectations_preloaded(live_stack, demand_chain) -> None:
+    """The LocalExecutor's workers come from a forkserver that imported nightly_ml.tasks.preload: a validate
+    task finds Great Expectations in memory instead of importing it (~6 s) itself."""
+    logs = sorted((live_stack.home / "logs").rglob("task_id=validate/**/*.log"))
+    assert logs, f"no validate task log under {live_stack.home / 'logs'}"
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert "Great Expectations preloaded by the worker" in text, f"{path}:\n{text[-2000:]}"
+        assert "Great Expectations imported by this task" not in text

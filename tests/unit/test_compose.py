@@ -679,3 +679,26 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     # the example as shipped has empty secrets: compose must refuse it
     refused = subprocess.run([*base, "--env-file", str(ENV_EXAMPLE), "config", "-q"], capture_output=True, text=True)
     assert refused.returncode != 0 and "set it in docker/.env" in refused.stderr
+
+
+def test_workers_preload_the_tasks_libraries_everywhere() -> None:
+    """The LocalExecutor (make, make up, the live-stack tests) and the Celery workers (compose, the native
+    topology) both import nightly_ml.tasks.preload once per worker, so no task imports GX on its own."""
+    from nightly_ml.devtools import topology
+    from nightly_ml.devtools.localstack import DEFAULT_ENV
+
+    exported = makefile_exports()
+    for name, wanted in (
+        ("AIRFLOW__SCHEDULER__MP_START_METHOD", "forkserver"),
+        ("AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD", "nightly_ml.tasks.preload"),
+    ):
+        assert exported[name].strip() == wanted
+        assert DEFAULT_ENV[name] == wanted
+    option = "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"
+    assert COMMON_ENV[option] == topology.CELERY_SETTINGS[option] == "nightly_ml.tasks.celery_config.CELERY_CONFIG"
+    module = ROOT / "include" / "nightly_ml" / "tasks" / "preload.py"
+    assert "import great_expectations" in module.read_text()
+    from nightly_ml.tasks.celery_config import CELERY_CONFIG
+
+    assert "nightly_ml.tasks.preload" in CELERY_CONFIG["imports"]
+    assert CELERY_CONFIG["broker_url"], "Airflow's defaults are kept"

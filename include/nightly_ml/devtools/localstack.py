@@ -64,6 +64,9 @@ DEFAULT_ENV = {
     # what `airflow standalone` would force: tasks run on this machine, users from simple auth
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    # the LocalExecutor's workers fork from a server that imported the tasks' libraries once (tasks/preload.py)
+    "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+    "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "nightly_ml.tasks.preload",
 }
 DEFAULT_HOST = "127.0.0.1"
 EMBEDDED_WAREHOUSE = "<embedded PostgreSQL, started at run time>"

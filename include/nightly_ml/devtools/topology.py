@@ -33,6 +33,8 @@ CELERY_SETTINGS: Mapping[str, str] = {
     "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "true",
+    # each worker imports the tasks' libraries once, before its pool forks (nightly_ml/tasks/preload.py)
+    "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "nightly_ml.tasks.celery_config.CELERY_CONFIG",
 }
 
 

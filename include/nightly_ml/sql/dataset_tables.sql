@@ -23,7 +23,10 @@ CREATE TABLE IF NOT EXISTS {warehouse} (
 ) PARTITION BY LIST (_interval_start);
 CREATE TABLE IF NOT EXISTS {default_partition} PARTITION OF {warehouse} DEFAULT;
 CREATE INDEX IF NOT EXISTS {event_time_index} ON {warehouse} ({event_time});
-CREATE INDEX IF NOT EXISTS {interval_index} ON {warehouse} (_interval_start);
+-- Every row of an interval's own partition has the same _interval_start: only DEFAULT, which holds any
+-- number of intervals, is indexed on it (a table of before this loses its index on the whole table).
+DROP INDEX IF EXISTS {interval_index};
+CREATE INDEX IF NOT EXISTS {default_interval_index} ON {default_partition} (_interval_start);
 
 -- Partitioned like the warehouse: scoring an interval builds its partition and swaps it in.
 CREATE TABLE IF NOT EXISTS {predictions} (
@@ -39,4 +42,5 @@ CREATE TABLE IF NOT EXISTS {predictions} (
     PRIMARY KEY ({key}, _interval_start)
 ) PARTITION BY LIST (_interval_start);
 CREATE TABLE IF NOT EXISTS {predictions_default} PARTITION OF {predictions} DEFAULT;
-CREATE INDEX IF NOT EXISTS {predictions_interval_index} ON {predictions} (_interval_start);
+DROP INDEX IF EXISTS {predictions_interval_index};
+CREATE INDEX IF NOT EXISTS {predictions_default_interval_index} ON {predictions_default} (_interval_start);

@@ -19,7 +19,6 @@ LEFT JOIN _merge_labels AS k ON k._key = v.{key_value}
 WHERE v._broken IS NULL;
 ALTER TABLE {building} ADD PRIMARY KEY ({key}, _interval_start);
 CREATE INDEX ON {building} ({event_time});
-CREATE INDEX ON {building} (_interval_start);
 ANALYZE {building};
 -- Rows merged; the interval's stored rows whose key the batch no longer has; keys of the batch stored
 -- under another interval since validation quarantined those (a concurrent run of another interval).

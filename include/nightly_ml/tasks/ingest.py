@@ -7,6 +7,7 @@ idempotent for its interval: re-running it replaces what an earlier run left.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Generator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -166,6 +167,12 @@ def validate(
 ) -> dict[str, Any]:
     spec = load_spec(dataset)
     stage_result = StageResult.from_dict(stage_summary)
+    # A slow validate task: was Great Expectations (~6 s to import) in the worker already (tasks/preload.py)?
+    log.info(
+        "%s: Great Expectations %s",
+        dataset,
+        "preloaded by the worker" if "great_expectations" in sys.modules else "imported by this task",
+    )
     conn = db.connect()
     try:
         with _staging_owned(dataset, start, run_id):
