@@ -174,10 +174,8 @@ def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
                 label=spec.label.name,
                 label_type=sql.SQL(label_pg_type(spec)),
                 event_time_index=secondary_indexes[warehouse][0],
-                interval_index=table("warehouse", secondary_indexes[warehouse][1]),
-                predictions_interval_index=table("warehouse", secondary_indexes[predictions][0]),
-                default_interval_index=f"{warehouse}_default_interval_idx",
-                predictions_default_interval_index=f"{predictions}_default_interval_idx",
+                interval_index=secondary_indexes[warehouse][1],
+                predictions_interval_index=secondary_indexes[predictions][0],
             )
         )
         for name, pg_type in typed_columns:
@@ -188,6 +186,12 @@ def ensure_dataset_tables(spec: DatasetSpec, url: str | None = None) -> None:
             )
         for name in legacy:
             _attach_legacy(cur, name)
+        # A predictions table of before had a primary key (see dataset_tables.sql): it goes.
+        cur.execute(load_sql("predictions_primary_key.sql"), {"table": predictions_table(spec).as_string(cur)})
+        for (constraint,) in cur.fetchall():
+            cur.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(predictions_table(spec), sql.Identifier(constraint))
+            )
 
 
 def _unpartition_legacy(cur: psycopg2.extensions.cursor, name: str, indexes: list[str]) -> bool:

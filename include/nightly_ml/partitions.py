@@ -131,12 +131,12 @@ def remove_warehouse_interval(conn: Any, spec: DatasetSpec, start: datetime) -> 
 
 
 def attach_incoming(
-    conn: Any, parent: str, incoming: str, index_statement: str, **identifiers: sql.Composable | str
+    conn: Any, parent: str, incoming: str, ready_statement: str, **identifiers: sql.Composable | str
 ) -> list[datetime]:
     """Make partitions of ``parent`` out of the rows of the table ``incoming`` (dropped after): one per
-    interval it holds, indexed by ``index_statement`` (a .sql file with a ``{building}`` placeholder and
-    ``identifiers``), each swapped in. Returns the intervals. One interval (a night) renames the table
-    instead of copying it."""
+    interval it holds, made ready (indexes, statistics) by ``ready_statement`` (a .sql file with a
+    ``{building}`` placeholder and ``identifiers``), each swapped in. Returns the intervals. One interval
+    (a night) renames the table instead of copying it."""
     with conn.cursor() as cur:
         execute(cur, "partition_incoming_intervals.sql", incoming=table(incoming))
         starts = [row[0] for row in cur.fetchall()]
@@ -153,7 +153,7 @@ def attach_incoming(
                     parent=table(parent),
                     incoming=table(incoming),
                 )
-            execute(cur, index_statement, building=table(names.building), **identifiers)
+            execute(cur, ready_statement, building=table(names.building), **identifiers)
             swap_in(conn, start, names)
         if len(starts) != 1:
             execute(cur, "partition_incoming_drop.sql", incoming=table(incoming))

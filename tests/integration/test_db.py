@@ -96,26 +96,23 @@ def indexes_of(cur, table: str) -> list[str]:
     return [name for (name,) in cur.fetchall()]
 
 
-def test_only_the_default_partition_is_indexed_on_the_interval(warehouse_url: str) -> None:
-    """An interval's own partition holds one _interval_start: only DEFAULT, holding any number of intervals,
-    gets an index on it. A table of before, indexed on the interval as a whole, loses that index."""
+def test_predictions_have_no_key_index(warehouse_url: str) -> None:
+    """Predictions are rebuilt per interval from the warehouse partition (one per key by its primary key) and
+    read by interval: only the interval index stays. A predictions table of before loses its primary key."""
     from nightly_ml.spec import load_spec
 
     spec = load_spec("churn").model_copy(update={"name": "churn_indexes"})
     db.ensure_dataset_tables(spec, warehouse_url)
     with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
-        for table in ("churn_indexes", "churn_indexes_predictions"):
-            cur.execute(f"CREATE INDEX {table}_interval_idx ON warehouse.{table} (_interval_start)")
+        cur.execute("ALTER TABLE warehouse.churn_indexes_predictions ADD PRIMARY KEY (snapshot_id, _interval_start)")
     db.ensure_dataset_tables(spec, warehouse_url)
     with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
-        assert indexes_of(cur, "churn_indexes") == ["churn_indexes_event_time_idx", "churn_indexes_pkey"]
-        assert indexes_of(cur, "churn_indexes__default") == [
-            "churn_indexes__default_event_time_idx",
-            "churn_indexes__default_pkey",
-            "churn_indexes_default_interval_idx",
+        assert indexes_of(cur, "churn_indexes_predictions") == ["churn_indexes_predictions_interval_idx"]
+        assert indexes_of(cur, "churn_indexes") == [
+            "churn_indexes_event_time_idx",
+            "churn_indexes_interval_idx",
+            "churn_indexes_pkey",
         ]
-        assert indexes_of(cur, "churn_indexes_predictions") == ["churn_indexes_predictions_pkey"]
-        assert "churn_indexes_predictions_default_interval_idx" in indexes_of(cur, "churn_indexes_predictions__default")
 
 
 def test_partition_names_fit_postgresql_identifiers() -> None:

@@ -98,7 +98,7 @@ def merge_interval(
         # The partition's indexes are sorted in memory (a million keys need more than the default 64MB).
         cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", (MERGE_MAINTENANCE_MEMORY,))
         cur.execute(statement, {"start": start, "end": end})
-        merged, deleted, elsewhere = cur.fetchone()
+        merged, checksum, deleted, elsewhere = cur.fetchone()
     if elsewhere:
         raise KeyElsewhere(
             f"{spec.name} {partition_name(spec, start)}: key(s) {', '.join(elsewhere)} of the batch were stored "
@@ -110,8 +110,7 @@ def merge_interval(
     labels_in, labels_applied = (
         apply_late_labels(conn, spec, stage, start, end, run_id) if stage.labels_table else (0, 0)
     )
-    rows, checksum = interval_checksum(conn, spec, start)
-    return MergeResult(int(merged), int(deleted), labels_in, labels_applied, checksum, rows)
+    return MergeResult(int(merged), int(deleted), labels_in, labels_applied, checksum, int(merged))
 
 
 def apply_late_labels(
@@ -145,17 +144,6 @@ def apply_late_labels(
         cur.execute(statement, {"dataset": spec.name, "start": start, "end": end, "run_id": run_id})
         labels_in, applied = cur.fetchone()
     return int(labels_in), int(applied)
-
-
-def interval_checksum(
-    conn: psycopg2.extensions.connection, spec: DatasetSpec, start: datetime
-) -> tuple[int, str | None]:
-    with conn.cursor() as cur:
-        cur.execute(
-            db.compose("interval_checksum.sql", warehouse=db.warehouse_table(spec), key=spec.key.name), {"start": start}
-        )
-        rows, checksum = cur.fetchone()
-    return int(rows), checksum
 
 
 def record_audit(

@@ -29,6 +29,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from nightly_ml import db, partitions
 from nightly_ml.config import settings
@@ -43,7 +44,6 @@ DEFAULT_CHUNK_ROWS = 50_000
 # Arrow parses the CSV stream in blocks of this many bytes (~10k rows of a 10-feature table); bigger blocks
 # (4 MiB) raised the task's peak by ~60 MiB for no measurable speed.
 READ_BLOCK_BYTES = 1 << 20
-PARTITION_INDEX_MEMORY = "256MB"
 # Leading columns of every copied row, before the features: key, event time, interval start.
 _KEY, _EVENT_TIME, _INTERVAL = "_key", "_event_time", "_interval_start"
 
@@ -223,7 +223,9 @@ def write_predictions(
             )
             with reader.transaction(), reader.cursor() as source, writer.cursor() as target:
                 source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                with source.copy(select, bounds) as rows, target.copy(copy_back) as sink:
+                # The writer's queue sends a chunk's predictions from a thread while the next chunk is predicted.
+                queued = QueuedLibpqWriter(target)
+                with source.copy(select, bounds) as rows, target.copy(copy_back, writer=queued) as sink:
                     stream = pa_csv.open_csv(
                         io.BufferedReader(_CopyReader(rows), READ_BLOCK_BYTES),
                         read_options=read_options,
@@ -234,11 +236,7 @@ def write_predictions(
                         scores = np.asarray(scores, dtype="float64")
                         sink.write(_predictions_csv(spec, chunk, scores, spec.registered_model_name, model_version))
                         total += chunk.num_rows
-            # The partitions' indexes are sorted in memory (a million keys need more than the default 64MB).
-            writer.execute("SELECT set_config('maintenance_work_mem', %s, true)", (PARTITION_INDEX_MEMORY,))
-            partitions.attach_incoming(
-                writer, predictions_name, incoming, "scoring_partition_indexes.sql", key=spec.key.name
-            )
+            partitions.attach_incoming(writer, predictions_name, incoming, "scoring_partition_ready.sql")
             writer.execute(
                 sql.SQL(db.load_sql("scoring_record.sql")),
                 {"dataset": spec.name, "start": start, "end": end, "model_version": model_version, "rows": total},
