@@ -29,7 +29,6 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 
 from nightly_ml import db, partitions
 from nightly_ml.config import settings
@@ -223,9 +222,7 @@ def write_predictions(
             )
             with reader.transaction(), reader.cursor() as source, writer.cursor() as target:
                 source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                # The writer's queue sends a chunk's predictions from a thread while the next chunk is predicted.
-                queued = QueuedLibpqWriter(target)
-                with source.copy(select, bounds) as rows, target.copy(copy_back, writer=queued) as sink:
+                with source.copy(select, bounds) as rows, target.copy(copy_back) as sink:
                     stream = pa_csv.open_csv(
                         io.BufferedReader(_CopyReader(rows), READ_BLOCK_BYTES),
                         read_options=read_options,
