@@ -425,3 +425,42 @@ def test_features_marked_not_monitored_are_skipped() -> None:
     names = [f.name for f in aggregates.monitored_features(demand)]
     assert "day_of_week" not in names  # one weekday per daily batch: would drift every night
     assert "hour" in names and "zone" in names
+
+
+@pytest.mark.parametrize("current", [STATIONARY, SHIFTED], ids=["stationary", "shifted"])
+def test_prediction_drift_reads_the_current_predictions_once(
+    loaded: Loaded, conn: psycopg2.extensions.connection, current: datetime
+) -> None:
+    """The current sample's predictions are only binned (its size comes from the bins): the result is the
+    one of profiling both samples first, then binning them."""
+    spec = loaded.spec
+    measured = aggregates.measure_prediction_drift(conn, spec, current, champion_version=VERSION)
+    assert measured is not None
+    wanted = aggregates.DEFAULT_PREDICTION_REFERENCE_INTERVALS + spec.drift.window_intervals
+    scored = aggregates._scored_intervals(conn, spec, current, VERSION, wanted)
+    pooled = spec.drift.window_intervals
+    pair = aggregates._prediction_samples(spec, scored[pooled:], scored[:pooled], VERSION)
+    _, current_stats, edges = aggregates.profile(conn, pair, levels=statistics.quantile_levels(spec.drift.bins))
+    bins = aggregates.interval_bins(conn, pair, edges)
+    assert current_stats.non_null == int(bins.current.sum()) == len(loaded.predictions[current])
+    expected = drift.prediction_drift(
+        edges,
+        bins.reference,
+        bins.current,
+        spec.drift,
+        interval_start=scored[0],
+        reference_intervals=sorted(scored[pooled:]),
+    )
+    assert measured == expected
+
+
+def test_prediction_drift_of_an_interval_without_predictions_is_none(
+    loaded: Loaded, conn: psycopg2.extensions.connection
+) -> None:
+    unscored = SHIFTED + DAY  # scored intervals exist before it, none of its own
+    assert (
+        aggregates.measure_prediction_drift(
+            conn, loaded.spec, unscored, champion_version=VERSION, prediction_interval_start=unscored
+        )
+        is None
+    )

@@ -376,10 +376,14 @@ def measure_prediction_drift(
     if not references:
         return None
     pair = _prediction_samples(spec, references, current, champion_version)
-    reference, current_stats, edges = profile(conn, pair, levels=quantile_levels(spec.drift.bins))
-    if reference.non_null == 0 or current_stats.non_null == 0:
+    # The reference's quantiles fix the bin edges; the current sample (the big one) is read once, binned.
+    reference_side = SamplePair(pair.reference, db.compose("monitoring_empty_sample.sql"), pair.params)
+    reference, _, edges = profile(conn, reference_side, levels=quantile_levels(spec.drift.bins))
+    if reference.non_null == 0:
         return None
     bins = interval_bins(conn, pair, edges)
+    if not bins.current.any():  # no non-null prediction in the current sample
+        return None
     return prediction_drift(
         edges,
         bins.reference,
