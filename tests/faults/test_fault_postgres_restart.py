@@ -5,6 +5,7 @@ holds the interval exactly once, as one clean run leaves it. Airflow's metadata 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,14 @@ def private_postgres(tmp_path: Path) -> Iterator[Any]:
         yield server
     finally:
         server.cleanup()
+        # After a restart the postmaster is not the one pgserver started: its cleanup left it running (seen as
+        # orphan servers after a CI run). Stop whatever still runs on this data folder.
+        if (Path(server.pgdata) / "postmaster.pid").exists():
+            from pgserver._commands import pg_ctl
+
+            with contextlib.suppress(Exception):
+                pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+        assert not (Path(server.pgdata) / "postmaster.pid").exists(), "the private server is still running"
 
 
 def restart(server: Any, mode: str) -> None:
