@@ -1,8 +1,8 @@
 """Imported once by the bench's fork server (scripts.benchkit.children): what the measured children import, so
 each fresh child forks with it loaded instead of importing it again (~10 s a child under ``spawn``).
 
-Like an Airflow worker (``nightly_ml.tasks.preload``, which it imports too), so a measured task forks with
-what a task forks with in production: Great Expectations, MLflow and scikit-learn included.
+What an Airflow worker imports (``nightly_ml.tasks.preload``: GX, MLflow, scikit-learn, pandas, Arrow), so a
+measured task forks with what a task forks with in production; plus what only the bench's children use.
 
 Only imports: nothing here connects, reads settings or starts a thread pool."""
 
@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy  # noqa: F401
-import pandas  # noqa: F401
 import psycopg2.extensions  # noqa: F401
-import pyarrow  # noqa: F401
 import pyarrow.parquet  # noqa: F401
-import sklearn  # noqa: F401
 
 import nightly_ml.etl.simulator  # noqa: F401
 import nightly_ml.modeling.evaluation  # noqa: F401
