@@ -231,6 +231,39 @@ def test_a_row_gone_from_the_rerun_batch_is_removed(file_specs: Path) -> None:
 
 # --- bad input: each ends in quarantine or a worded rejection, raw input kept ----------------
 
+
+def test_a_retired_column_stays_empty_and_the_new_partition_matches_its_parent(file_specs: Path) -> None:
+    """The merge builds the interval's partition with every column of the warehouse table, in its order and
+    type (CREATE TABLE AS): one the spec no longer has (kept, never dropped) is NULL in the new rows."""
+    start, end = day(4)
+    alter_column = 'ALTER TABLE warehouse."churn" {} COLUMN retired_feature{}'
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(alter_column.format("ADD", " text"))
+    try:
+        folder = drop_folder(start)
+        write_csv(good_rows(start), folder / "part-0.csv")
+        first = run_night("churn", start, end, "with-retired")
+        assert query(
+            'SELECT count(*), count(retired_feature), count(tenure_months) FROM warehouse."churn" '
+            "WHERE _interval_start = %s",
+            (start,),
+        ) == [(300, 0, 300)]
+        partition_columns = query(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (f'warehouse."churn__{start:%Y%m%dT%H%M%SZ}"',),
+        )
+        parent_columns = query(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "WHERE attrelid = 'warehouse.churn'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        )
+        assert partition_columns == parent_columns
+        assert run_night("churn", start, end, "again")["merge"]["checksum"] == first["merge"]["checksum"]
+    finally:
+        with db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(alter_column.format("DROP", ""))
+
+
 Corrupt = Callable[[pd.DataFrame, datetime], pd.DataFrame]
 
 

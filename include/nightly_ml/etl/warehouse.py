@@ -55,6 +55,32 @@ def _require_staged_rows(
         )
 
 
+def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str]]) -> sql.Composable:
+    """The select list of an interval's new partition (merge_interval.sql): every column of the warehouse
+    table, in its order and cast to its type. An input column takes the batch's typed value (the label the
+    one stored before when the batch has none), a column the spec no longer has stays NULL."""
+    label_value = sql.Identifier(value_column(spec.label.name))
+    inputs = set(spec.input_columns)
+    meta = {
+        "_interval_start": sql.SQL("%(start)s"),
+        "_interval_end": sql.SQL("%(end)s"),
+        "_label_interval_start": sql.SQL("CASE WHEN v.{} IS NULL THEN k._label_start END").format(label_value),
+        "_row_hash": sql.SQL("v._row_hash"),
+    }
+
+    def value(name: str) -> sql.Composable:
+        if name == spec.label.name:
+            return sql.SQL("COALESCE(v.{}, k._label)").format(label_value)
+        if name in inputs:
+            return sql.SQL("v.{}").format(sql.Identifier(value_column(name)))
+        return meta.get(name, sql.SQL("NULL"))
+
+    return sql.SQL(", ").join(
+        sql.SQL("CAST({} AS {}) AS {}").format(value(name), sql.SQL(pg_type), sql.Identifier(name))
+        for name, pg_type in parent_columns
+    )
+
+
 def merge_interval(
     conn: psycopg2.extensions.connection,
     spec: DatasetSpec,
@@ -70,16 +96,10 @@ def merge_interval(
     empties them; merging then would silently replace the interval with nothing."""
     _require_staged_rows(conn, spec, stage, start)
     partitions.lock_writer(conn, spec.warehouse_table)
-    columns = spec.input_columns
-    label_value = sql.Identifier(value_column(spec.label.name))
-    values = sql.SQL(", ").join(
-        sql.SQL("COALESCE(v.{}, k._label)").format(label_value)
-        if c == spec.label.name
-        else sql.SQL("v.{}").format(sql.Identifier(value_column(c)))
-        for c in columns
-    )
-    hash_values = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in columns)
     names = partitions.warehouse_partition(spec, start)
+    with conn.cursor() as cur:
+        cur.execute(db.load_sql("warehouse_columns.sql"), {"table": db.warehouse_table(spec).as_string(cur)})
+        parent_columns = cur.fetchall()
     statement = db.compose(
         "merge_interval.sql",
         warehouse=db.warehouse_table(spec),
@@ -88,11 +108,16 @@ def merge_interval(
         key=spec.key.name,
         key_value=value_column(spec.key.name),
         label=spec.label.name,
-        label_value=label_value,
         event_time=spec.event_time,
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        values=values,
-        hash_values=hash_values,
+        columns=partition_columns(spec, [(name, pg_type) for name, pg_type, _ in parent_columns]),
+        hash_values=sql.SQL(", ").join(
+            sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in spec.input_columns
+        ),
+        not_null=sql.SQL(", ").join(
+            sql.SQL("ALTER COLUMN {} SET NOT NULL").format(sql.Identifier(name))
+            for name, _, not_null in parent_columns
+            if not_null
+        ),
     )
     with conn.cursor() as cur:
         # The partition's indexes are sorted in memory (a million keys need more than the default 64MB).
