@@ -132,10 +132,9 @@ def _predictions_csv(spec: DatasetSpec, table: pa.Table, scores: np.ndarray, nam
     columns = [table.column(_KEY), table.column(_EVENT_TIME), table.column(_INTERVAL), pa.array(scores, pa.float64())]
     if spec.task == "classification":
         columns.append(pa.array((scores >= evaluation.DECISION_THRESHOLD).astype("int64")))
-    columns += [
-        pa.array(np.full(n, name, dtype=object), pa.string()),
-        pa.array(np.full(n, version, dtype=object), pa.string()),
-    ]
+    # pa.repeat fills the constant columns in C++: an object array of n Python strings cost 0.35 s per 1M rows
+    # and column.
+    columns += [pa.repeat(pa.scalar(name, pa.string()), n), pa.repeat(pa.scalar(version, pa.string()), n)]
     sink = io.BytesIO()
     names = [str(i) for i in range(len(columns))]
     options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
