@@ -160,6 +160,7 @@ def _child_monitor(job: dict[str, Any]) -> dict[str, Any]:
     statistics.chi_square({"a": 5, "b": 5}, {"a": 4, "b": 6})
     statistics.ks_pvalue(0.1, 100, 100)
     conn = db.connect(job["url"])
+    side = db.connect(job["url"])  # as run_monitoring: the predictions' part reads beside the feature counts
     try:
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
         probe = MemoryProbe()
@@ -174,10 +175,12 @@ def _child_monitor(job: dict[str, Any]) -> dict[str, Any]:
                 run_id="bench",
                 champion_version=MODEL_VERSION,
                 prediction_interval_start=job["start"],
+                side=side,
             )
         seconds = time.perf_counter() - started
         memory = probe.stop()
     finally:
+        side.close()
         conn.close()
     return {
         "rows": result.rows,

@@ -464,3 +464,58 @@ def test_prediction_drift_of_an_interval_without_predictions_is_none(
         )
         is None
     )
+
+
+def test_the_predictions_part_on_a_second_connection_reads_the_pass_snapshot(
+    loaded: Loaded, conn: psycopg2.extensions.connection
+) -> None:
+    """With ``side``, prediction drift and the labelled pairs are read on a second connection, in a thread, in
+    the pass's snapshot: the result equals the one-connection pass, and predictions another transaction commits
+    after the pass began stay unseen."""
+    spec, windows = loaded.spec, _windows(SHIFTED)
+    arguments: dict[str, object] = {
+        "champion_holdout_metrics": {"roc_auc": loaded.holdout_auc},
+        "run_id": "side-test",
+        "champion_version": VERSION,
+        "prediction_interval_start": SHIFTED,
+    }
+    conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+    alone = checks.compute_monitoring(conn, spec, windows, **arguments)  # type: ignore[arg-type]
+    conn.rollback()
+    late = pd.DataFrame(
+        {
+            spec.key.name: [f"late-{i}" for i in range(500)],
+            spec.event_time: SHIFTED + timedelta(hours=1),
+            "_interval_start": SHIFTED,
+            "prediction": 0.999,
+            "predicted_label": 1,
+            "model_name": spec.registered_model_name,
+            "model_version": VERSION,
+        }
+    )
+    side = db.connect(loaded.url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")  # the pass's snapshot is taken here, before the late predictions
+        with db.transaction(loaded.url) as other:
+            _copy(other, db.predictions_table(spec), late)
+        beside = checks.compute_monitoring(conn, spec, windows, side=side, **arguments)  # type: ignore[arg-type]
+        conn.rollback()
+        seen_now = checks.compute_monitoring(conn, spec, windows, side=side, **arguments)  # type: ignore[arg-type]
+    finally:
+        conn.rollback()
+        side.close()
+        with db.transaction(loaded.url) as other, other.cursor() as cur:
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE {} LIKE 'late-%%'").format(
+                    db.predictions_table(spec), sql.Identifier(spec.key.name)
+                )
+            )
+    assert alone.verdict.prediction is not None and beside.verdict.prediction is not None
+    assert beside.verdict.prediction == alone.verdict.prediction
+    assert (beside.labelled_rows, beside.drifted_features) == (alone.labelled_rows, alone.drifted_features)
+    assert beside.live_metrics == pytest.approx(alone.live_metrics)
+    assert [f.psi for f in beside.verdict.features] == pytest.approx([f.psi for f in alone.verdict.features])
+    # a pass that starts after the commit sees the late predictions (the check above could not pass by accident)
+    assert seen_now.verdict.prediction is not None
+    assert seen_now.verdict.prediction != alone.verdict.prediction

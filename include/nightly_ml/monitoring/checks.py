@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import numpy as np
 import psycopg2.extensions
 
 from nightly_ml import db, storage
@@ -40,7 +42,7 @@ from nightly_ml.monitoring.aggregates import (
     pooled_windows,
     window_rows,
 )
-from nightly_ml.monitoring.drift import decide, live_metrics, performance_check
+from nightly_ml.monitoring.drift import PredictionDrift, decide, live_metrics, performance_check
 from nightly_ml.monitoring.plan import calibration_plan
 from nightly_ml.monitoring.profiles import ReferenceProfile, feature_drifts, reference_for, store_reference
 from nightly_ml.monitoring.results import MonitoringResult, load_history, write_result
@@ -64,11 +66,15 @@ def compute_monitoring(
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     max_labelled_rows: int = DEFAULT_MAX_LABELLED_ROWS,
     reference: ReferenceProfile | None = None,
+    side: psycopg2.extensions.connection | None = None,
 ) -> MonitoringResult:
     """Every statistic of one pass and the verdict, read on ``conn``; nothing is written.
 
     ``reference``: the champion's reference profile (:func:`profiles.reference_for`); by default read
     from the cache or computed by this pass (and then not stored: :func:`run_monitoring` stores it).
+    ``side``: a second, idle connection to the same database. When given, the prediction drift and the
+    labelled pairs are read on it, in a thread and in ``conn``'s snapshot, while ``conn`` counts the
+    features; ``conn`` must then be in a REPEATABLE READ transaction (or start one).
     """
     reference_rows, current_rows = window_rows(conn, spec, windows)
     if reference_rows == 0:
@@ -88,24 +94,41 @@ def compute_monitoring(
     pooled = pooled_windows(conn, spec, windows)
     if reference is None or reference.reference_rows != reference_rows:
         reference = reference_for(conn, spec, windows, champion_version, reference_rows)
-    features = feature_drifts(conn, spec, pooled, reference, plan)
-    prediction = measure_prediction_drift(
-        conn,
-        spec,
-        windows.current_start,
-        champion_version=champion_version,
-        reference_intervals=prediction_reference_intervals,
-        prediction_interval_start=prediction_interval_start,
-        plan=plan,
-    )
-    labels, predictions = labelled_pairs(
-        conn,
-        spec,
-        windows.current_end - timedelta(days=lookback_days),
-        windows.current_end,
-        champion_version=champion_version,
-        max_rows=max_labelled_rows,
-    )
+
+    def read_predictions(
+        on: psycopg2.extensions.connection,
+    ) -> tuple[PredictionDrift | None, np.ndarray, np.ndarray]:
+        prediction = measure_prediction_drift(
+            on,
+            spec,
+            windows.current_start,
+            champion_version=champion_version,
+            reference_intervals=prediction_reference_intervals,
+            prediction_interval_start=prediction_interval_start,
+            plan=plan,
+        )
+        labels, predictions = labelled_pairs(
+            on,
+            spec,
+            windows.current_end - timedelta(days=lookback_days),
+            windows.current_end,
+            champion_version=champion_version,
+            max_rows=max_labelled_rows,
+        )
+        return prediction, labels, predictions
+
+    if side is None:
+        features = feature_drifts(conn, spec, pooled, reference, plan)
+        prediction, labels, predictions = read_predictions(conn)
+    else:
+        # The predictions' part reads on the second connection, in this pass's snapshot, while this one
+        # counts the features: each holds a server process busy, so the pass uses both cores.
+        share_snapshot(conn, side)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitoring") as pool:
+            side_part = pool.submit(read_predictions, side)
+            features = feature_drifts(conn, spec, pooled, reference, plan)
+            prediction, labels, predictions = side_part.result()
+        side.rollback()
     metrics = live_metrics(spec.task, labels, predictions)
     performance = performance_check(
         spec.promotion.primary_metric, metrics, champion_holdout_metrics, len(labels), spec.drift
@@ -127,6 +150,18 @@ def compute_monitoring(
         false_alarm_rate=spec.drift.false_alarm_rate,
         pool_start=pooled.pool_start,
     )
+
+
+def share_snapshot(conn: psycopg2.extensions.connection, side: psycopg2.extensions.connection) -> None:
+    """Open a read-only transaction on ``side`` that sees exactly what ``conn``'s transaction sees."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_export_snapshot()")
+        (snapshot,) = cur.fetchone()
+    side.rollback()
+    side.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+    with side.cursor() as cur:
+        cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+        cur.execute(db.load_sql("monitoring_work_mem.sql"))
 
 
 def run_monitoring(
@@ -157,6 +192,7 @@ def run_monitoring(
 
     windows = Windows(reference_start, reference_end, interval_start, interval_end)
     conn = db.connect(url)
+    side = db.connect(url)
     try:
         # One snapshot for every aggregate, so a concurrent merge cannot split the pass.
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
@@ -175,8 +211,10 @@ def run_monitoring(
                 lookback_days=lookback_days,
                 max_labelled_rows=max_labelled_rows,
                 reference=reference,
+                side=side,
             )
     finally:
+        side.close()
         conn.close()
     # The reference side is computed once per champion version: later nights read it from the cache.
     if reference is not None:
