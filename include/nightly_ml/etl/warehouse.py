@@ -55,9 +55,10 @@ def _require_staged_rows(
         )
 
 
-def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str]]) -> sql.Composable:
+def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str, bool]]) -> sql.Composable:
     """The select list of an interval's new partition (merge_interval.sql): every column of the warehouse
-    table, in its order and cast to its type. An input column takes the batch's typed value (the label the
+    table, in its order and cast to its type (``parent_columns``: name, type, NOT NULL, as warehouse_columns.sql
+    reads them). An input column takes the batch's typed value (the label the
     one stored before when the batch has none), a column the spec no longer has stays NULL."""
     label_value = sql.Identifier(value_column(spec.label.name))
     inputs = set(spec.input_columns)
@@ -77,7 +78,7 @@ def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str]]) 
 
     return sql.SQL(", ").join(
         sql.SQL("CAST({} AS {}) AS {}").format(value(name), sql.SQL(pg_type), sql.Identifier(name))
-        for name, pg_type in parent_columns
+        for name, pg_type, _ in parent_columns
     )
 
 
@@ -109,7 +110,7 @@ def merge_interval(
         key_value=value_column(spec.key.name),
         label=spec.label.name,
         event_time=spec.event_time,
-        columns=partition_columns(spec, [(name, pg_type) for name, pg_type, _ in parent_columns]),
+        columns=partition_columns(spec, parent_columns),
         hash_values=sql.SQL(", ").join(
             sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in spec.input_columns
         ),
