@@ -21,6 +21,8 @@ export DO_NOT_TRACK := 1
 # The LocalExecutor's workers fork from a server that imported the tasks' libraries once (tasks/preload.py).
 export AIRFLOW__SCHEDULER__MP_START_METHOD := forkserver
 export AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD := nightly_ml.tasks.preload
+# Every queued Asset event reaches a run (Airflow 3.3 loses the newest one: include/nightly_ml/tasks/asset_manager.py).
+export AIRFLOW__CORE__ASSET_MANAGER_CLASS := nightly_ml.tasks.asset_manager.NewestEventAssetManager
 
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000

@@ -31,6 +31,7 @@ os.environ["AIRFLOW_HOME"] = os.environ.get("TEST_AIRFLOW_HOME") or tempfile.mkd
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__ASSET_MANAGER_CLASS"] = "nightly_ml.tasks.asset_manager.NewestEventAssetManager"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"

@@ -702,3 +702,23 @@ def test_workers_preload_the_tasks_libraries_everywhere() -> None:
 
     assert "nightly_ml.tasks.preload" in CELERY_CONFIG["imports"]
     assert CELERY_CONFIG["broker_url"], "Airflow's defaults are kept"
+
+
+def test_every_deployment_queues_asset_events_with_the_newest_event_manager() -> None:
+    """Airflow 3.3 on PostgreSQL loses the newest queued Asset event (tests/integration/test_asset_queue.py):
+    the Makefile, `make up`, compose, the native topology and the Helm values all name the manager that does
+    not, and it is an Airflow asset manager."""
+    import yaml
+    from airflow.assets.manager import AssetManager, resolve_asset_manager
+
+    from nightly_ml.devtools import topology
+    from nightly_ml.devtools.localstack import DEFAULT_ENV
+    from nightly_ml.tasks.asset_manager import NewestEventAssetManager
+
+    option, wanted = "AIRFLOW__CORE__ASSET_MANAGER_CLASS", "nightly_ml.tasks.asset_manager.NewestEventAssetManager"
+    helm = yaml.safe_load((ROOT / "deploy" / "helm" / "values.yaml").read_text())
+    helm_env = {entry["name"]: entry["value"] for entry in helm["env"]}
+    assert makefile_exports()[option].strip() == wanted
+    assert DEFAULT_ENV[option] == COMMON_ENV[option] == topology.CELERY_SETTINGS[option] == helm_env[option] == wanted
+    assert issubclass(NewestEventAssetManager, AssetManager)
+    assert type(resolve_asset_manager()) is NewestEventAssetManager  # the tests' own Airflow (tests/conftest.py)

@@ -67,6 +67,8 @@ DEFAULT_ENV = {
     # the LocalExecutor's workers fork from a server that imported the tasks' libraries once (tasks/preload.py)
     "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
     "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "nightly_ml.tasks.preload",
+    # every queued Asset event reaches a run (Airflow 3.3 loses the newest one: tasks/asset_manager.py)
+    "AIRFLOW__CORE__ASSET_MANAGER_CLASS": "nightly_ml.tasks.asset_manager.NewestEventAssetManager",
 }
 DEFAULT_HOST = "127.0.0.1"
 EMBEDDED_WAREHOUSE = "<embedded PostgreSQL, started at run time>"

@@ -35,6 +35,8 @@ CELERY_SETTINGS: Mapping[str, str] = {
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "true",
     # each worker imports the tasks' libraries once, before its pool forks (nightly_ml/tasks/preload.py)
     "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "nightly_ml.tasks.celery_config.CELERY_CONFIG",
+    # every queued Asset event reaches a run (Airflow 3.3 loses the newest one: tasks/asset_manager.py)
+    "AIRFLOW__CORE__ASSET_MANAGER_CLASS": "nightly_ml.tasks.asset_manager.NewestEventAssetManager",
 }
 
 
