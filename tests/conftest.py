@@ -65,7 +65,7 @@ def pg_admin_url(session_dir: Path) -> Iterator[str]:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     server = embedded._server(session_dir / "pgdata")
     yield server.get_uri()
-    server.cleanup()
+    embedded.stop(session_dir)  # the handle's own cleanup leaves a server started to outlive its process
 
 
 @pytest.fixture(scope="session")

@@ -170,3 +170,50 @@ def test_the_roles_migration_runs_again_and_under_a_non_superuser_owner(pg_admin
     finally:
         admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin_execute(pg_admin_url, f'DROP ROLE IF EXISTS "{owner}"')
+
+
+def test_compose_bootstrap_gives_the_workers_a_writer_login_and_the_owner_the_migrations(
+    tmp_path: Path,
+) -> None:
+    """docker/postgres-init.sh, run as the postgres image runs it, on a private server of its own (its roles
+    are cluster-wide): then airflow-init's migrations as the `warehouse` owner, and the workers' login
+    `nightly_ml_worker` (docker-compose.yml's WAREHOUSE_URL) working as the writer group and no more."""
+    import logging
+    import subprocess
+
+    from nightly_ml.devtools import embedded
+
+    # pgserver logs from an atexit hook, after pytest has closed its capture streams.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    server = embedded._server(tmp_path / "pgdata")
+    try:
+        admin = server.get_uri()
+        socket_dir = admin.split("host=", 1)[1].split("&", 1)[0]
+        import pgserver
+
+        # the image runs the script with its own psql: here pgserver's, beside the server it starts
+        bindir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        passwords = {name: uuid.uuid4().hex for name in ("AIRFLOW", "WAREHOUSE", "MLFLOW", "WAREHOUSE_WORKER")}
+        env = {
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+            "PGHOST": socket_dir,
+            "POSTGRES_USER": "postgres",
+            **{f"{name}_DB_PASSWORD": password for name, password in passwords.items() if name != "WAREHOUSE_WORKER"},
+            "WAREHOUSE_WORKER_PASSWORD": passwords["WAREHOUSE_WORKER"],
+        }
+        script = Path(__file__).resolve().parents[2] / "docker" / "postgres-init.sh"
+        done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        warehouse = embedded.socket_url(admin, "warehouse")
+        owner = login_url(warehouse, "warehouse", passwords["WAREHOUSE"])
+        worker = login_url(warehouse, "nightly_ml_worker", passwords["WAREHOUSE_WORKER"])
+        assert "0010_roles.sql" in db.migrate(owner)
+        assert run(worker, "SELECT current_user, session_user") == [(WRITER, "nightly_ml_worker")]
+        assert run(worker, "SELECT has_table_privilege('ops.load_audit', 'INSERT')") == [(True,)]
+        run(worker, "CREATE TABLE warehouse.worker_made (x int)")
+        assert run(owner, "SELECT tableowner FROM pg_tables WHERE tablename = 'worker_made'") == [(WRITER,)]
+        denied(worker, "DROP SCHEMA ops CASCADE")
+        denied(worker, "ALTER TABLE ops.load_audit ADD COLUMN intruder int")
+        denied(worker, "CREATE ROLE intruder LOGIN")
+    finally:
+        embedded.stop(tmp_path)

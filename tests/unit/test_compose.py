@@ -138,6 +138,8 @@ def test_airflow_services_share_the_common_settings() -> None:
         service = SERVICES[name]
         environment = env_of(service)
         for key, value in COMMON_ENV.items():
+            if (name, key) == ("airflow-init", "WAREHOUSE_URL"):
+                continue  # the migrations run as the database owner (the next test)
             assert environment.get(key) == str(value), f"{name}: {key} differs from x-airflow-common"
         assert service.get("build") == COMMON["build"] and service.get("image") == COMMON["image"], name
         assert service.get("user") == COMMON["user"], name
@@ -341,10 +343,31 @@ def test_no_literal_secrets() -> None:
                 assert REQUIRED_REFERENCE.match(credentials.group(1)), f"{where}: {key} has a literal password"
 
 
-def test_database_roles_and_passwords_match_the_init_script() -> None:
+def init_script_logins() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """What docker/postgres-init.sh creates: each login's password variable, each database's owner, and the
+    group role of each login made a member of one."""
     script = POSTGRES_INIT.read_text()
     role_password = dict(re.findall(r'^create_role (\w+) "\$(\w+)"', script, re.MULTILINE))
     databases = dict(re.findall(r"^create_database (\w+) (\w+)", script, re.MULTILINE))
+    members = re.findall(r'^create_login_in_group (\w+) "\$(\w+)" (\w+)', script, re.MULTILINE)
+    role_password.update((login, variable) for login, variable, _ in members)
+    return role_password, databases, {login: group for login, _, group in members}
+
+
+def test_the_workers_log_in_to_the_warehouse_as_a_writer_and_only_the_migrations_as_its_owner() -> None:
+    """Least privilege (docs/SECURITY.md): every Airflow service but airflow-init reaches the warehouse as
+    nightly_ml_worker, a login in the nightly_ml_writer group; airflow-init runs the migrations as the owner."""
+    _, databases, groups = init_script_logins()
+    assert groups == {"nightly_ml_worker": "nightly_ml_writer"}
+    for name in AIRFLOW_SERVICES:
+        login = urlsplit(placeholder(env_of(SERVICES[name])["WAREHOUSE_URL"])).username
+        wanted = databases["warehouse"] if name == "airflow-init" else "nightly_ml_worker"
+        assert login == wanted, f"{name} reaches the warehouse as {login}"
+    assert env_example()["WAREHOUSE_WORKER_PASSWORD"] == "", "a secret: empty in the example"
+
+
+def test_database_roles_and_passwords_match_the_init_script() -> None:
+    role_password, databases, groups = init_script_logins()
     postgres_env = env_of(SERVICES["postgres"])
     for variable in role_password.values():
         assert REQUIRED_REFERENCE.match(postgres_env.get(variable, "")), f"postgres service lacks {variable}"
@@ -358,7 +381,10 @@ def test_database_roles_and_passwords_match_the_init_script() -> None:
                 continue
             role, variable, database = match.groups()
             assert role_password.get(role) == variable, f"{where}: {key} logs in as {role} with ${variable}"
-            assert databases.get(database) == role, f"{where}: {key} uses database {database} not owned by {role}"
+            owner = databases.get(database)
+            assert role in (owner, *(login for login in groups if database == "warehouse")), (
+                f"{where}: {key} uses database {database}, neither owned by {role} nor its writer login"
+            )
             checked += 1
     assert checked >= 5, "expected the Airflow, Celery, warehouse and two MLflow URLs"
 
