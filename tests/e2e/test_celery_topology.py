@@ -128,7 +128,7 @@ def topology(
 
     from nightly_ml import db
     from nightly_ml.devtools import topology as layout
-    from nightly_ml.devtools.scratch import admin_execute, database_url, free_port
+    from nightly_ml.devtools.scratch import admin_execute, database_url, free_port, login_url
 
     if importlib_missing("airflow.providers.celery"):
         _missing("apache-airflow-providers-celery is not installed: `make venv` installs requirements.txt")
@@ -155,8 +155,15 @@ def topology(
     warehouse_url = database_url(pg_admin_url, databases["warehouse"])
     metadata_url = database_url(pg_admin_url, databases["airflow"])
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    # as in docker-compose.yml: the migrations as the owner, the Airflow services as a writer login
+    worker_login, worker_password = f"nmt_celery_worker_{suffix}", secrets.token_hex(16)
     try:
         db.migrate(warehouse_url)
+        with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+            cur.execute(
+                db.compose("roles_login_user.sql", login=worker_login, group="nightly_ml_writer"),
+                {"password": worker_password},
+            )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {
@@ -198,7 +205,7 @@ def topology(
                 "GX_ANALYTICS_ENABLED": "false",
                 "MLFLOW_ENABLE_TELEMETRY": "false",
                 "DO_NOT_TRACK": "1",
-                "WAREHOUSE_URL": warehouse_url,
+                "WAREHOUSE_URL": login_url(warehouse_url, worker_login, worker_password),
                 "MLFLOW_TRACKING_URI": mlflow_server,
                 "NIGHTLY_ML_SPEC_DIR": str(spec_dir),
                 "NIGHTLY_ML_STORAGE_URL": f"s3://{bucket}/nightly",
@@ -277,6 +284,7 @@ def topology(
             stack_tools._stop_group(processes.popitem()[1])
         for name in databases.values():
             admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_execute(pg_admin_url, f'DROP ROLE IF EXISTS "{worker_login}"')
         _flush_redis(redis_db)
 
 
@@ -370,3 +378,22 @@ def test_the_workers_keep_nothing_on_their_disks(topology: Topology) -> None:
     for name, folder in topology.worker_dirs.items():
         left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         assert left == [], f"{name} left {left}"
+
+
+def test_the_workers_ran_the_night_as_the_writer_group_not_the_owner(topology: Topology) -> None:
+    """As in docker-compose.yml, the Celery workers log in as a login in nightly_ml_writer: the dataset's
+    tables they created (rows, predictions, their partitions) belong to the group, and the chain succeeded
+    (test_the_chain_succeeds_through_the_rest_api) with no more rights than that."""
+    import psycopg2
+
+    from nightly_ml.db import libpq_url
+
+    with psycopg2.connect(libpq_url(topology.stack.warehouse_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class AS c JOIN pg_namespace AS n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = 'warehouse' AND c.relname LIKE 'demand%%' "
+            "AND c.relkind IN ('r', 'p')"
+        )
+        owners = {owner for (owner,) in cur.fetchall()}
+    conn.close()
+    assert owners == {"nightly_ml_writer"}

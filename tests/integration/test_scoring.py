@@ -170,3 +170,66 @@ def test_scoring_rejects_bad_arguments(kit: Any, warehouse_url: str) -> None:
         scoring.write_predictions(spec, None, "1", SCORE_START, SCORE_END, url=warehouse_url, chunk_rows=0)
     with pytest.raises(ValueError, match="empty interval"):
         scoring.write_predictions(spec, None, "1", SCORE_END, SCORE_START, url=warehouse_url)
+
+
+class _ConstantModel:
+    """Predicts 0.25 for every row; with ``fail_after`` chunks it raises instead, mid-stream."""
+
+    classes_ = (0, 1)
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.fail_after, self.calls = fail_after, 0
+
+    def _scores(self, features: pd.DataFrame) -> np.ndarray:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("the model broke mid-stream")
+        return np.full(len(features), 0.25)
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        return self._scores(features)
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        positive = self._scores(features)
+        return np.column_stack([1 - positive, positive])
+
+
+def incoming_tables(spec: DatasetSpec, url: str) -> list[str]:
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
+            (partitions.SCHEMA, f"{db.predictions_table_name(spec)}\\_\\_incoming%"),
+        )
+        return [name for (name,) in cur.fetchall()]
+
+
+@pytest.mark.parametrize("dataset", ["churn", "demand"])
+def test_a_run_that_fails_mid_stream_keeps_the_old_predictions_and_leaves_no_table(
+    dataset: str, kit: Any, warehouse_url: str
+) -> None:
+    """The predictions stream into a table committed on its own connection: a failure drops it, and the
+    interval keeps the predictions of the run before, types and values exactly as written."""
+    spec = kit.make_spec(dataset, f"{dataset}_midstream")
+    db.ensure_dataset_tables(spec, warehouse_url)
+    batch = kit.labelled_batch(spec, SCORE_START, SCORE_END, SCORE_ROWS)
+    kit.load_warehouse(spec, unlabelled(spec, batch), SCORE_START, SCORE_END, warehouse_url)
+    rows = scoring.write_predictions(
+        spec, _ConstantModel(), "7", SCORE_START, SCORE_END, url=warehouse_url, chunk_rows=CHUNK_ROWS
+    )
+    assert rows == SCORE_ROWS
+    before = predictions(spec, warehouse_url)
+    np.testing.assert_array_equal(before["prediction"].to_numpy(), np.full(SCORE_ROWS, 0.25))  # exact: binary
+    assert set(before["model_version"]) == {"7"}
+    source = warehouse_rows(spec, warehouse_url, SCORE_START)
+    assert before[spec.key.name].tolist() == source[spec.key.name].tolist()
+    if spec.task == "classification":
+        assert (before["predicted_label"] == 0).all()
+    else:
+        assert before["predicted_label"].isna().all()
+
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        scoring.write_predictions(
+            spec, _ConstantModel(fail_after=1), "8", SCORE_START, SCORE_END, url=warehouse_url, chunk_rows=CHUNK_ROWS
+        )
+    pd.testing.assert_frame_equal(predictions(spec, warehouse_url), before)
+    assert incoming_tables(spec, warehouse_url) == []

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.errors
@@ -22,7 +21,7 @@ import yaml
 from psycopg2 import sql
 
 from nightly_ml import db
-from nightly_ml.devtools.scratch import admin_execute, database_url, environment_set, specs_from
+from nightly_ml.devtools.scratch import admin_execute, database_url, environment_set, login_url, specs_from
 from nightly_ml.tasks import ingest
 
 pytestmark = pytest.mark.integration
@@ -32,13 +31,6 @@ SUFFIX = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
 DATASET = f"roles_{uuid.uuid4().hex[:6]}"
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 WRITER, READER = "nightly_ml_writer", "nightly_ml_reader"
-
-
-def login_url(url: str, user: str, password: str) -> str:
-    """``url`` logging in as ``user`` with ``password`` (TCP and Unix-socket URLs alike)."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
 
 
 def create_login(admin_conn: psycopg2.extensions.connection, login: str, group: str, password: str) -> None:

@@ -30,6 +30,15 @@ def database_url(admin_url: str, database: str) -> str:
     return f"{base}/{database}" + (f"?{tail}" if tail else "")
 
 
+def login_url(url: str, user: str, password: str) -> str:
+    """``url`` logging in as ``user`` with ``password`` (TCP and Unix-socket URLs alike)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
+
+
 def admin_execute(admin_url: str, statement: str) -> None:
     """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
     conn = psycopg2.connect(admin_url)

@@ -1,24 +1,31 @@
 """Batch scoring: stream an interval's warehouse rows through the champion and COPY predictions back.
 
-The interval leaves PostgreSQL as one ``COPY (SELECT ...) TO STDOUT`` in CSV, which Arrow's
-streaming CSV reader parses (in C++, typed: float64 features, text categories) into record
-batches; ``chunk_rows`` rows at a time become the model's input frame, and each chunk's
-predictions go back through one ``COPY ... FROM STDIN`` into the predictions table, written by
-Arrow's CSV writer. Only one chunk is in memory at a time, so memory stays flat however large
-the interval is, and no row is ever a Python tuple.
+Both ways the rows travel as Arrow batches over PostgreSQL's binary COPY, decoded and encoded in C++ by
+the ADBC PostgreSQL driver (``adbc-driver-postgresql``): the interval leaves as a stream of typed record
+batches (float64/int64 features, text categories, the key, event time and interval start in their own
+types), ``chunk_rows`` rows at a time become the model's input frame, and the predictions go back as one
+binary COPY into the table that becomes the interval's partition. No value is ever formatted or parsed
+as text, no row is ever a Python tuple, and only one chunk is in memory at a time, so memory stays flat
+however large the interval is. (Until session 7 both ways were CSV: Arrow's CSV reader and writer and
+the server's CSV parser cost 2-2.5 s of CPU per 1M rows.)
 
-The writing connection holds one transaction that first deletes the interval's earlier
-predictions: a re-run replaces them, and a failed run leaves the old ones in place. The reading
-connection imports the writer's snapshot, so both see the same warehouse. The same transaction
-records which version scored which load of the interval (``ops.scoring_runs``), so
+The writing connection (psycopg) holds one transaction, under the predictions table's writer lock: it
+exports its snapshot, which the reading connection imports, so both see the same warehouse. The
+predictions stream into a fresh table on a third connection that commits it on its own (a table the
+writing transaction made would be invisible to it); the writing transaction then deletes the interval's
+earlier predictions and makes that table the interval's partition, so a re-run replaces them and a
+failed run leaves the old ones in place (and the half-filled table, dropped by the next run or at once).
+The same transaction records which version scored which load of the interval (``ops.scoring_runs``), so
 :func:`score_version` leaves an interval alone that the wanted version already scored.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import queue
+import threading
 from collections.abc import Iterator
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +34,6 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from nightly_ml import db, partitions
@@ -40,11 +46,6 @@ from nightly_ml.spec import DatasetSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 50_000
-# Arrow parses the CSV stream in blocks of this many bytes (~10k rows of a 10-feature table); bigger blocks
-# (4 MiB) raised the task's peak by ~60 MiB for no measurable speed.
-READ_BLOCK_BYTES = 1 << 20
-# Leading columns of every copied row, before the features: key, event time, interval start.
-_KEY, _EVENT_TIME, _INTERVAL = "_key", "_event_time", "_interval_start"
 
 
 @dataclass(frozen=True)
@@ -61,36 +62,6 @@ class ScoreResult:
 
 
 # --------------------------------------------------------------------------- the stream
-
-
-class _CopyReader(io.RawIOBase):
-    """A read-only file over a ``COPY ... TO STDOUT`` (one row per message) for Arrow's CSV reader."""
-
-    def __init__(self, copy: psycopg.Copy) -> None:
-        self._rows = iter(copy)
-        self._buffer = bytearray()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        wanted = len(target)
-        while len(self._buffer) < wanted:
-            row = next(self._rows, None)
-            if row is None:
-                break
-            self._buffer += row
-        n = min(wanted, len(self._buffer))
-        target[:n] = self._buffer[:n]
-        del self._buffer[:n]
-        return n
-
-
-def _column_types(spec: DatasetSpec) -> dict[str, pa.DataType]:
-    types: dict[str, pa.DataType] = {_KEY: pa.string(), _EVENT_TIME: pa.string(), _INTERVAL: pa.string()}
-    for column in spec.features:
-        types[column.name] = pa.float64() if column.is_numeric else pa.string()
-    return types
 
 
 def _chunks(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.Table]:
@@ -117,7 +88,7 @@ def feature_frame(spec: DatasetSpec, table: pa.Table) -> pd.DataFrame:
     for column in spec.features:
         values = table.column(column.name)
         if column.is_numeric:
-            out[column.name] = values.to_numpy().astype("float64", copy=False)
+            out[column.name] = values.cast(pa.float64()).to_numpy()
         else:
             objects = values.to_numpy(zero_copy_only=False).astype(object)
             if values.null_count:
@@ -126,25 +97,43 @@ def feature_frame(spec: DatasetSpec, table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _predictions_csv(spec: DatasetSpec, table: pa.Table, scores: np.ndarray, name: str, version: str) -> bytes:
-    """One chunk's rows for the predictions table's COPY, in :func:`_copy_columns` order."""
+def _predictions_schema(spec: DatasetSpec, source: pa.Schema) -> pa.Schema:
+    """The predictions table's columns (dataset_tables.sql) as Arrow types: binary COPY converts nothing, so
+    each is the column's own (the key, event time and interval start keep the warehouse's)."""
+    return pa.schema(
+        [
+            source.field(spec.key.name).remove_metadata(),
+            source.field(spec.event_time).remove_metadata(),
+            source.field("_interval_start").remove_metadata(),
+            pa.field("prediction", pa.float64()),
+            pa.field("predicted_label", pa.int64()),
+            pa.field("model_name", pa.string()),
+            pa.field("model_version", pa.string()),
+        ]
+    )
+
+
+def _predictions_table(
+    spec: DatasetSpec, table: pa.Table, scores: np.ndarray, name: str, version: str, schema: pa.Schema
+) -> pa.Table:
+    """One chunk's rows of the predictions table."""
     n = table.num_rows
-    columns = [table.column(_KEY), table.column(_EVENT_TIME), table.column(_INTERVAL), pa.array(scores, pa.float64())]
-    if spec.task == "classification":
-        columns.append(pa.array((scores >= evaluation.DECISION_THRESHOLD).astype("int64")))
-    # pa.repeat fills the constant columns in C++: an object array of n Python strings cost 0.35 s per 1M rows
-    # and column.
-    columns += [pa.repeat(pa.scalar(name, pa.string()), n), pa.repeat(pa.scalar(version, pa.string()), n)]
-    sink = io.BytesIO()
-    names = [str(i) for i in range(len(columns))]
-    options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
-    pa_csv.write_csv(pa.Table.from_arrays(columns, names=names), sink, options)
-    return sink.getvalue()
-
-
-def _copy_columns(spec: DatasetSpec) -> list[str]:
-    scored = ["prediction", "predicted_label"] if spec.task == "classification" else ["prediction"]
-    return [spec.key.name, spec.event_time, "_interval_start", *scored, "model_name", "model_version"]
+    predicted = (
+        pa.array((scores >= evaluation.DECISION_THRESHOLD).astype("int64"))
+        if spec.task == "classification"
+        else pa.nulls(n, pa.int64())
+    )
+    columns = [
+        table.column(spec.key.name),
+        table.column(spec.event_time),
+        table.column("_interval_start"),
+        pa.array(scores, pa.float64()),
+        predicted,
+        # pa.repeat fills the constant columns in C++ (an object array of n Python strings: 0.35 s per 1M rows)
+        pa.repeat(pa.scalar(name, pa.string()), n),
+        pa.repeat(pa.scalar(version, pa.string()), n),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _identifier(qualified: Any) -> sql.Identifier:
@@ -155,9 +144,128 @@ def _identifier(qualified: Any) -> sql.Identifier:
 def _connect(url: str | None) -> psycopg.Connection:
     conn = psycopg.connect(db.libpq_url(url or settings().require_warehouse_url()), application_name="nightly_ml")
     conn.execute("SET TIME ZONE 'UTC'")
-    conn.execute("SET extra_float_digits = 3")  # every float8 leaves as its exact shortest text
     conn.commit()
     return conn
+
+
+def _adbc_connect(url: str | None) -> Any:
+    import adbc_driver_postgresql.dbapi as adbc
+
+    conn = adbc.connect(db.libpq_url(url or settings().require_warehouse_url()), autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("SET application_name = 'nightly_ml'")
+    return conn
+
+
+_END = object()
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """``batches``, fetched ahead by a thread (ADBC decodes the COPY stream while the model predicts); at
+    most ``depth`` batches wait. Closing it early stops the thread."""
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    break
+                inbox.put(batch)
+        except BaseException as error:  # noqa: BLE001 - re-raised by the reading thread below
+            failed.append(error)
+        finally:
+            inbox.put(_END)
+
+    fetcher = threading.Thread(target=fetch, name="nightly_ml-rows-fetch", daemon=True)
+    fetcher.start()
+    try:
+        while (batch := inbox.get()) is not _END:
+            yield batch
+        if failed:
+            raise failed[0]
+    finally:
+        stop.set()
+        while fetcher.is_alive():  # a put blocked on a full queue needs room to finish
+            with suppress(queue.Empty):
+                inbox.get(timeout=0.05)
+        fetcher.join()
+
+
+def _stream_predictions(
+    spec: DatasetSpec,
+    model: Any,
+    model_version: str,
+    url: str | None,
+    snapshot: str,
+    select: str,
+    incoming: str,
+    make_incoming: str,
+    chunk_rows: int,
+) -> int:
+    """Read ``select`` in the writer's ``snapshot``, predict chunk by chunk and COPY the predictions into
+    the table ``incoming`` (made afresh by ``make_incoming`` and committed, for the writer to attach); the
+    row count. On failure the half-filled table is dropped."""
+    total = 0
+    reader, sink = _adbc_connect(url), _adbc_connect(url)
+    try:
+        with reader.cursor() as source, sink.cursor() as target:
+            for part in make_incoming.split(";\n"):
+                target.execute(part)
+            source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            source.execute(f"SET TRANSACTION SNAPSHOT {sql.Literal(snapshot).as_string(None)}")
+            source.execute(select)
+            rows = source.fetch_record_batch()
+            schema = _predictions_schema(spec, rows.schema)
+
+            # The rows are read ahead and the predictions sent on threads of their own, so that decoding and
+            # sending (and the server's two COPYs) overlap the model's work; two batches in flight each way.
+            outbox: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=2)
+            failed: list[BaseException] = []
+
+            def ingest() -> None:
+                def sent() -> Iterator[pa.RecordBatch]:
+                    while (batch := outbox.get()) is not None:
+                        yield batch
+
+                try:
+                    reader_of_predictions = pa.RecordBatchReader.from_batches(schema, sent())
+                    target.adbc_ingest(incoming, reader_of_predictions, mode="append", db_schema_name=partitions.SCHEMA)
+                except BaseException as error:  # noqa: BLE001 - re-raised by the scoring thread below
+                    failed.append(error)
+                    while outbox.get() is not None:  # never leave the scoring thread blocked on a full queue
+                        pass
+
+            sender = threading.Thread(target=ingest, name="nightly_ml-predictions-copy", daemon=True)
+            sender.start()
+            try:
+                with closing(_read_ahead(rows)) as batches:
+                    for chunk in _chunks(batches, chunk_rows):
+                        if failed:
+                            break
+                        scores = evaluation.predict_scores(spec, model, feature_frame(spec, chunk))
+                        scores = np.asarray(scores, dtype="float64")
+                        name = spec.registered_model_name
+                        table = _predictions_table(spec, chunk, scores, name, model_version, schema)
+                        for batch in table.to_batches():
+                            outbox.put(batch)
+                        total += chunk.num_rows
+            except BaseException:
+                outbox.put(None)
+                sender.join()
+                target.execute(f"DROP TABLE IF EXISTS {partitions.table(incoming).as_string(None)}")
+                raise
+            outbox.put(None)
+            sender.join()
+            if failed:
+                target.execute(f"DROP TABLE IF EXISTS {partitions.table(incoming).as_string(None)}")
+                raise failed[0]
+            source.execute("COMMIT")
+    finally:
+        reader.close()
+        sink.close()
+    return total
 
 
 def write_predictions(
@@ -178,27 +286,42 @@ def write_predictions(
     model_version = str(model_version)
     warehouse, predictions = _identifier(db.warehouse_table(spec)), _identifier(db.predictions_table(spec))
     selected = [
-        sql.SQL("CAST({} AS text)").format(sql.Identifier(c.name)) if c.type == "boolean" else sql.Identifier(c.name)
+        sql.SQL("CAST({0} AS text) AS {0}").format(sql.Identifier(c.name))
+        if c.type == "boolean"
+        else sql.Identifier(c.name)
         for c in spec.features
     ]
     key_time = [sql.Identifier(c) for c in (spec.key.name, spec.event_time, "_interval_start")]
-    select = partitions.compose(
-        "scoring_rows.sql", columns=sql.SQL(", ").join([*key_time, *selected]), warehouse=warehouse
-    )
-    types = _column_types(spec)
-    read_options = pa_csv.ReadOptions(column_names=list(types), skip_rows=1, block_size=READ_BLOCK_BYTES)
-    convert_options = pa_csv.ConvertOptions(
-        column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+    # ADBC streams a query as a binary COPY only when it has no parameters (with parameters it buffers the
+    # whole result: 400 MiB at 1M rows), and COPY takes none: the bounds are literals, quoted by psycopg.
+    select = partitions.statement(
+        "scoring_rows.sql",
+        columns=sql.SQL(", ").join([*key_time, *selected]),
+        warehouse=warehouse,
+        start=sql.Literal(start),
+        end=sql.Literal(end),
     )
     bounds = {"start": start, "end": end}
-    total = 0
     predictions_name = db.predictions_table_name(spec)
     incoming = f"{predictions_name}__incoming"
     writer = _connect(url)
-    reader = _connect(url)
     try:
         with writer.transaction():
             partitions.lock_writer(writer, predictions_name)
+            snapshot = writer.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            total = _stream_predictions(
+                spec,
+                model,
+                model_version,
+                url,
+                snapshot,
+                select,
+                incoming,
+                partitions.statement(
+                    "scoring_incoming.sql", incoming=partitions.table(incoming), predictions=predictions
+                ),
+                chunk_rows,
+            )
             # The intervals' earlier predictions go with their partitions; a key they hold now that was
             # scored under another interval (a row re-delivered later) loses its old prediction.
             writer.execute(
@@ -208,37 +331,12 @@ def write_predictions(
                 bounds,
             )
             partitions.remove_range(writer, predictions_name, start, end)
-            writer.execute(
-                partitions.compose("scoring_incoming.sql", incoming=partitions.table(incoming), predictions=predictions)
-            )
-            snapshot = writer.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            reader.read_only = True
-            copy_back = partitions.compose(
-                "scoring_copy.sql",
-                incoming=partitions.table(incoming),
-                columns=sql.SQL(", ").join(sql.Identifier(c) for c in _copy_columns(spec)),
-            )
-            with reader.transaction(), reader.cursor() as source, writer.cursor() as target:
-                source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                with source.copy(select, bounds) as rows, target.copy(copy_back) as sink:
-                    stream = pa_csv.open_csv(
-                        io.BufferedReader(_CopyReader(rows), READ_BLOCK_BYTES),
-                        read_options=read_options,
-                        convert_options=convert_options,
-                    )
-                    for chunk in _chunks(iter(stream), chunk_rows):
-                        scores = evaluation.predict_scores(spec, model, feature_frame(spec, chunk))
-                        scores = np.asarray(scores, dtype="float64")
-                        sink.write(_predictions_csv(spec, chunk, scores, spec.registered_model_name, model_version))
-                        total += chunk.num_rows
             partitions.attach_incoming(writer, predictions_name, incoming, "scoring_partition_ready.sql")
             writer.execute(
                 sql.SQL(db.load_sql("scoring_record.sql")),
                 {"dataset": spec.name, "start": start, "end": end, "model_version": model_version, "rows": total},
             )
     finally:
-        reader.close()
         writer.close()
     log.info("%s: scored %d row(s) of [%s, %s) with version %s", spec.name, total, start, end, model_version)
     return total

@@ -12,6 +12,7 @@ Only imports: nothing here connects, reads settings or starts a thread.
 
 from __future__ import annotations
 
+import adbc_driver_postgresql.dbapi  # noqa: F401
 import great_expectations  # noqa: F401
 import great_expectations.expectations  # noqa: F401
 import mlflow  # noqa: F401
