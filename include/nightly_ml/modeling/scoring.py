@@ -193,6 +193,40 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[p
         fetcher.join()
 
 
+class _Sender:
+    """Record batches handed to ``send`` (which reads them as one stream) on a thread of its own: at most
+    ``depth`` wait. :meth:`put` raises the thread's error once it has one; :meth:`finish` ends the stream,
+    waits for ``send`` and returns its error, if any."""
+
+    def __init__(self, schema: pa.Schema, send: Any, depth: int = 2) -> None:
+        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(schema, send), name="nightly_ml-send", daemon=True)
+        self._thread.start()
+
+    def _stream(self) -> Iterator[pa.RecordBatch]:
+        while (batch := self._queue.get()) is not None:
+            yield batch
+
+    def _run(self, schema: pa.Schema, send: Any) -> None:
+        try:
+            send(pa.RecordBatchReader.from_batches(schema, self._stream()))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller by put() and finish()
+            self._error = error
+            while self._queue.get() is not None:  # never leave the caller blocked on a full queue
+                pass
+
+    def put(self, batch: pa.RecordBatch) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def finish(self) -> BaseException | None:
+        self._queue.put(None)
+        self._thread.join()
+        return self._error
+
+
 def _stream_predictions(
     spec: DatasetSpec,
     model: Any,
@@ -221,46 +255,27 @@ def _stream_predictions(
 
             # The rows are read ahead and the predictions sent on threads of their own, so that decoding and
             # sending (and the server's two COPYs) overlap the model's work; two batches in flight each way.
-            outbox: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=2)
-            failed: list[BaseException] = []
-
-            def ingest() -> None:
-                def sent() -> Iterator[pa.RecordBatch]:
-                    while (batch := outbox.get()) is not None:
-                        yield batch
-
-                try:
-                    reader_of_predictions = pa.RecordBatchReader.from_batches(schema, sent())
-                    target.adbc_ingest(incoming, reader_of_predictions, mode="append", db_schema_name=partitions.SCHEMA)
-                except BaseException as error:  # noqa: BLE001 - re-raised by the scoring thread below
-                    failed.append(error)
-                    while outbox.get() is not None:  # never leave the scoring thread blocked on a full queue
-                        pass
-
-            sender = threading.Thread(target=ingest, name="nightly_ml-predictions-copy", daemon=True)
-            sender.start()
+            drop_incoming = f"DROP TABLE IF EXISTS {partitions.table(incoming).as_string(None)}"
+            sender = _Sender(
+                schema,
+                lambda stream: target.adbc_ingest(incoming, stream, mode="append", db_schema_name=partitions.SCHEMA),
+            )
             try:
                 with closing(_read_ahead(rows)) as batches:
                     for chunk in _chunks(batches, chunk_rows):
-                        if failed:
-                            break
                         scores = evaluation.predict_scores(spec, model, feature_frame(spec, chunk))
                         scores = np.asarray(scores, dtype="float64")
                         name = spec.registered_model_name
-                        table = _predictions_table(spec, chunk, scores, name, model_version, schema)
-                        for batch in table.to_batches():
-                            outbox.put(batch)
+                        for batch in _predictions_table(spec, chunk, scores, name, model_version, schema).to_batches():
+                            sender.put(batch)
                         total += chunk.num_rows
             except BaseException:
-                outbox.put(None)
-                sender.join()
-                target.execute(f"DROP TABLE IF EXISTS {partitions.table(incoming).as_string(None)}")
+                sender.finish()
+                target.execute(drop_incoming)
                 raise
-            outbox.put(None)
-            sender.join()
-            if failed:
-                target.execute(f"DROP TABLE IF EXISTS {partitions.table(incoming).as_string(None)}")
-                raise failed[0]
+            if (error := sender.finish()) is not None:
+                target.execute(drop_incoming)
+                raise error
             source.execute("COMMIT")
     finally:
         reader.close()

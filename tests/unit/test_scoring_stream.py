@@ -1,0 +1,71 @@
+"""The scoring stream's two threads (modeling/scoring.py): rows read ahead, predictions sent, neither able to
+leave the scoring thread blocked or an error unseen."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+
+import pyarrow as pa
+import pytest
+
+from nightly_ml.modeling.scoring import _read_ahead, _Sender
+
+SCHEMA = pa.schema([pa.field("n", pa.int64())])
+
+
+def batches(count: int, fail_at: int | None = None) -> Iterator[pa.RecordBatch]:
+    for n in range(count):
+        if n == fail_at:
+            raise RuntimeError(f"the stream broke at batch {n}")
+        yield pa.record_batch([pa.array([n])], schema=SCHEMA)
+
+
+def threads_named(prefix: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def test_read_ahead_yields_every_batch_in_order() -> None:
+    assert [b.column(0)[0].as_py() for b in _read_ahead(batches(7))] == list(range(7))
+    assert threads_named("nightly_ml-rows-fetch") == []
+
+
+def test_read_ahead_closed_early_stops_its_thread() -> None:
+    with closing(_read_ahead(batches(100))) as ahead:
+        assert next(ahead).column(0)[0].as_py() == 0
+    assert threads_named("nightly_ml-rows-fetch") == []
+
+
+def test_read_ahead_raises_the_sources_error_after_what_came_before() -> None:
+    seen = []
+    with pytest.raises(RuntimeError, match="broke at batch 3"):
+        seen.extend(b.column(0)[0].as_py() for b in _read_ahead(batches(10, fail_at=3)))
+    assert seen == [0, 1, 2]
+
+
+def test_the_sender_hands_every_batch_to_one_stream() -> None:
+    received: list[int] = []
+    sender = _Sender(SCHEMA, lambda stream: received.extend(b.column(0)[0].as_py() for b in stream))
+    for batch in batches(9):
+        sender.put(batch)
+    assert sender.finish() is None
+    assert received == list(range(9))
+
+
+def test_a_failing_send_never_blocks_the_caller_and_its_error_comes_back() -> None:
+    def send(stream: pa.RecordBatchReader) -> None:
+        stream.read_next_batch()
+        raise RuntimeError("the COPY was refused")
+
+    sender = _Sender(SCHEMA, send)
+    raised = None
+    try:
+        for batch in batches(50):  # far more than the queue holds
+            sender.put(batch)
+    except RuntimeError as error:
+        raised = error
+    error = sender.finish()
+    assert isinstance(error, RuntimeError) and "refused" in str(error)
+    assert raised is None or raised is error
+    assert threads_named("nightly_ml-send") == []
