@@ -69,3 +69,31 @@ def test_a_failing_send_never_blocks_the_caller_and_its_error_comes_back() -> No
     assert isinstance(error, RuntimeError) and "refused" in str(error)
     assert raised is None or raised is error
     assert threads_named("nightly_ml-send") == []
+
+
+def test_the_streamed_feature_frame_equals_the_training_one_with_missing_values() -> None:
+    """What the model sees when scoring (Arrow chunks, categories through their distinct values) is what it
+    saw in training (frames.feature_frame), missing values and all."""
+    import numpy as np
+    import pandas as pd
+
+    from nightly_ml.modeling import frames, scoring
+    from nightly_ml.spec import load_spec
+
+    spec = load_spec("churn")
+    rows = 6
+    columns: dict[str, pa.Array] = {}
+    for n, feature in enumerate(spec.features):
+        if feature.is_numeric:
+            integer = feature.type == "integer"
+            values = [None if (i + n) % 4 == 0 else (i * 3 if integer else i * 1.25) for i in range(rows)]
+            columns[feature.name] = pa.array(values, pa.int64() if integer else pa.float64())
+        else:
+            words = ["true", "false"] if feature.type == "boolean" else ["basic", "premium", "standard"]
+            columns[feature.name] = pa.array([None if (i + n) % 3 == 0 else words[i % len(words)] for i in range(rows)])
+    table = pa.table(columns)
+    streamed = scoring.feature_frame(spec, pa.Table.from_batches(table.to_batches(max_chunksize=4)))
+    trained = frames.feature_frame(spec, table.to_pandas())
+    pd.testing.assert_frame_equal(streamed, trained)
+    assert any(streamed[f.name].isna().any() for f in spec.features if not f.is_numeric)
+    assert all(streamed[f.name].dtype == np.float64 for f in spec.features if f.is_numeric)
