@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 from psycopg import sql
 
 from nightly_ml import db, partitions
@@ -91,12 +90,10 @@ def feature_frame(spec: DatasetSpec, table: pa.Table) -> pd.DataFrame:
         if column.is_numeric:
             out[column.name] = values.cast(pa.float64()).to_numpy()
         else:
-            # Through the column's few distinct values: every row refers to one of a handful of Python strings
-            # (made once, their hashes cached for the encoder) instead of a string object of its own.
-            encoded = values.combine_chunks().dictionary_encode()
-            lookup = np.append(encoded.dictionary.to_numpy(zero_copy_only=False).astype(object), np.nan)
-            positions = pc.fill_null(encoded.indices, len(lookup) - 1).to_numpy()
-            out[column.name] = pd.Series(lookup[positions], dtype=object)
+            objects = values.to_numpy(zero_copy_only=False).astype(object)
+            if values.null_count:
+                objects[values.is_null().to_numpy(zero_copy_only=False)] = np.nan
+            out[column.name] = pd.Series(objects, dtype=object)
     return pd.DataFrame(out)
 
 
