@@ -9,11 +9,11 @@ one's ``created_at``. The scheduler then creates the run "triggered" at that ``c
 events up to it, and deletes the row: every later event that arrived meanwhile is left with no queue row and
 no run, until some other event comes. That happens whenever a Dag is at ``max_active_runs`` (every DAG here
 has 1) or the scheduler has not looped yet, and a backfill's last night was then never monitored
-(tests/e2e/test_backfill.py, once in CI). Upstream fixed it on main (#62501, then #70972), not in a release
-this project can pin yet.
+(tests/e2e/test_backfill.py, once in CI). Upstream's changes to this queue (#62501, then #70972, which
+set the row's time from the event) are on Airflow's main branch only, and #56050 itself is still open.
 
 This manager writes the row with the event's own timestamp and, on conflict, moves it forward to the newer
-event (the same upsert as upstream's fix), so the run the scheduler creates consumes every event that is
+event (the same upsert as #62501), so the run the scheduler creates consumes every event that is
 queued. Other databases keep Airflow's own path (its ORM merge already moves ``created_at`` forward).
 """
 
