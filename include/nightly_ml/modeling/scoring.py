@@ -114,7 +114,7 @@ def _predictions_schema(spec: DatasetSpec, source: pa.Schema) -> pa.Schema:
 
 
 def _predictions_table(
-    spec: DatasetSpec, table: pa.Table, scores: np.ndarray, name: str, version: str, schema: pa.Schema
+    spec: DatasetSpec, table: pa.Table, scores: np.ndarray, version: str, schema: pa.Schema
 ) -> pa.Table:
     """One chunk's rows of the predictions table."""
     n = table.num_rows
@@ -130,7 +130,7 @@ def _predictions_table(
         pa.array(scores, pa.float64()),
         predicted,
         # pa.repeat fills the constant columns in C++ (an object array of n Python strings: 0.35 s per 1M rows)
-        pa.repeat(pa.scalar(name, pa.string()), n),
+        pa.repeat(pa.scalar(spec.registered_model_name, pa.string()), n),
         pa.repeat(pa.scalar(version, pa.string()), n),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
@@ -235,18 +235,19 @@ def _stream_predictions(
     snapshot: str,
     select: str,
     incoming: str,
-    make_incoming: str,
+    predictions: sql.Identifier,
     chunk_rows: int,
 ) -> int:
     """Read ``select`` in the writer's ``snapshot``, predict chunk by chunk and COPY the predictions into
-    the table ``incoming`` (made afresh by ``make_incoming`` and committed, for the writer to attach); the
+    the table ``incoming`` (made afresh like ``predictions`` and committed, for the writer to attach); the
     row count. On failure the half-filled table is dropped."""
     total = 0
     reader, sink = _adbc_connect(url), _adbc_connect(url)
     try:
         with reader.cursor() as source, sink.cursor() as target:
-            for part in make_incoming.split(";\n"):
-                target.execute(part)
+            partitions.execute(
+                target, "scoring_incoming.sql", incoming=partitions.table(incoming), predictions=predictions
+            )
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             source.execute(f"SET TRANSACTION SNAPSHOT {sql.Literal(snapshot).as_string(None)}")
             source.execute(select)
@@ -255,7 +256,6 @@ def _stream_predictions(
 
             # The rows are read ahead and the predictions sent on threads of their own, so that decoding and
             # sending (and the server's two COPYs) overlap the model's work; two batches in flight each way.
-            drop_incoming = f"DROP TABLE IF EXISTS {partitions.table(incoming).as_string(None)}"
             sender = _Sender(
                 schema,
                 lambda stream: target.adbc_ingest(incoming, stream, mode="append", db_schema_name=partitions.SCHEMA),
@@ -265,16 +265,15 @@ def _stream_predictions(
                     for chunk in _chunks(batches, chunk_rows):
                         scores = evaluation.predict_scores(spec, model, feature_frame(spec, chunk))
                         scores = np.asarray(scores, dtype="float64")
-                        name = spec.registered_model_name
-                        for batch in _predictions_table(spec, chunk, scores, name, model_version, schema).to_batches():
+                        for batch in _predictions_table(spec, chunk, scores, model_version, schema).to_batches():
                             sender.put(batch)
                         total += chunk.num_rows
             except BaseException:
                 sender.finish()
-                target.execute(drop_incoming)
+                partitions.execute(target, "partition_incoming_drop.sql", incoming=partitions.table(incoming))
                 raise
             if (error := sender.finish()) is not None:
-                target.execute(drop_incoming)
+                partitions.execute(target, "partition_incoming_drop.sql", incoming=partitions.table(incoming))
                 raise error
             source.execute("COMMIT")
     finally:
@@ -332,9 +331,7 @@ def write_predictions(
                 snapshot,
                 select,
                 incoming,
-                partitions.statement(
-                    "scoring_incoming.sql", incoming=partitions.table(incoming), predictions=predictions
-                ),
+                predictions,
                 chunk_rows,
             )
             # The intervals' earlier predictions go with their partitions; a key they hold now that was
