@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -314,7 +315,8 @@ def typed_rows(spec: DatasetSpec, stage_table: str) -> list[tuple[Any, ...]]:
 @pytest.mark.parametrize("entry", TYPED_ENTRIES, ids=[e["file"] for e in TYPED_ENTRIES])
 def test_the_plain_event_time_parse_agrees_with_the_careful_one(corpus_specs: Path, entry: dict[str, Any]) -> None:
     """Validation first tries the cheap parse that assumes plain event times and falls back to the careful
-    one when a batch has any other: whichever ran, the typed table and the bad rows are the careful ones."""
+    one when a batch has any other: whichever ran, the typed table and the bad rows are the careful ones, in
+    parallel workers or not."""
     from nightly_ml.etl import warehouse
     from nightly_ml.etl.rules import row_rules
     from nightly_ml.etl.staging import StageResult
@@ -331,15 +333,32 @@ def test_the_plain_event_time_parse_agrees_with_the_careful_one(corpus_specs: Pa
     params = {k: v for rule in rules for k, v in rule.params.items()}
     made_by = {}
     tables = {}
-    for plain_first in (True, False):
+    for plain_first, parallel in itertools.product((True, False), (False, True)):
         with db.transaction() as conn:
-            made_by[plain_first] = create_typed_table(
+            if parallel:
+                force_parallel_plans(conn)
+            made_by[plain_first, parallel] = create_typed_table(
                 conn, spec, stage, start, end, [r.broken for r in rules], params, plain_first=plain_first
             )
-        tables[plain_first] = typed_rows(spec, stage.rows_table)
+        tables[plain_first, parallel] = typed_rows(spec, stage.rows_table)
     with db.transaction() as conn:
         warehouse.drop_staging(conn, stage.rows_table)
-    assert made_by[True] == ("careful" if entry["file"] in CAREFUL_EVENT_TIMES else "plain"), made_by
-    assert made_by[False] == "careful"
-    assert tables[True] == tables[False]
-    assert len(tables[True]) >= stage.rows_staged
+    for parallel in (False, True):
+        assert made_by[True, parallel] == ("careful" if entry["file"] in CAREFUL_EVENT_TIMES else "plain"), made_by
+        assert made_by[False, parallel] == "careful"
+        assert tables[True, parallel] == tables[False, False]
+        assert tables[False, parallel] == tables[False, False]
+    assert len(tables[False, False]) >= stage.rows_staged
+
+
+def force_parallel_plans(conn: Any) -> None:
+    """Plan even a few rows for PostgreSQL's parallel workers, as a batch of ~200k rows and more is: what the
+    workers evaluate must give the same rows (and not fail: no subtransaction may run in a worker)."""
+    with conn.cursor() as cur:
+        for setting, value in (
+            ("parallel_setup_cost", "0"),
+            ("parallel_tuple_cost", "0"),
+            ("min_parallel_table_scan_size", "0"),
+            ("max_parallel_workers_per_gather", "2"),
+        ):
+            cur.execute("SELECT set_config(%s, %s, true)", (setting, value))

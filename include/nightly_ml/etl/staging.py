@@ -102,11 +102,13 @@ LABELS_SUFFIX = "__labels"  # late labels delivered with the interval
 TYPED_SUFFIX = "__v"  # the typed copy validation reads (etl/typed_tables.py)
 BAD_ROWS_SUFFIX = "__bad"  # ids of rows that broke a row rule, with the rules they broke
 SUMMARY_SUFFIX = "__rules"  # one row: each rule's count of broken rows (what GX checks)
+KEYS_SUFFIX = "__keys"  # keys repeated in the batch or stored elsewhere (dropped once the typed copy is made)
 
 
 def interval_tables(rows_table: str) -> list[str]:
     """Every staging table of one interval's load, for clean-up."""
-    return [rows_table, *(f"{rows_table}{s}" for s in (TYPED_SUFFIX, LABELS_SUFFIX, BAD_ROWS_SUFFIX, SUMMARY_SUFFIX))]
+    suffixes = (TYPED_SUFFIX, LABELS_SUFFIX, BAD_ROWS_SUFFIX, SUMMARY_SUFFIX, KEYS_SUFFIX)
+    return [rows_table, *(f"{rows_table}{s}" for s in suffixes)]
 
 
 def staging_table_name(spec: DatasetSpec, start: datetime, suffix: str = "") -> str:

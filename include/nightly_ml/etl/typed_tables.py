@@ -9,7 +9,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
-from nightly_ml.etl.staging import BAD_ROWS_SUFFIX, SUMMARY_SUFFIX, TYPED_SUFFIX, StageResult
+from nightly_ml.etl.staging import BAD_ROWS_SUFFIX, KEYS_SUFFIX, SUMMARY_SUFFIX, TYPED_SUFFIX, StageResult
 from nightly_ml.spec import DatasetSpec
 
 # Integral floats ("12.0", as a CSV writer turns an integer column with gaps into) are integers.
@@ -51,6 +51,11 @@ def bad_rows_table(stage: StageResult) -> str:
 
 def summary_table(stage: StageResult) -> str:
     return f"{stage.rows_table}{SUMMARY_SUFFIX}"
+
+
+def keys_table(stage: StageResult) -> str:
+    """The few keys repeated in the batch or stored under another interval, while the typed table is made."""
+    return f"{stage.rows_table}{KEYS_SUFFIX}"
 
 
 def value_column(name: str) -> str:
@@ -128,13 +133,18 @@ def parse_event_time(name: str) -> sql.Composable:
     ).format(raw=sql.Identifier(name))
 
 
-def _other_values(spec: DatasetSpec) -> list[sql.Composable]:
-    """The typed value of every input column but the event time (``<column>__value``)."""
-    kinds = {
+def _kinds(spec: DatasetSpec) -> dict[str, str]:
+    """The type each input column but the event time is cast to (typed_expression's ``kind``)."""
+    return {
         spec.key.name: "integer" if spec.key.type == "integer" else "string",
         spec.label.name: spec.label.type,
         **{f.name: f.type for f in spec.features},
     }
+
+
+def _other_values(spec: DatasetSpec) -> list[sql.Composable]:
+    """The typed value of every input column but the event time (``<column>__value``)."""
+    kinds = _kinds(spec)
     return [
         sql.SQL("{} AS {}").format(typed_expression(name, kinds[name]), sql.Identifier(value_column(name)))
         for name in [spec.key.name, *(f.name for f in spec.features), spec.label.name]
@@ -192,7 +202,9 @@ def create_typed_table(
     """The typed table (``_row_id``, a ``<column>__value`` per input column, ``_broken``) and the bad rows.
 
     One scan of the staging table casts every column and evaluates every row rule: ``_broken`` lists the
-    (1-based) positions in ``broken`` of the rules a row breaks, NULL for a good row. The bad rows
+    (1-based) positions in ``broken`` of the rules a row breaks, NULL for a good row. The keys that need
+    more than their row (repeated in the batch, stored under another interval) are found first, so the scan
+    runs in PostgreSQL's parallel workers from the staging table to the typed row. The bad rows
     (``_row_id``, ``_broken``) are copied to their own small table. Timestamps without an offset are
     wall-clock times of the spec's zone (for this transaction).
 
@@ -215,6 +227,7 @@ def create_typed_table(
         "bad": sql.Identifier("staging", bad_rows_table(stage)),
         "staging": sql.Identifier("staging", stage.rows_table),
     }
+    keys = sql.Identifier("staging", keys_table(stage))
 
     def statement(select: sql.Composable) -> sql.Composable:
         return db.compose(
@@ -228,6 +241,8 @@ def create_typed_table(
             event_time_value=value_column(spec.event_time),
             key=spec.key.name,
             key_value=value_column(spec.key.name),
+            typed_key=typed_expression(spec.key.name, _kinds(spec)[spec.key.name]),
+            keys=keys,
             warehouse=db.warehouse_table(spec),
         )
 

@@ -1,9 +1,29 @@
--- The typed copy of a staging table and its bad rows, from one scan of the staging table: each column
--- cast once into "<column>__value", and every row rule evaluated on the same row. _broken lists the
--- positions of the rules a row breaks ({flags}: one CASE per rule), NULL for a good row. The row facts
--- that need more than the row (a key repeated in the batch, a key already stored under another
--- interval) are joined in first. Nothing but the typed values and _broken is kept: the merge reads the
--- values, the quarantine the raw row from staging.
+-- The typed copy of a staging table and its bad rows. Each column is cast once into "<column>__value"
+-- and every row rule is evaluated on the same row; _broken lists the positions of the rules a row breaks
+-- ({flags}: one CASE per rule), NULL for a good row. Nothing but the typed values and _broken is kept:
+-- the merge reads the values, the quarantine the raw row from staging.
+--
+-- First, the few keys with a fact that needs more than their row (repeated in the batch, or already
+-- stored under another interval), by their staged text. Then one parallel scan of the staging table
+-- joined to them. Each level of the scan carries a volatile output (_once): the planner neither inlines
+-- such a subquery into every use of its columns (each value is computed once) nor, unlike OFFSET 0,
+-- keeps it out of the parallel workers.
+DROP TABLE IF EXISTS {keys};
+CREATE UNLOGGED TABLE {keys} AS
+SELECT _key, bool_or(_duplicate) AS _duplicate, bool_or(NOT _duplicate) AS _other
+FROM (
+    -- Repeated in the batch: first the 64-bit hashes seen twice (grouping a million integers costs half
+    -- of grouping a million texts), then the keys behind those few hashes.
+    SELECT {key} AS _key, true AS _duplicate FROM {staging}
+    WHERE hashtextextended({key}::text, 0) IN (
+        SELECT hashtextextended({key}::text, 0) FROM {staging} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
+    )
+    GROUP BY {key} HAVING count(*) > 1
+    UNION ALL
+    SELECT DISTINCT k._key, false FROM (SELECT {key} AS _key, {typed_key} AS _typed_key FROM {staging}) AS k
+    JOIN {warehouse} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s
+) AS facts
+GROUP BY _key;
 DROP TABLE IF EXISTS {typed};
 CREATE UNLOGGED TABLE {typed} AS
 SELECT _row_id, {values},
@@ -14,24 +34,15 @@ FROM (
         CASE WHEN t.{event_time} IS NULL OR t._event_kind = 0 THEN NULL
              ELSE COALESCE(t.{event_time_value} >= %(start)s AND t.{event_time_value} < %(end)s, false)
         END AS _in_interval,
-        EXISTS (
-            SELECT 1 FROM {warehouse} AS w
-            WHERE w.{key} = t.{key_value} AND w._interval_start <> %(start)s
-        ) AS _key_in_other_interval,
-        d._key IS NOT NULL AS _duplicate_key
+        COALESCE(k._other, false) AS _key_in_other_interval,
+        COALESCE(k._duplicate, false) AS _duplicate_key,
+        clock_timestamp() AS _once_f
     FROM ({typed_select}) AS t
-    LEFT JOIN (
-        -- Keys repeated in the batch: first the 64-bit hashes seen twice (grouping a million integers
-        -- costs half of grouping a million texts), then the keys behind those few hashes.
-        SELECT {key} AS _key FROM {staging}
-        WHERE hashtextextended({key}::text, 0) IN (
-            SELECT hashtextextended({key}::text, 0) FROM {staging} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
-        )
-        GROUP BY {key} HAVING count(*) > 1
-    ) AS d ON d._key = t.{key}
-    OFFSET 0
+    LEFT JOIN {keys} AS k ON k._key = t.{key}
 ) AS f;
-ANALYZE {typed};
+DROP TABLE {keys};
+-- Statistics of what later statements filter and join on (the merge, the quarantine): half the cost of all.
+ANALYZE {typed} (_row_id, _broken, {key_value}, {event_time_value});
 DROP TABLE IF EXISTS {bad};
 CREATE UNLOGGED TABLE {bad} AS SELECT _row_id, _broken FROM {typed} WHERE _broken IS NOT NULL;
 ALTER TABLE {bad} ADD PRIMARY KEY (_row_id);
