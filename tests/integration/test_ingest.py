@@ -132,6 +132,15 @@ def test_clean_night_merges_every_row_and_archives_the_raw_input(file_specs: Pat
     assert result["validation"]["data_docs_url"] == (
         f"http://localhost:8080/nightly-ml/reports/data_docs/churn/ds={start:%Y-%m-%d}/index.html"
     )
+    assert data_docs_pages(start) == {"churn_batch", "churn_rows"}, "one site shows both checkpoints"
+
+
+def data_docs_pages(start: datetime) -> set[str]:
+    """The suites whose validation results the interval's Data Docs site has a page for."""
+    from nightly_ml.etl.validation import data_docs_index
+
+    site = Path(str(data_docs_index(load_spec("churn"), start))).parent
+    return {page.relative_to(site / "validations").parts[0] for page in site.glob("validations/**/*.html")}
 
 
 def test_typed_values_land_as_the_spec_says(file_specs: Path) -> None:
@@ -382,6 +391,7 @@ def test_missing_column_rejects_the_batch(file_specs: Path) -> None:
     start, end = day(50)
     write_csv(good_rows(start).drop(columns=["plan"]), drop_folder(start) / "part-0.csv")
     _reject(start, end, r"schema broken: missing column\(s\) \['plan'\]")
+    assert data_docs_pages(start) == {"churn_batch"}, "the rejecting checkpoint's Data Docs are there for the alert"
 
 
 def test_extra_column_rejects_the_batch(file_specs: Path) -> None:
@@ -426,6 +436,7 @@ def test_too_many_bad_rows_reject_and_nothing_is_merged(file_specs: Path) -> Non
     start, end = day(57)
     write_csv(_set("plan", None, slice(0, 60))(good_rows(start), start), drop_folder(start) / "part-0.csv")
     _reject(start, end, r"too many bad rows: 60 of 300 \(20.0%\)")
+    assert data_docs_pages(start) == {"churn_batch", "churn_rows"}
     assert quarantine_rules("churn", start) == {"not_null:plan": 60}
     assert audit("churn", start)["quarantined"] == 60
 
