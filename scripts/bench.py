@@ -23,6 +23,8 @@ Sections
              the peak memory check at ``--big-rows`` (not with --quick).
     side     (not with --quick; scripts/benchkit/bench_side.py) the baseline pipeline in .venv-bench as
              a subprocess per run, peak memory of score and monitor at ``--big-rows`` (one run each),
+             the ingest (validate + merge) of the batch once more after ``--history-days`` intervals more
+             were stored (its keys are looked up in every stored interval),
              DAG import times, reports/bench/bench.{md,json}.
 
 Parts live in scripts/benchkit/: common (constants, results, table), database, children (the measured
@@ -393,6 +395,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-rows", type=int, default=50_000, help="scoring chunk size")
     parser.add_argument("--skip-validate", action="store_true", help="skip the GX validation and merge timing")
     parser.add_argument("--big-rows", type=int, default=5_000_000, help="interval of the memory check (0: none)")
+    parser.add_argument(
+        "--history-days", type=int, default=3, help="intervals of --rows added before the ingest is run again (0: none)"
+    )
     args = parser.parse_args(argv)
     if args.rows is None:
         args.rows = 100_000 if args.quick else 1_000_000

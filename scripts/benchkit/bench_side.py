@@ -66,6 +66,7 @@ def section_side_by_side(ctx: Any, bench: Any) -> None:
             f"{args.repeats} runs); its time is not a figure of the report (scoring {scored['seconds']:.1f}s, "
             f"monitoring {watched['seconds']:.1f}s)."
         )
+    history = ingest_with_history(ctx, bench) if args.history_days and not args.skip_validate else None
     bench.progress(f"imports: each DAG file vs an empty DAG, {args.repeats} fresh interpreters each")
     imports = sidebyside.dag_import_times(args.repeats, bench.progress)
     ours = {
@@ -118,6 +119,7 @@ def section_side_by_side(ctx: Any, bench: Any) -> None:
         "memory_rows": memory_rows,
         "memory": memory,
         "imports": imports,
+        "history": history,
         "measurements": [vars(m) for m in report.measurements],
         "notes": notes,
         "bench_seconds_so_far": round(elapsed(), 1),
@@ -125,6 +127,45 @@ def section_side_by_side(ctx: Any, bench: Any) -> None:
     json_path, md_path = sidebyside.write_reports(data)
     bench.progress(f"wrote {md_path} and {json_path}")
     print(md_path.read_text(encoding="utf-8"), flush=True)
+
+
+def ingest_with_history(ctx: Any, bench: Any) -> dict[str, Any]:
+    """The ingest of the same batch once more (staged, validated in a child process, merged: one run each) after
+    --history-days intervals of --rows rows more were stored: validation looks the batch's keys up in every
+    stored interval, so its time grows with the warehouse, which an empty warehouse does not show."""
+    from psycopg2 import sql
+
+    from nightly_ml import db
+    from nightly_ml.etl import staging
+    from nightly_ml.etl.sources import RawFile
+
+    days = ctx.args.history_days
+    for n in range(days):
+        day = bench.LOAD_DAY + (10 + n) * bench.DAY
+        bench.progress(f"history: the {ctx.args.rows:,}-row interval copied as {day:%Y-%m-%d} ({n + 1}/{days})")
+        sidebyside.grow_interval(ctx, bench.LOAD_DAY, day, 1)
+    with db.transaction(ctx.url) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT _interval_start) FROM {} WHERE _interval_start <> %s").format(
+                db.warehouse_table(ctx.spec)
+            ),
+            (bench.LOAD_DAY,),
+        )
+        stored, intervals = cur.fetchone()
+        ctx.stage = staging.stage_files(conn, ctx.spec, bench.LOAD_DAY, [RawFile(ctx.csv_path, "csv", "rows")])
+    bench.progress(f"history: validating and merging the batch again, {stored:,} rows in {intervals} other intervals")
+    validated = bench.validate_stage(ctx)
+    merge_seconds, _ = bench.merge_stage(ctx)
+    result = {
+        "stored_rows": stored,
+        "intervals": intervals,
+        "validate_s": validated["seconds"],
+        "merge_s": merge_seconds,
+        "empty_validate_s": median(ctx.validate_times),
+        "empty_merge_s": median(ctx.merge_times),
+    }
+    bench.progress(f"history: validate {validated['seconds']:.2f}s, merge {merge_seconds:.2f}s")
+    return result
 
 
 def add_to_sql_line(report: Any, rows: int, baseline: dict[str, Any]) -> None:

@@ -240,6 +240,23 @@ def write_reports(data: dict[str, Any]) -> tuple[Path, Path]:
             "| --- | ---: | ---: |",
         ]
         lines += [f"| {name} | {s:.2f} | {s / empty:.2f}x |" for name, s in data["imports"].items()]
+    if data.get("history"):
+        h = data["history"]
+        lines += [
+            "",
+            "## The ingest again, with history (one run each)",
+            "",
+            f"The same batch staged, validated and merged once more with {h['stored_rows']:,} rows stored in "
+            f"{h['intervals']} other intervals; validation looks its keys up in every one of them.",
+            "",
+            "| step | empty warehouse (median) | with history | growth |",
+            "| --- | ---: | ---: | ---: |",
+            *(
+                f"| {step} | {h[f'empty_{step}_s']:.2f} | {h[f'{step}_s']:.2f} | "
+                f"{h[f'{step}_s'] / h[f'empty_{step}_s']:.2f}x |"
+                for step in ("validate", "merge")
+            ),
+        ]
     lines += ["", "## Notes", "", *[f"- {note}" for note in data["notes"]], ""]
     md_path.write_text("\n".join(lines), encoding="utf-8")
     return json_path, md_path

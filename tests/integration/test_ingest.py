@@ -346,6 +346,40 @@ def test_duplicate_key_against_the_warehouse_is_quarantined(file_specs: Path) ->
     assert interval_rows("churn", first) == 300
 
 
+def test_a_key_merged_under_another_interval_after_validation_stops_the_merge(file_specs: Path) -> None:
+    """Validation looks the batch's keys up in the partitions there are then; the merge looks them up again
+    only in the partitions attached since (here: the run of another interval that merged the same keys
+    meanwhile) and refuses to store a key twice."""
+    from nightly_ml.errors import KeyElsewhere
+    from nightly_ml.etl import warehouse
+    from nightly_ml.etl.staging import StageResult
+
+    first, first_end = day(32)
+    rows = good_rows(first)
+    write_csv(rows, drop_folder(first) / "part-0.csv")
+    staged = ingest.stage("churn", first, first_end, ingest.extract("churn", first, first_end), "first")
+    validated = ingest.validate("churn", first, first_end, staged, "first")
+    assert validated["bad_rows"] == 0
+    spec, stage = load_spec("churn"), StageResult.from_dict(staged)
+    with db.transaction() as conn:
+        assert warehouse.unseen_partitions(conn, spec, stage) == [("warehouse", "churn__default")]
+
+    second, second_end = day(33)
+    later = good_rows(second)
+    later.iloc[:2, 0] = rows.iloc[:2, 0].to_numpy()
+    write_csv(later, drop_folder(second) / "part-0.csv")
+    run_night("churn", second, second_end, run_id="second")
+    with db.transaction() as conn:
+        attached = warehouse.unseen_partitions(conn, spec, stage)
+    assert attached is not None and len(attached) == 2 and ("warehouse", "churn__default") in attached, attached
+
+    with pytest.raises(KeyElsewhere, match="stored under another interval after this batch was validated") as caught:
+        ingest.merge("churn", first, first_end, staged, validated, "first")
+    assert str(rows.iloc[0, 0]) in str(caught.value) and str(rows.iloc[1, 0]) in str(caught.value)
+    assert interval_rows("churn", first) == 0
+    assert interval_rows("churn", second) == 300
+
+
 def _raw_line_case(start: datetime, folder: Path, payload: bytes) -> None:
     path = write_csv(good_rows(start), folder / "part-0.csv")
     with path.open("ab") as handle:

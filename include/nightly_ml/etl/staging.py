@@ -103,11 +103,12 @@ TYPED_SUFFIX = "__v"  # the typed copy validation reads (etl/typed_tables.py)
 BAD_ROWS_SUFFIX = "__bad"  # ids of rows that broke a row rule, with the rules they broke
 SUMMARY_SUFFIX = "__rules"  # one row: each rule's count of broken rows (what GX checks)
 KEYS_SUFFIX = "__keys"  # keys repeated in the batch or stored elsewhere (dropped once the typed copy is made)
+SEEN_SUFFIX = "__seen"  # the warehouse partitions validation looked the keys up in (the merge checks the rest)
 
 
 def interval_tables(rows_table: str) -> list[str]:
     """Every staging table of one interval's load, for clean-up."""
-    suffixes = (TYPED_SUFFIX, LABELS_SUFFIX, BAD_ROWS_SUFFIX, SUMMARY_SUFFIX, KEYS_SUFFIX)
+    suffixes = (TYPED_SUFFIX, LABELS_SUFFIX, BAD_ROWS_SUFFIX, SUMMARY_SUFFIX, KEYS_SUFFIX, SEEN_SUFFIX)
     return [rows_table, *(f"{rows_table}{s}" for s in suffixes)]
 
 

@@ -9,7 +9,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
-from nightly_ml.etl.staging import BAD_ROWS_SUFFIX, KEYS_SUFFIX, SUMMARY_SUFFIX, TYPED_SUFFIX, StageResult
+from nightly_ml.etl.staging import BAD_ROWS_SUFFIX, KEYS_SUFFIX, SEEN_SUFFIX, SUMMARY_SUFFIX, TYPED_SUFFIX, StageResult
 from nightly_ml.spec import DatasetSpec
 
 # Integral floats ("12.0", as a CSV writer turns an integer column with gaps into) are integers.
@@ -56,6 +56,11 @@ def summary_table(stage: StageResult) -> str:
 def keys_table(stage: StageResult) -> str:
     """The few keys repeated in the batch or stored under another interval, while the typed table is made."""
     return f"{stage.rows_table}{KEYS_SUFFIX}"
+
+
+def seen_partitions_table(stage: StageResult) -> str:
+    """The warehouse partitions validation looked the batch's keys up in (``partition``: their oids)."""
+    return f"{stage.rows_table}{SEEN_SUFFIX}"
 
 
 def value_column(name: str) -> str:
@@ -228,6 +233,7 @@ def create_typed_table(
         "staging": sql.Identifier("staging", stage.rows_table),
     }
     keys = sql.Identifier("staging", keys_table(stage))
+    seen = sql.Identifier("staging", seen_partitions_table(stage))
 
     def statement(select: sql.Composable) -> sql.Composable:
         return db.compose(
@@ -243,11 +249,12 @@ def create_typed_table(
             key_value=value_column(spec.key.name),
             typed_key=typed_expression(spec.key.name, _kinds(spec)[spec.key.name]),
             keys=keys,
+            seen=seen,
             warehouse=db.warehouse_table(spec),
         )
 
-    bounds = {**params, "start": start, "end": end}
     with conn.cursor() as cur:
+        bounds = {**params, "start": start, "end": end, "warehouse_name": db.warehouse_table(spec).as_string(cur)}
         if not plain_first:
             cur.execute(statement(careful_typed_select(spec, stage)), bounds)
             return "careful"

@@ -20,7 +20,7 @@ from psycopg2 import sql
 from nightly_ml import db, partitions
 from nightly_ml.errors import KeyElsewhere, StagingLost
 from nightly_ml.etl.staging import StageResult, interval_tables
-from nightly_ml.etl.typed_tables import typed_expression, typed_table, value_column
+from nightly_ml.etl.typed_tables import seen_partitions_table, typed_expression, typed_table, value_column
 from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatasetSpec
 
@@ -82,6 +82,46 @@ def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str, bo
     )
 
 
+def unseen_partitions(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, stage: StageResult
+) -> list[tuple[str, str]] | None:
+    """(schema, table) of the warehouse partitions the batch's validation did not look its keys up in
+    (merge_unseen_partitions.sql): attached or replaced since, and the default partition. ``None`` when
+    validation left no list (a batch validated by an earlier version): then every partition counts."""
+    seen = sql.Identifier("staging", seen_partitions_table(stage))
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (seen.as_string(cur),))
+        if not cur.fetchone()[0]:
+            return None
+        table = db.warehouse_table(spec).as_string(cur)
+        cur.execute(db.compose("merge_unseen_partitions.sql", seen=seen), {"table": table})
+        return [(schema, name) for schema, name in cur.fetchall()]
+
+
+def stored_since_validation(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, stage: StageResult
+) -> sql.Composable:
+    """The warehouse rows (key, interval) the merge must still look the batch's keys up in: those of
+    :func:`unseen_partitions`, usually none but the (empty) default partition."""
+    warehouse = db.warehouse_table(spec)
+    key = sql.Identifier(spec.key.name)
+    unseen = unseen_partitions(conn, spec, stage)
+    if unseen is None:
+        return warehouse
+    if not unseen:
+        return sql.SQL("(SELECT w.{key}, w._interval_start FROM {warehouse} AS w WHERE false)").format(
+            key=key, warehouse=warehouse
+        )
+    return sql.SQL("({})").format(
+        sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {key}, _interval_start FROM {partition}").format(
+                key=key, partition=sql.Identifier(schema, name)
+            )
+            for schema, name in unseen
+        )
+    )
+
+
 def merge_interval(
     conn: psycopg2.extensions.connection,
     spec: DatasetSpec,
@@ -111,6 +151,7 @@ def merge_interval(
         label=spec.label.name,
         event_time=spec.event_time,
         columns=partition_columns(spec, parent_columns),
+        stored_since_validation=stored_since_validation(conn, spec, stage),
         hash_values=sql.SQL(", ").join(
             sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in spec.input_columns
         ),

@@ -31,13 +31,15 @@ ANALYZE {building};
 -- Rows merged and their checksum (the interval's, once swapped in: a count and the XOR of the rows' 64-bit
 -- hashes, so no sort and equal for equal rows whatever order a load wrote them in; late labels leave the
 -- hashes as loaded); the interval's stored rows whose key the batch no longer has; keys of the batch stored
--- under another interval since validation quarantined those (a concurrent run of another interval).
+-- under another interval since validation quarantined those (a concurrent run of another interval), looked
+-- up only in the partitions validation did not see (merge_unseen_partitions.sql).
 SELECT b.rows, b.checksum,
        (SELECT count(*) FROM {warehouse} AS w
         WHERE w._interval_start = %(start)s
           AND NOT EXISTS (SELECT 1 FROM {building} AS n WHERE n.{key} = w.{key})),
        ARRAY(SELECT n.{key}::text FROM {building} AS n
-             WHERE EXISTS (SELECT 1 FROM {warehouse} AS w WHERE w.{key} = n.{key} AND w._interval_start <> %(start)s)
+             WHERE EXISTS (SELECT 1 FROM {stored_since_validation} AS w
+                           WHERE w.{key} = n.{key} AND w._interval_start <> %(start)s)
              ORDER BY 1 LIMIT 5)
 FROM (SELECT count(*) AS rows,
              md5(count(*)::text || ':' || coalesce(bit_xor(('x' || _row_hash)::bit(64)::bigint)::text, '')) AS checksum

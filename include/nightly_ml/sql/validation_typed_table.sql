@@ -1,6 +1,6 @@
 -- The typed copy of a staging table and its bad rows. Each column is cast once into "<column>__value"
 -- and every row rule is evaluated on the same row; _broken lists the positions of the rules a row breaks
--- ({flags}: one CASE per rule), NULL for a good row. Nothing but the typed values and _broken is kept:
+-- (the flags: one CASE per rule), NULL for a good row. Nothing but the typed values and _broken is kept:
 -- the merge reads the values, the quarantine the raw row from staging.
 --
 -- First, the few keys with a fact that needs more than their row (repeated in the batch, or already
@@ -8,22 +8,26 @@
 -- joined to them. Each level of the scan carries a volatile output (_once): the planner neither inlines
 -- such a subquery into every use of its columns (each value is computed once) nor, unlike OFFSET 0,
 -- keeps it out of the parallel workers.
+
+-- The warehouse's partitions before the batch's keys are looked up in them: the merge re-checks only the
+-- partitions this list lacks (attached or replaced since), not every stored interval again.
+DROP TABLE IF EXISTS {seen};
+CREATE UNLOGGED TABLE {seen} AS
+SELECT i.inhrelid AS partition FROM pg_catalog.pg_inherits AS i WHERE i.inhparent = to_regclass(%(warehouse_name)s);
 DROP TABLE IF EXISTS {keys};
+-- Repeated in the batch: first the 64-bit hashes seen twice (grouping a million integers costs half of
+-- grouping a million texts), then the keys behind those few hashes.
 CREATE UNLOGGED TABLE {keys} AS
-SELECT _key, bool_or(_duplicate) AS _duplicate, bool_or(NOT _duplicate) AS _other
-FROM (
-    -- Repeated in the batch: first the 64-bit hashes seen twice (grouping a million integers costs half
-    -- of grouping a million texts), then the keys behind those few hashes.
-    SELECT {key} AS _key, true AS _duplicate FROM {staging}
-    WHERE hashtextextended({key}::text, 0) IN (
-        SELECT hashtextextended({key}::text, 0) FROM {staging} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
-    )
-    GROUP BY {key} HAVING count(*) > 1
-    UNION ALL
-    SELECT DISTINCT k._key, false FROM (SELECT {key} AS _key, {typed_key} AS _typed_key FROM {staging}) AS k
-    JOIN {warehouse} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s
-) AS facts
-GROUP BY _key;
+SELECT {key} AS _key, true AS _duplicate FROM {staging}
+WHERE hashtextextended({key}::text, 0) IN (
+    SELECT hashtextextended({key}::text, 0) FROM {staging} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
+)
+GROUP BY {key} HAVING count(*) > 1;
+-- Stored under another interval: every stored interval is looked at, so this costs more as the warehouse
+-- grows (docs/PERFORMANCE.md measures it).
+INSERT INTO {keys}
+SELECT DISTINCT k._key, false FROM (SELECT {key} AS _key, {typed_key} AS _typed_key FROM {staging}) AS k
+JOIN {warehouse} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s;
 DROP TABLE IF EXISTS {typed};
 CREATE UNLOGGED TABLE {typed} AS
 SELECT _row_id, {values},
@@ -38,7 +42,9 @@ FROM (
         COALESCE(k._duplicate, false) AS _duplicate_key,
         clock_timestamp() AS _once_f
     FROM ({typed_select}) AS t
-    LEFT JOIN {keys} AS k ON k._key = t.{key}
+    LEFT JOIN (
+        SELECT _key, bool_or(_duplicate) AS _duplicate, bool_or(NOT _duplicate) AS _other FROM {keys} GROUP BY _key
+    ) AS k ON k._key = t.{key}
 ) AS f;
 DROP TABLE {keys};
 -- Statistics of what later statements filter and join on (the merge, the quarantine): half the cost of all.
