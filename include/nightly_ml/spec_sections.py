@@ -181,6 +181,10 @@ class ValidationRules(_Strict):
     # this many reference row standard deviations (an effect-size floor, so that large, tightly
     # estimated batches do not fail on practically null shifts).
     mean_shift_tolerance_sd: Annotated[float, Field(gt=0)] = 0.5
+    # A batch's keys must not already be stored under another interval that starts at most this many days
+    # before the batch's (or any time after it). Unset: under any interval at all. The lookup reads every
+    # interval it covers, so its cost grows with the history it spans (docs/PERFORMANCE.md).
+    key_lookback_days: Annotated[int | None, Field(ge=1)] = None
 
 
 class DriftRules(_Strict):

@@ -346,6 +346,36 @@ def test_duplicate_key_against_the_warehouse_is_quarantined(file_specs: Path) ->
     assert interval_rows("churn", first) == 300
 
 
+def test_key_lookback_days_bounds_the_intervals_a_key_is_looked_up_in(file_specs: Path) -> None:
+    """With ``validation.key_lookback_days: 2`` a key stored under the interval before yesterday's is looked
+    up and quarantined; one stored three days earlier is not looked up, and its row is merged."""
+    path = file_specs / "churn.yaml"
+    original = path.read_text()
+    raw = yaml.safe_load(original)
+    path.write_text(yaml.safe_dump({**raw, "validation": {**raw["validation"], "key_lookback_days": 2}}))
+    try:
+        nights = {}
+        for n in (80, 82):
+            first, first_end = day(n)
+            nights[n] = good_rows(first)
+            write_csv(nights[n], drop_folder(first) / "part-0.csv")
+            run_night("churn", first, first_end)
+        start, end = day(83)
+        frame = good_rows(start)
+        frame.iloc[0, 0], frame.iloc[1, 0] = nights[80].iloc[0, 0], nights[82].iloc[0, 0]
+        write_csv(frame, drop_folder(start) / "part-0.csv")
+        run_night("churn", start, end)
+    finally:
+        path.write_text(original)
+    quarantined = query(
+        "SELECT row_data->>'snapshot_id', detail FROM ops.quarantine WHERE dataset = 'churn' AND interval_start = %s",
+        (start,),
+    )
+    assert [key for key, _ in quarantined] == [nights[82].iloc[0, 0]], quarantined
+    assert "at most 2 day(s) before" in quarantined[0][1]
+    assert interval_rows("churn", start) == 299
+
+
 def test_a_key_merged_under_another_interval_after_validation_stops_the_merge(file_specs: Path) -> None:
     """Validation looks the batch's keys up in the partitions there are then; the merge looks them up again
     only in the partitions attached since (here: the run of another interval that merged the same keys

@@ -142,6 +142,11 @@ def _column_rules(column: Column, position: int) -> list[Rule]:
     return rules
 
 
+def _lookback(spec: DatasetSpec) -> str:
+    days = spec.validation.key_lookback_days
+    return "" if days is None else f" starting at most {days} day(s) before this one, or later"
+
+
 def row_rules(spec: DatasetSpec) -> list[Rule]:
     """The rules every row must keep; a row that breaks one is quarantined with it."""
     key, ts, label = spec.key.name, spec.event_time, spec.label
@@ -152,7 +157,7 @@ def row_rules(spec: DatasetSpec) -> list[Rule]:
         Rule(
             "key_in_other_interval",
             key,
-            f"{key} must not already be in the warehouse under another interval",
+            f"{key} must not already be in the warehouse under another interval{_lookback(spec)}",
             broken=flag("_key_in_other_interval"),
         ),
         Rule("not_null", ts, f"{ts} (the event time) is required", broken=_null(ts)),

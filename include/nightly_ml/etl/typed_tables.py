@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg2.extensions
@@ -61,6 +61,13 @@ def keys_table(stage: StageResult) -> str:
 def seen_partitions_table(stage: StageResult) -> str:
     """The warehouse partitions validation looked the batch's keys up in (``partition``: their oids)."""
     return f"{stage.rows_table}{SEEN_SUFFIX}"
+
+
+def key_lookback_start(spec: DatasetSpec, start: datetime) -> datetime | None:
+    """The earliest interval start a batch's keys are looked up under (``validation.key_lookback_days``), or
+    ``None`` for every stored interval."""
+    days = spec.validation.key_lookback_days
+    return None if days is None else start - timedelta(days=days)
 
 
 def value_column(name: str) -> str:
@@ -254,7 +261,13 @@ def create_typed_table(
         )
 
     with conn.cursor() as cur:
-        bounds = {**params, "start": start, "end": end, "warehouse_name": db.warehouse_table(spec).as_string(cur)}
+        bounds = {
+            **params,
+            "start": start,
+            "end": end,
+            "key_lookback_start": key_lookback_start(spec, start),
+            "warehouse_name": db.warehouse_table(spec).as_string(cur),
+        }
         if not plain_first:
             cur.execute(statement(careful_typed_select(spec, stage)), bounds)
             return "careful"

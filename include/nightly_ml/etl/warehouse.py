@@ -20,7 +20,13 @@ from psycopg2 import sql
 from nightly_ml import db, partitions
 from nightly_ml.errors import KeyElsewhere, StagingLost
 from nightly_ml.etl.staging import StageResult, interval_tables
-from nightly_ml.etl.typed_tables import seen_partitions_table, typed_expression, typed_table, value_column
+from nightly_ml.etl.typed_tables import (
+    key_lookback_start,
+    seen_partitions_table,
+    typed_expression,
+    typed_table,
+    value_column,
+)
 from nightly_ml.intervals import partition_name
 from nightly_ml.spec import DatasetSpec
 
@@ -164,7 +170,7 @@ def merge_interval(
     with conn.cursor() as cur:
         # The partition's indexes are sorted in memory (a million keys need more than the default 64MB).
         cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", (MERGE_MAINTENANCE_MEMORY,))
-        cur.execute(statement, {"start": start, "end": end})
+        cur.execute(statement, {"start": start, "end": end, "key_lookback_start": key_lookback_start(spec, start)})
         merged, checksum, deleted, elsewhere = cur.fetchone()
     if elsewhere:
         raise KeyElsewhere(

@@ -23,11 +23,12 @@ WHERE hashtextextended({key}::text, 0) IN (
     SELECT hashtextextended({key}::text, 0) FROM {staging} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
 )
 GROUP BY {key} HAVING count(*) > 1;
--- Stored under another interval: every stored interval is looked at, so this costs more as the warehouse
--- grows (docs/PERFORMANCE.md measures it).
+-- Stored under another interval (since the spec's key_lookback_days, if set: its intervals alone are
+-- read). Every interval looked at is read, so this costs more as the history grows (docs/PERFORMANCE.md).
 INSERT INTO {keys}
 SELECT DISTINCT k._key, false FROM (SELECT {key} AS _key, {typed_key} AS _typed_key FROM {staging}) AS k
-JOIN {warehouse} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s;
+JOIN {warehouse} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s
+    AND (%(key_lookback_start)s::timestamptz IS NULL OR w._interval_start >= %(key_lookback_start)s);
 DROP TABLE IF EXISTS {typed};
 CREATE UNLOGGED TABLE {typed} AS
 SELECT _row_id, {values},
