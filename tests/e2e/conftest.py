@@ -145,8 +145,21 @@ class LiveStack:
         return "\n".join(parts)
 
 
-def light_demand_spec(spec_dir: Path, start: date) -> Path:
-    """The demand spec, made small: few rows a night, one model candidate, a start a few days back."""
+def first_demand_day(today: date) -> date:
+    """The light demand spec's start: the latest day before yesterday of yesterday's kind (a weekday or a
+    weekend day). The stack ingests that day and yesterday, and the bootstrap trains on the first and holds
+    out yesterday: simulated business zones empty out at weekends, so a model of a Friday loses to the naive
+    baseline on a Saturday (seen on a Sunday's run) and no champion comes to score and monitor with."""
+    yesterday = today - timedelta(days=1)
+    day = yesterday - timedelta(days=1)
+    while (day.weekday() >= 5) != (yesterday.weekday() >= 5):
+        day -= timedelta(days=1)
+    return day
+
+
+def light_demand_spec(spec_dir: Path, start: date, today: date) -> Path:
+    """The demand spec, made small: few rows a night, one model candidate, a start a few days back; the
+    training window reaches back to ``start`` from ``today``."""
     raw = yaml.safe_load((PROJECT_ROOT / "include" / "specs" / "demand.yaml").read_text())
     raw["start_date"] = start.isoformat()
     raw["catchup"] = False
@@ -154,7 +167,7 @@ def light_demand_spec(spec_dir: Path, start: date) -> Path:
     raw["validation"]["min_rows"] = 50
     raw["drift"]["min_labelled_rows"] = 50
     raw["training"].update(
-        window_days=2,
+        window_days=max(2, (today - start).days),
         holdout_days=1,
         min_rows=100,
         cv_folds=2,
@@ -300,7 +313,8 @@ def live_stack(
     home, data_dir, spec_dir = root / "airflow", root / "data", root / "specs"
     home.mkdir()
     data_dir.mkdir()
-    load_spec_file(light_demand_spec(spec_dir, datetime.now(UTC).date() - timedelta(days=2)))
+    today = datetime.now(UTC).date()
+    load_spec_file(light_demand_spec(spec_dir, first_demand_day(today), today))
     for name in live_stack_specs:
         load_spec_file(STACK_SPECS[name](spec_dir, data_dir))
 

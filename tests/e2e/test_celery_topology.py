@@ -136,7 +136,8 @@ def topology(
     root = tmp_path_factory.mktemp("celery")
     home, spec_dir = root / "airflow", root / "specs"
     home.mkdir()
-    stack_tools.light_demand_spec(spec_dir, datetime.now(UTC).date() - timedelta(days=2))
+    today = datetime.now(UTC).date()
+    stack_tools.light_demand_spec(spec_dir, today - timedelta(days=2), today)
     worker_dirs = {name: root / name / "data" for name in WORKERS}
     for folder in worker_dirs.values():
         folder.mkdir(parents=True)

@@ -216,12 +216,26 @@ def wait_for_training(stack: Any, deadline: float) -> dict[str, Any]:
             tasks = stack.task_states("retrain__demand", run["dag_run_id"])
             states[run["dag_run_id"]] = (run["state"], tasks)
             if run["state"] == "success" and tasks.get("train") == "success":
+                require_a_first_champion(stack)
                 return run
             if run["state"] == "failed":
                 pytest.fail(stack.failure_report("retrain__demand", run["dag_run_id"]))
         if time.monotonic() > deadline:
             pytest.fail(f"no retrain__demand run trained a model by the deadline: {states}")
         time.sleep(3)
+
+
+def require_a_first_champion(stack: Any) -> None:
+    """The bootstrap's challenger was promoted: without a champion the ingest below is neither scored nor
+    monitored (no drift report), which would fail later with a missing link instead of the gate's reason."""
+    import psycopg2
+
+    with psycopg2.connect(stack.warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT action, gate_reasons FROM ops.promotion_history WHERE dataset = 'demand' ORDER BY id")
+        decisions = cur.fetchall()
+    conn.close()
+    if not any(action == "promote" for action, _ in decisions):
+        pytest.fail(f"the bootstrap retraining promoted no champion: {decisions}")
 
 
 def wait_for_new_run(stack: Any, dag_id: str, start: str, known: set[str], deadline: float) -> dict[str, Any]:
