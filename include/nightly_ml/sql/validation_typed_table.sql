@@ -16,12 +16,15 @@ CREATE UNLOGGED TABLE {seen} AS
 SELECT i.inhrelid AS partition FROM pg_catalog.pg_inherits AS i WHERE i.inhparent = to_regclass(%(warehouse_name)s);
 DROP TABLE IF EXISTS {keys};
 -- Repeated in the batch: first the 64-bit hashes seen twice (grouping a million integers costs half of
--- grouping a million texts), then the keys behind those few hashes.
+-- grouping a million texts), then the keys behind those few hashes. A batch whose hashes are all distinct
+-- has none, and counting them (one sort, 0.25 s a million) is a quarter of grouping them: the grouping runs
+-- only when the count says it may find some.
 CREATE UNLOGGED TABLE {keys} AS
 SELECT {key} AS _key, true AS _duplicate FROM {staging}
-WHERE hashtextextended({key}::text, 0) IN (
+WHERE (SELECT count({key}) > count(DISTINCT hashtextextended({key}::text, 0)) FROM {staging})
+  AND hashtextextended({key}::text, 0) IN (
     SELECT hashtextextended({key}::text, 0) FROM {staging} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
-)
+  )
 GROUP BY {key} HAVING count(*) > 1;
 -- Stored under another interval (since the spec's key_lookback_days, if set: its intervals alone are
 -- read). Every interval looked at is read, so this costs more as the history grows (docs/PERFORMANCE.md).
