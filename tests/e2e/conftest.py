@@ -146,15 +146,12 @@ class LiveStack:
 
 
 def first_demand_day(today: date) -> date:
-    """The light demand spec's start: the latest day before yesterday of yesterday's kind (a weekday or a
-    weekend day). The stack ingests that day and yesterday, and the bootstrap trains on the first and holds
-    out yesterday: simulated business zones empty out at weekends, so a model of a Friday loses to the naive
-    baseline on a Saturday (seen on a Sunday's run) and no champion comes to score and monitor with."""
-    yesterday = today - timedelta(days=1)
-    day = yesterday - timedelta(days=1)
-    while (day.weekday() >= 5) != (yesterday.weekday() >= 5):
-        day -= timedelta(days=1)
-    return day
+    """The light demand spec's start: yesterday's weekday one week earlier. The stack ingests that day and
+    yesterday, and the bootstrap trains on the first and holds out yesterday; simulated demand depends on
+    the weekday (business zones empty out at weekends, weekdays differ by a few percent), so a model of a
+    Friday lost to the naive baseline on a Saturday (seen on a Sunday's run) and no champion came to score
+    and monitor with. The same weekday leaves the holdout nothing the training day did not show."""
+    return today - timedelta(days=8)
 
 
 def light_demand_spec(spec_dir: Path, start: date, today: date) -> Path:

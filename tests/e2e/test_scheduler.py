@@ -2,7 +2,7 @@
 
 The stack is what ``make up`` runs (``airflow standalone`` and an MLflow server, see the
 ``live_stack`` fixture), on free 127.0.0.1 ports with scratch databases and a light demand spec
-whose ``start_date`` is two days back. Ingest, score and monitor are unpaused; retrain stays paused,
+whose ``start_date`` is eight days back. Ingest, score and monitor are unpaused; retrain stays paused,
 so the bootstrap retraining that the first monitor run asks for is queued, not run.
 """
 
