@@ -63,11 +63,14 @@ def seen_partitions_table(stage: StageResult) -> str:
     return f"{stage.rows_table}{SEEN_SUFFIX}"
 
 
-def key_lookback_start(spec: DatasetSpec, start: datetime) -> datetime | None:
-    """The earliest interval start a batch's keys are looked up under (``validation.key_lookback_days``), or
-    ``None`` for every stored interval."""
+def key_lookback(spec: DatasetSpec, start: datetime) -> sql.Composable:
+    """The condition on the warehouse (alias ``w``) that bounds the stored intervals a batch's keys are looked
+    up under to ``validation.key_lookback_days`` (nothing when unset): a literal bound, so the planner reads
+    only those partitions."""
     days = spec.validation.key_lookback_days
-    return None if days is None else start - timedelta(days=days)
+    if days is None:
+        return sql.SQL("")
+    return sql.SQL(" AND w._interval_start >= {}").format(sql.Literal(start - timedelta(days=days)))
 
 
 def value_column(name: str) -> str:
@@ -257,6 +260,7 @@ def create_typed_table(
             typed_key=typed_expression(spec.key.name, _kinds(spec)[spec.key.name]),
             keys=keys,
             seen=seen,
+            key_lookback=key_lookback(spec, start),
             warehouse=db.warehouse_table(spec),
         )
 
@@ -265,7 +269,6 @@ def create_typed_table(
             **params,
             "start": start,
             "end": end,
-            "key_lookback_start": key_lookback_start(spec, start),
             "warehouse_name": db.warehouse_table(spec).as_string(cur),
         }
         if not plain_first:

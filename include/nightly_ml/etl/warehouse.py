@@ -21,7 +21,7 @@ from nightly_ml import db, partitions
 from nightly_ml.errors import KeyElsewhere, StagingLost
 from nightly_ml.etl.staging import StageResult, interval_tables
 from nightly_ml.etl.typed_tables import (
-    key_lookback_start,
+    key_lookback,
     seen_partitions_table,
     typed_expression,
     typed_table,
@@ -158,6 +158,7 @@ def merge_interval(
         event_time=spec.event_time,
         columns=partition_columns(spec, parent_columns),
         stored_since_validation=stored_since_validation(conn, spec, stage),
+        key_lookback=key_lookback(spec, start),
         hash_values=sql.SQL(", ").join(
             sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in spec.input_columns
         ),
@@ -170,7 +171,7 @@ def merge_interval(
     with conn.cursor() as cur:
         # The partition's indexes are sorted in memory (a million keys need more than the default 64MB).
         cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", (MERGE_MAINTENANCE_MEMORY,))
-        cur.execute(statement, {"start": start, "end": end, "key_lookback_start": key_lookback_start(spec, start)})
+        cur.execute(statement, {"start": start, "end": end})
         merged, checksum, deleted, elsewhere = cur.fetchone()
     if elsewhere:
         raise KeyElsewhere(

@@ -39,9 +39,7 @@ SELECT b.rows, b.checksum,
           AND NOT EXISTS (SELECT 1 FROM {building} AS n WHERE n.{key} = w.{key})),
        ARRAY(SELECT n.{key}::text FROM {building} AS n
              WHERE EXISTS (SELECT 1 FROM {stored_since_validation} AS w
-                           WHERE w.{key} = n.{key} AND w._interval_start <> %(start)s
-                             AND (%(key_lookback_start)s::timestamptz IS NULL
-                                  OR w._interval_start >= %(key_lookback_start)s))
+                           WHERE w.{key} = n.{key} AND w._interval_start <> %(start)s{key_lookback})
              ORDER BY 1 LIMIT 5)
 FROM (SELECT count(*) AS rows,
              md5(count(*)::text || ':' || coalesce(bit_xor(('x' || _row_hash)::bit(64)::bigint)::text, '')) AS checksum

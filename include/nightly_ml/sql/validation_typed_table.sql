@@ -30,8 +30,7 @@ GROUP BY {key} HAVING count(*) > 1;
 -- read). Every interval looked at is read, so this costs more as the history grows (docs/PERFORMANCE.md).
 INSERT INTO {keys}
 SELECT DISTINCT k._key, false FROM (SELECT {key} AS _key, {typed_key} AS _typed_key FROM {staging}) AS k
-JOIN {warehouse} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s
-    AND (%(key_lookback_start)s::timestamptz IS NULL OR w._interval_start >= %(key_lookback_start)s);
+JOIN {warehouse} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s{key_lookback};
 DROP TABLE IF EXISTS {typed};
 CREATE UNLOGGED TABLE {typed} AS
 SELECT _row_id, {values},
