@@ -131,15 +131,18 @@ def remove_warehouse_interval(conn: Any, spec: DatasetSpec, start: datetime) -> 
 
 
 def attach_incoming(
-    conn: Any, parent: str, incoming: str, ready_statement: str, **identifiers: sql.Composable | str
-) -> list[datetime]:
+    conn: Any,
+    parent: str,
+    incoming: str,
+    starts: list[datetime],
+    ready_statement: str,
+    **identifiers: sql.Composable | str,
+) -> None:
     """Make partitions of ``parent`` out of the rows of the table ``incoming`` (dropped after): one per
-    interval it holds, made ready (indexes, statistics) by ``ready_statement`` (a .sql file with a
-    ``{building}`` placeholder and ``identifiers``), each swapped in. Returns the intervals. One interval
-    (a night) renames the table instead of copying it."""
+    interval in ``starts`` (every interval whose rows it holds, as its writer noted them), made ready
+    (indexes, statistics) by ``ready_statement`` (a .sql file with a ``{building}`` placeholder and
+    ``identifiers``), each swapped in. One interval (a night) renames the table instead of copying it."""
     with conn.cursor() as cur:
-        execute(cur, "partition_incoming_intervals.sql", incoming=table(incoming))
-        starts = [row[0] for row in cur.fetchall()]
         for start in starts:
             names = partition_names(parent, start)
             if len(starts) == 1:
@@ -157,4 +160,3 @@ def attach_incoming(
             swap_in(conn, start, names)
         if len(starts) != 1:
             execute(cur, "partition_incoming_drop.sql", incoming=table(incoming))
-    return starts
