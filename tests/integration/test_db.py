@@ -96,22 +96,38 @@ def indexes_of(cur, table: str) -> list[str]:
     return [name for (name,) in cur.fetchall()]
 
 
-def test_predictions_have_no_key_index(warehouse_url: str) -> None:
+def test_predictions_have_no_key_index_and_partitions_no_interval_index(warehouse_url: str) -> None:
     """Predictions are rebuilt per interval from the warehouse partition (one per key by its primary key) and
-    read by interval: only the interval index stays. A predictions table of before loses its primary key."""
+    read by interval: a predictions table of before loses its primary key. An interval's partition holds one
+    interval, so only the DEFAULT partitions keep an index on it; tables of before lose the one they had on
+    every partition. A text key compares bytewise."""
     from nightly_ml.spec import load_spec
 
     spec = load_spec("churn").model_copy(update={"name": "churn_indexes"})
     db.ensure_dataset_tables(spec, warehouse_url)
     with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
         cur.execute("ALTER TABLE warehouse.churn_indexes_predictions ADD PRIMARY KEY (snapshot_id, _interval_start)")
+        cur.execute("CREATE INDEX churn_indexes_interval_idx ON warehouse.churn_indexes (_interval_start)")
+        cur.execute(
+            "CREATE INDEX churn_indexes_predictions_interval_idx "
+            "ON warehouse.churn_indexes_predictions (_interval_start)"
+        )
     db.ensure_dataset_tables(spec, warehouse_url)
     with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
-        assert indexes_of(cur, "churn_indexes_predictions") == ["churn_indexes_predictions_interval_idx"]
-        assert indexes_of(cur, "churn_indexes") == [
-            "churn_indexes_event_time_idx",
-            "churn_indexes_interval_idx",
-            "churn_indexes_pkey",
+        assert indexes_of(cur, "churn_indexes_predictions") == []
+        assert indexes_of(cur, "churn_indexes") == ["churn_indexes_event_time_idx", "churn_indexes_pkey"]
+        assert indexes_of(cur, "churn_indexes_predictions__default") == [
+            "churn_indexes_predictions__default_interval_idx"
+        ]
+        assert "churn_indexes__default_interval_idx" in indexes_of(cur, "churn_indexes__default")
+        cur.execute(
+            "SELECT attrelid::regclass::text, collname FROM pg_attribute JOIN pg_collation c ON c.oid = attcollation "
+            "WHERE attrelid IN ('warehouse.churn_indexes'::regclass, 'warehouse.churn_indexes_predictions'::regclass) "
+            "AND attname = 'snapshot_id' ORDER BY 1"
+        )
+        assert cur.fetchall() == [
+            ("warehouse.churn_indexes", "C"),
+            ("warehouse.churn_indexes_predictions", "C"),
         ]
 
 
@@ -177,3 +193,54 @@ def test_two_writers_of_one_table_swap_partitions_in_turn_without_a_deadlock(war
             conn, spec.warehouse_table, datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
         )
     assert [name for name, _ in attached] == ["churn_writers__20260201T000000Z", "churn_writers__20260202T000000Z"]
+
+
+def test_loaded_and_scored_intervals_are_listed_from_partitions_and_the_default_one(warehouse_url: str) -> None:
+    """The listings monitoring pools and compares (no index on _interval_start in an interval's partition):
+    intervals with a partition of their own and intervals with rows in the DEFAULT partition, newest first, up
+    to the limit; an empty partition and one outside the range are not listed; scored ones by version."""
+    from datetime import UTC, datetime, timedelta
+
+    from nightly_ml import partitions
+    from nightly_ml.monitoring import aggregates
+    from nightly_ml.spec import load_spec
+
+    spec = load_spec("churn").model_copy(update={"name": "churn_listing"})
+    db.ensure_dataset_tables(spec, warehouse_url)
+    d = [datetime(2026, 2, 1, tzinfo=UTC) + timedelta(days=n) for n in range(6)]
+    in_default, partitioned, empty, later = d[:2], d[2:4], d[4], d[5]
+    versions = {d[0]: "2", d[1]: "1", d[2]: "1", d[3]: "2", d[5]: "1"}
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        for parent in ("churn_listing", "churn_listing_predictions"):
+            for start in [*partitioned, empty, later]:
+                cur.execute(
+                    f"CREATE TABLE warehouse.{partitions.partition_names(parent, start).final} "
+                    f"PARTITION OF warehouse.{parent} FOR VALUES IN (%s)",
+                    (start,),
+                )
+        for start in [*in_default, *partitioned, later]:
+            for row in range(3):
+                key = f"{start:%d}-{row}"
+                cur.execute(
+                    "INSERT INTO warehouse.churn_listing (snapshot_id, event_time, _interval_start, _interval_end, "
+                    "_row_hash) VALUES (%s, %s, %s, %s, 'h')",
+                    (key, start, start, start + timedelta(days=1)),
+                )
+                cur.execute(
+                    "INSERT INTO warehouse.churn_listing_predictions (snapshot_id, event_time, _interval_start, "
+                    "prediction, model_name, model_version) VALUES (%s, %s, %s, 0.5, 'm', %s)",
+                    (key, start, start, versions[start]),
+                )
+        cur.execute("SELECT count(*) FROM warehouse.churn_listing__default")
+        assert cur.fetchone()[0] == 6
+
+        assert aggregates.loaded_intervals(conn, spec, d[0], empty, 10) == [d[3], d[2], d[1], d[0]]
+        assert aggregates.loaded_intervals(conn, spec, d[0], empty, 3) == [d[3], d[2], d[1]]
+        assert aggregates.loaded_intervals(conn, spec, d[1], d[2], 10) == [d[2], d[1]]
+        assert aggregates.loaded_intervals(conn, spec, later + timedelta(days=1), later + timedelta(days=9), 5) == []
+
+        assert aggregates._scored_intervals(conn, spec, later, None, 10) == [d[3], d[2], d[1], d[0]]
+        assert aggregates._scored_intervals(conn, spec, later, "1", 10) == [d[2], d[1]]
+        assert aggregates._scored_intervals(conn, spec, later, "2", 1) == [d[3]]
+        assert aggregates._scored_intervals(conn, spec, d[3], "2", 10) == [d[0]]
+        assert aggregates._scored_intervals(conn, spec, later + timedelta(days=1), "1", 2) == [later, d[2]]

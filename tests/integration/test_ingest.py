@@ -241,12 +241,20 @@ def test_a_row_gone_from_the_rerun_batch_is_removed(file_specs: Path) -> None:
 # --- bad input: each ends in quarantine or a worded rejection, raw input kept ----------------
 
 
-def test_a_retired_column_stays_empty_and_the_new_partition_matches_its_parent(file_specs: Path) -> None:
-    """The merge builds the interval's partition with every column of the warehouse table, in its order and
-    type (CREATE TABLE AS): one the spec no longer has (kept, never dropped) is NULL in the new rows."""
-    start, end = day(4)
+@pytest.mark.parametrize(
+    ("key_collation", "n"), [("C", 4), ("default", 5)], ids=["bytewise-key", "key-collated-as-tables-of-before"]
+)
+def test_a_retired_column_stays_empty_and_the_new_partition_matches_its_parent(
+    file_specs: Path, key_collation: str, n: int
+) -> None:
+    """The merge builds the interval's partition with every column of the warehouse table, in its order,
+    type and collation (CREATE TABLE AS): one the spec no longer has (kept, never dropped) is NULL in the new
+    rows, and a key of a table made before keys compared bytewise keeps its collation."""
+    start, end = day(n)
+    db.ensure_dataset_tables(load_spec("churn"))
     with db.transaction() as conn, conn.cursor() as cur:
         cur.execute('ALTER TABLE warehouse."churn" ADD COLUMN retired_feature text')
+        cur.execute(f'ALTER TABLE warehouse."churn" ALTER COLUMN snapshot_id TYPE text COLLATE "{key_collation}"')
     try:
         folder = drop_folder(start)
         write_csv(good_rows(start), folder / "part-0.csv")
@@ -257,12 +265,12 @@ def test_a_retired_column_stays_empty_and_the_new_partition_matches_its_parent(f
             (start,),
         ) == [(300, 0, 300)]
         partition_columns = query(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull, attcollation FROM pg_attribute "
             "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             (f'warehouse."churn__{start:%Y%m%dT%H%M%SZ}"',),
         )
         parent_columns = query(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull, attcollation FROM pg_attribute "
             "WHERE attrelid = 'warehouse.churn'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
         )
         assert partition_columns == parent_columns
@@ -270,6 +278,7 @@ def test_a_retired_column_stays_empty_and_the_new_partition_matches_its_parent(f
     finally:
         with db.transaction() as conn, conn.cursor() as cur:
             cur.execute('ALTER TABLE warehouse."churn" DROP COLUMN retired_feature')
+            cur.execute('ALTER TABLE warehouse."churn" ALTER COLUMN snapshot_id TYPE text COLLATE "C"')
 
 
 Corrupt = Callable[[pd.DataFrame, datetime], pd.DataFrame]

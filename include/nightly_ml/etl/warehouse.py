@@ -61,10 +61,10 @@ def _require_staged_rows(
         )
 
 
-def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str, bool]]) -> sql.Composable:
+def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str, bool, str | None]]) -> sql.Composable:
     """The select list of an interval's new partition (merge_interval.sql): every column of the warehouse
-    table, in its order and cast to its type (``parent_columns``: name, type, NOT NULL, as warehouse_columns.sql
-    reads them). An input column takes the batch's typed value (the label the
+    table, in its order and cast to its type and collation (``parent_columns``: name, type, NOT NULL and
+    collation, as warehouse_columns.sql reads them). An input column takes the batch's typed value (the label the
     one stored before when the batch has none), a column the spec no longer has stays NULL."""
     label_value = sql.Identifier(value_column(spec.label.name))
     inputs = set(spec.input_columns)
@@ -82,9 +82,14 @@ def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str, bo
             return sql.SQL("v.{}").format(sql.Identifier(value_column(name)))
         return meta.get(name, sql.SQL("NULL"))
 
+    def collate(collation: str | None) -> sql.Composable:
+        return sql.SQL(" COLLATE {}").format(sql.SQL(collation)) if collation else sql.SQL("")
+
     return sql.SQL(", ").join(
-        sql.SQL("CAST({} AS {}) AS {}").format(value(name), sql.SQL(pg_type), sql.Identifier(name))
-        for name, pg_type, _ in parent_columns
+        sql.SQL("CAST({} AS {}){} AS {}").format(
+            value(name), sql.SQL(pg_type), collate(collation), sql.Identifier(name)
+        )
+        for name, pg_type, _, collation in parent_columns
     )
 
 
@@ -164,7 +169,7 @@ def merge_interval(
         ),
         not_null=sql.SQL(", ").join(
             sql.SQL("ALTER COLUMN {} SET NOT NULL").format(sql.Identifier(name))
-            for name, _, not_null in parent_columns
+            for name, _, not_null, _ in parent_columns
             if not_null
         ),
     )

@@ -329,11 +329,24 @@ def pooled_windows(conn: psycopg2.extensions.connection, spec: DatasetSpec, wind
     pooled = spec.drift.window_intervals
     if pooled <= 1:
         return windows
-    statement = db.compose("monitoring_pooled_intervals.sql", table=db.warehouse_table(spec))
-    with conn.cursor() as cur:
-        cur.execute(statement, {**windows.params(), "limit": pooled})
-        starts = [row[0] for row in cur.fetchall()]
+    starts = loaded_intervals(conn, spec, windows.reference_end, windows.current_start, pooled)
     return replace(windows, pool_start=min([*starts, windows.current_start]))
+
+
+def loaded_intervals(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, since: datetime, until: datetime, limit: int
+) -> list[datetime]:
+    """The newest (at most ``limit``) intervals in ``[since, until]`` the warehouse holds rows of, newest first."""
+    warehouse = db.warehouse_table(spec)
+    statement = db.compose(
+        "monitoring_pooled_intervals.sql",
+        table=warehouse,
+        default_partition=db.table("warehouse", db.default_partition_name(spec.warehouse_table)),
+    )
+    params = {"ref_end": since, "cur_start": until, "limit": limit}
+    with conn.cursor() as cur:
+        cur.execute(statement, {**params, "table_name": warehouse.as_string(cur)})
+        return [row[0] for row in cur.fetchall()]
 
 
 def _scored_intervals(
@@ -341,9 +354,15 @@ def _scored_intervals(
 ) -> list[datetime]:
     if limit <= 0:
         return []
-    statement = db.compose("monitoring_scored_intervals.sql", predictions=db.predictions_table(spec))
+    predictions = db.predictions_table(spec)
+    statement = db.compose(
+        "monitoring_scored_intervals.sql",
+        predictions=predictions,
+        default_partition=db.table("warehouse", db.default_partition_name(db.predictions_table_name(spec))),
+    )
     with conn.cursor() as cur:
-        cur.execute(statement, {"before": before, "model_version": model_version, "limit": limit})
+        params = {"before": before, "model_version": model_version, "limit": limit}
+        cur.execute(statement, {**params, "table_name": predictions.as_string(cur)})
         return [row[0] for row in cur.fetchall()]
 
 

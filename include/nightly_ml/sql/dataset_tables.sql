@@ -23,10 +23,12 @@ CREATE TABLE IF NOT EXISTS {warehouse} (
 ) PARTITION BY LIST (_interval_start);
 CREATE TABLE IF NOT EXISTS {default_partition} PARTITION OF {warehouse} DEFAULT;
 CREATE INDEX IF NOT EXISTS {event_time_index} ON {warehouse} ({event_time});
--- On every partition, though an interval's own holds one value: the loose index scans that list the
--- newest intervals (monitoring_pooled_intervals.sql, monitoring_scored_intervals.sql) probe it once per
--- partition instead of reading every row.
-CREATE INDEX IF NOT EXISTS {interval_index} ON {warehouse} (_interval_start);
+-- No index on _interval_start in an interval's partition, which holds one value: the listings of the
+-- newest intervals (monitoring_pooled_intervals.sql, monitoring_scored_intervals.sql) start from the
+-- partitions' bounds. Only the DEFAULT partition, which may hold many intervals, has one (a loose index
+-- scan lists them). Tables of before lose theirs: building it cost the merge and scoring 0.3 s per 1M rows.
+DROP INDEX IF EXISTS {interval_index};
+CREATE INDEX IF NOT EXISTS {default_interval_index} ON {default_partition} (_interval_start);
 
 -- Partitioned like the warehouse: scoring an interval builds its partition and swaps it in. No key index:
 -- an interval's predictions are rebuilt as a whole from its warehouse partition, whose primary key makes
@@ -44,4 +46,5 @@ CREATE TABLE IF NOT EXISTS {predictions} (
     model_version text NOT NULL
 ) PARTITION BY LIST (_interval_start);
 CREATE TABLE IF NOT EXISTS {predictions_default} PARTITION OF {predictions} DEFAULT;
-CREATE INDEX IF NOT EXISTS {predictions_interval_index} ON {predictions} (_interval_start);
+DROP INDEX IF EXISTS {predictions_interval_index};
+CREATE INDEX IF NOT EXISTS {predictions_default_interval_index} ON {predictions_default} (_interval_start);

@@ -1,4 +1,3 @@
--- An interval's predictions partition, once its rows are in: its one index (the predictions table's, so
--- attaching adopts it) built in bulk, and statistics for the readers' plans.
-CREATE INDEX ON {building} (_interval_start);
+-- An interval's predictions partition, once its rows are in: statistics for the readers' plans. (No index:
+-- the partition holds one interval, and the listing of scored intervals starts from the partitions' bounds.)
 ANALYZE {building};
