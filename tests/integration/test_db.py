@@ -234,6 +234,7 @@ def test_loaded_and_scored_intervals_are_listed_from_partitions_and_the_default_
         cur.execute("SELECT count(*) FROM warehouse.churn_listing__default")
         assert cur.fetchone()[0] == 6
 
+        plans = record_plans(conn, "ops.interval_partitions")
         assert aggregates.loaded_intervals(conn, spec, d[0], empty, 10) == [d[3], d[2], d[1], d[0]]
         assert aggregates.loaded_intervals(conn, spec, d[0], empty, 3) == [d[3], d[2], d[1]]
         assert aggregates.loaded_intervals(conn, spec, d[1], d[2], 10) == [d[2], d[1]]
@@ -244,3 +245,31 @@ def test_loaded_and_scored_intervals_are_listed_from_partitions_and_the_default_
         assert aggregates._scored_intervals(conn, spec, later, "2", 1) == [d[3]]
         assert aggregates._scored_intervals(conn, spec, d[3], "2", 10) == [d[0]]
         assert aggregates._scored_intervals(conn, spec, later + timedelta(days=1), "1", 2) == [later, d[2]]
+    # Each interval partition is probed for its first row, never read whole (an EXISTS became a semi-join
+    # that read every row of the table); the DEFAULT partitions are the planner's to scan.
+    probes = [node for plan in plans for node in plan_nodes(plan) if "__2026" in node.get("Relation Name", "")]
+    assert probes and all(node["Actual Rows"] <= 1 for node in probes), [
+        (node["Relation Name"], node["Actual Rows"]) for node in probes
+    ]
+
+
+def record_plans(conn, marker: str) -> list[dict]:
+    """The executed plans (EXPLAIN ANALYZE) of the statements ``conn``'s new cursors run that contain ``marker``."""
+    import psycopg2.extensions
+
+    plans: list[dict] = []
+
+    class Explaining(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):
+            text = query if isinstance(query, str) else query.as_string(self)
+            if marker in text:
+                super().execute("EXPLAIN (ANALYZE, FORMAT JSON) " + text, vars)
+                plans.append(self.fetchone()[0][0]["Plan"])
+            return super().execute(query, vars)
+
+    conn.cursor_factory = Explaining
+    return plans
+
+
+def plan_nodes(node: dict) -> list[dict]:
+    return [node, *(child for sub in node.get("Plans", []) for child in plan_nodes(sub))]

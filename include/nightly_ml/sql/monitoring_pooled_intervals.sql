@@ -29,8 +29,9 @@ candidates AS (
 )
 SELECT interval_start
 FROM (SELECT c.interval_start
-      -- OFFSET 0 keeps the order for the probes below, which stop at the limit
+      -- OFFSET 0 keeps the order for the probes, which stop at the limit; LIMIT 1 keeps each a probe (an
+      -- EXISTS would become a semi-join that reads every row of the table)
       FROM (SELECT interval_start FROM candidates ORDER BY interval_start DESC OFFSET 0) AS c
-      WHERE EXISTS (SELECT 1 FROM {table} AS t WHERE t._interval_start = c.interval_start)
+      CROSS JOIN LATERAL (SELECT FROM {table} AS t WHERE t._interval_start = c.interval_start LIMIT 1) AS has_rows
       LIMIT %(limit)s) AS loaded
 ORDER BY interval_start DESC

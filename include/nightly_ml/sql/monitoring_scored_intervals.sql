@@ -30,10 +30,12 @@ candidates AS (
 )
 SELECT interval_start
 FROM (SELECT c.interval_start
-      -- OFFSET 0 keeps the order for the probes below, which stop at the limit
+      -- OFFSET 0 keeps the order for the probes, which stop at the limit; LIMIT 1 keeps each a probe (an
+      -- EXISTS would become a semi-join that reads every row of the table)
       FROM (SELECT interval_start FROM candidates ORDER BY interval_start DESC OFFSET 0) AS c
-      WHERE EXISTS (SELECT 1 FROM {predictions} AS p
-                    WHERE p._interval_start = c.interval_start
-                      AND (CAST(%(model_version)s AS text) IS NULL OR p.model_version = %(model_version)s))
+      CROSS JOIN LATERAL (SELECT FROM {predictions} AS p
+                          WHERE p._interval_start = c.interval_start
+                            AND (CAST(%(model_version)s AS text) IS NULL OR p.model_version = %(model_version)s)
+                          LIMIT 1) AS scored_by
       LIMIT %(limit)s) AS scored
 ORDER BY interval_start DESC
