@@ -338,6 +338,33 @@ def test_row_level_faults_are_quarantined_with_their_rule(file_specs: Path, case
     assert audit("churn", start)["quarantined"] == count
 
 
+def test_a_run_that_loses_the_race_for_its_interval_leaves_the_quarantine_to_the_merged_run(
+    file_specs: Path,
+) -> None:
+    """Two runs of one interval: run b validates (its quarantine committed) after run a merged, then finds its
+    staging dropped by a's finish. b fails with ConcurrentRun and takes its quarantine rows with it: the
+    interval's quarantine is the merged run's alone (as the racing-runs fault test found, once in CI)."""
+    from nightly_ml.errors import ConcurrentRun
+
+    start, end = day(90)
+    folder = drop_folder(start)
+    write_csv(_set("plan", None)(good_rows(start), start), folder / "part-0.csv")
+    files = ingest.extract("churn", start, end)
+    staged_a = ingest.stage("churn", start, end, files, "run_a")
+    validated_a = ingest.validate("churn", start, end, staged_a, "run_a")
+    ingest.merge("churn", start, end, staged_a, validated_a, "run_a")
+    staged_b = ingest.stage("churn", start, end, files, "run_b")
+    validated_b = ingest.validate("churn", start, end, staged_b, "run_b")
+    ingest.finish("churn", start, staged_a)
+    with pytest.raises(ConcurrentRun, match="another run of this interval"):
+        ingest.merge("churn", start, end, staged_b, validated_b, "run_b")
+    assert query(
+        "SELECT run_id, count(*) FROM ops.quarantine WHERE dataset = 'churn' AND interval_start = %s GROUP BY 1",
+        (start,),
+    ) == [("run_a", 5)]
+    assert audit("churn", start)["quarantined"] == 5
+
+
 def test_duplicate_key_against_the_warehouse_is_quarantined(file_specs: Path) -> None:
     first, first_end = day(30)
     folder = drop_folder(first)

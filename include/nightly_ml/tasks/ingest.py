@@ -115,6 +115,10 @@ def _staging_owned(dataset: str, start: datetime, run_id: str) -> Generator[None
         if isinstance(error, psycopg2.errors.UniqueViolation) and error.diag.constraint_name not in _CATALOG_NAMES:
             raise
         first = (error.pgerror or str(error)).strip().splitlines()[0]
+        # This run will not merge the interval, so its quarantine rows are not the interval's: the other run's
+        # merge keeps only its own, but this run's validation may have committed after that merge.
+        with db.transaction() as conn, conn.cursor() as cur:
+            cur.execute(db.load_sql("quarantine_clear.sql"), {"dataset": dataset, "start": start, "run_id": run_id})
         raise ConcurrentRun(
             f"{dataset} {start:%Y-%m-%d}: another run of this interval replaced or dropped its staging tables while "
             f"run {run_id} was using them ({first}); that run loads the interval: see its outcome in ops.load_audit, "
