@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -337,16 +337,8 @@ def loaded_intervals(
     conn: psycopg2.extensions.connection, spec: DatasetSpec, since: datetime, until: datetime, limit: int
 ) -> list[datetime]:
     """The newest (at most ``limit``) intervals in ``[since, until]`` the warehouse holds rows of, newest first."""
-    warehouse = db.warehouse_table(spec)
-    statement = db.compose(
-        "monitoring_pooled_intervals.sql",
-        table=warehouse,
-        default_partition=db.table("warehouse", db.default_partition_name(spec.warehouse_table)),
-    )
-    params = {"ref_end": since, "cur_start": until, "limit": limit}
-    with conn.cursor() as cur:
-        cur.execute(statement, {**params, "table_name": warehouse.as_string(cur)})
-        return [row[0] for row in cur.fetchall()]
+    # an interval is named by its start: "at most until" is "before until's next microsecond"
+    return _newest_intervals(conn, spec.warehouse_table, since, until + timedelta(microseconds=1), None, limit)
 
 
 def _scored_intervals(
@@ -354,15 +346,30 @@ def _scored_intervals(
 ) -> list[datetime]:
     if limit <= 0:
         return []
-    predictions = db.predictions_table(spec)
+    return _newest_intervals(conn, db.predictions_table_name(spec), None, before, model_version, limit)
+
+
+def _newest_intervals(
+    conn: psycopg2.extensions.connection,
+    table_name: str,
+    since: datetime | None,
+    until: datetime,
+    model_version: str | None,
+    limit: int,
+) -> list[datetime]:
+    """The newest intervals in ``[since, until)`` the warehouse table ``table_name`` holds rows of (the
+    predictions table: rows by ``model_version``, every version when ``None``), newest first."""
+    table = db.table("warehouse", table_name)
+    by_version = sql.SQL(" AND r.model_version = %(model_version)s")
     statement = db.compose(
-        "monitoring_scored_intervals.sql",
-        predictions=predictions,
-        default_partition=db.table("warehouse", db.default_partition_name(db.predictions_table_name(spec))),
+        "monitoring_newest_intervals.sql",
+        table=table,
+        default_partition=db.table("warehouse", db.default_partition_name(table_name)),
+        row_filter=by_version if model_version is not None else sql.SQL(""),
     )
+    params = {"since": since, "until": until, "model_version": model_version, "limit": limit}
     with conn.cursor() as cur:
-        params = {"before": before, "model_version": model_version, "limit": limit}
-        cur.execute(statement, {**params, "table_name": predictions.as_string(cur)})
+        cur.execute(statement, {**params, "table_name": table.as_string(cur)})
         return [row[0] for row in cur.fetchall()]
 
 

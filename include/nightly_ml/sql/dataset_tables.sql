@@ -24,9 +24,9 @@ CREATE TABLE IF NOT EXISTS {warehouse} (
 CREATE TABLE IF NOT EXISTS {default_partition} PARTITION OF {warehouse} DEFAULT;
 CREATE INDEX IF NOT EXISTS {event_time_index} ON {warehouse} ({event_time});
 -- No index on _interval_start in an interval's partition, which holds one value: the listings of the
--- newest intervals (monitoring_pooled_intervals.sql, monitoring_scored_intervals.sql) start from the
--- partitions' bounds. Only the DEFAULT partition, which may hold many intervals, has one (a loose index
--- scan lists them). Tables of before lose theirs: building it cost the merge and scoring 0.3 s per 1M rows.
+-- newest intervals (monitoring_newest_intervals.sql) start from the partitions' bounds. Only the DEFAULT
+-- partition, which may hold many intervals, has one (a loose index scan lists them). Tables of before
+-- lose theirs: building it cost the merge and scoring 0.3 s per 1M rows.
 DROP INDEX IF EXISTS {interval_index};
 CREATE INDEX IF NOT EXISTS {default_interval_index} ON {default_partition} (_interval_start);
 

@@ -2,7 +2,7 @@
 -- LIST bound: the start of the interval whose rows it holds (NULL for the DEFAULT partition). The bound is
 -- read back from its text in the session's time zone and date style, in which it is also printed. The
 -- listings of loaded and scored intervals start from these bounds instead of an index on _interval_start
--- (monitoring_pooled_intervals.sql, monitoring_scored_intervals.sql).
+-- (monitoring_newest_intervals.sql).
 CREATE OR REPLACE FUNCTION ops.interval_partitions(parent regclass)
 RETURNS TABLE (partition_name name, interval_start timestamptz)
 LANGUAGE sql STABLE PARALLEL SAFE
