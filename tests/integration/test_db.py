@@ -202,7 +202,7 @@ def test_loaded_and_scored_intervals_are_listed_from_partitions_and_the_default_
     from datetime import UTC, datetime, timedelta
 
     from nightly_ml import partitions
-    from nightly_ml.monitoring import aggregates
+    from nightly_ml.monitoring import listings
     from nightly_ml.spec import load_spec
 
     spec = load_spec("churn").model_copy(update={"name": "churn_listing"})
@@ -235,16 +235,16 @@ def test_loaded_and_scored_intervals_are_listed_from_partitions_and_the_default_
         assert cur.fetchone()[0] == 6
 
         plans = record_plans(conn, "ops.interval_partitions")
-        assert aggregates.loaded_intervals(conn, spec, d[0], empty, 10) == [d[3], d[2], d[1], d[0]]
-        assert aggregates.loaded_intervals(conn, spec, d[0], empty, 3) == [d[3], d[2], d[1]]
-        assert aggregates.loaded_intervals(conn, spec, d[1], d[2], 10) == [d[2], d[1]]
-        assert aggregates.loaded_intervals(conn, spec, later + timedelta(days=1), later + timedelta(days=9), 5) == []
+        assert listings.loaded_intervals(conn, spec, d[0], empty, 10) == [d[3], d[2], d[1], d[0]]
+        assert listings.loaded_intervals(conn, spec, d[0], empty, 3) == [d[3], d[2], d[1]]
+        assert listings.loaded_intervals(conn, spec, d[1], d[2], 10) == [d[2], d[1]]
+        assert listings.loaded_intervals(conn, spec, later + timedelta(days=1), later + timedelta(days=9), 5) == []
 
-        assert aggregates._scored_intervals(conn, spec, later, None, 10) == [d[3], d[2], d[1], d[0]]
-        assert aggregates._scored_intervals(conn, spec, later, "1", 10) == [d[2], d[1]]
-        assert aggregates._scored_intervals(conn, spec, later, "2", 1) == [d[3]]
-        assert aggregates._scored_intervals(conn, spec, d[3], "2", 10) == [d[0]]
-        assert aggregates._scored_intervals(conn, spec, later + timedelta(days=1), "1", 2) == [later, d[2]]
+        assert listings.scored_intervals(conn, spec, later, None, 10) == [d[3], d[2], d[1], d[0]]
+        assert listings.scored_intervals(conn, spec, later, "1", 10) == [d[2], d[1]]
+        assert listings.scored_intervals(conn, spec, later, "2", 1) == [d[3]]
+        assert listings.scored_intervals(conn, spec, d[3], "2", 10) == [d[0]]
+        assert listings.scored_intervals(conn, spec, later + timedelta(days=1), "1", 2) == [later, d[2]]
     # Each interval partition is probed for its first row, never read whole (an EXISTS became a semi-join
     # that read every row of the table); the DEFAULT partitions are the planner's to scan.
     probes = [node for plan in plans for node in plan_nodes(plan) if "__2026" in node.get("Relation Name", "")]

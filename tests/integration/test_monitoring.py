@@ -24,7 +24,7 @@ from sklearn import metrics
 
 from nightly_ml import db
 from nightly_ml.config import settings
-from nightly_ml.monitoring import aggregates, checks, drift, plan, profiles, results, statistics
+from nightly_ml.monitoring import aggregates, checks, drift, listings, plan, profiles, results, statistics
 from nightly_ml.spec import DatasetSpec, load_spec, parse_spec
 
 pytestmark = pytest.mark.integration
@@ -437,7 +437,7 @@ def test_prediction_drift_reads_the_current_predictions_once(
     measured = aggregates.measure_prediction_drift(conn, spec, current, champion_version=VERSION)
     assert measured is not None
     wanted = aggregates.DEFAULT_PREDICTION_REFERENCE_INTERVALS + spec.drift.window_intervals
-    scored = aggregates._scored_intervals(conn, spec, current, VERSION, wanted)
+    scored = listings.scored_intervals(conn, spec, current, VERSION, wanted)
     pooled = spec.drift.window_intervals
     pair = aggregates._prediction_samples(spec, scored[pooled:], scored[:pooled], VERSION)
     _, current_stats, edges = aggregates.profile(conn, pair, levels=statistics.quantile_levels(spec.drift.bins))

@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from nightly_ml.monitoring.drift import (
     numeric_feature_drift,
     prediction_drift,
 )
+from nightly_ml.monitoring.listings import loaded_intervals, scored_intervals
 from nightly_ml.monitoring.plan import CalibrationPlan, IntervalMoments, monitored_features as monitored_features
 from nightly_ml.monitoring.statistics import SampleStats, quantile_levels, reference_bin_edges
 from nightly_ml.spec import Column, DatasetSpec
@@ -333,46 +334,6 @@ def pooled_windows(conn: psycopg2.extensions.connection, spec: DatasetSpec, wind
     return replace(windows, pool_start=min([*starts, windows.current_start]))
 
 
-def loaded_intervals(
-    conn: psycopg2.extensions.connection, spec: DatasetSpec, since: datetime, until: datetime, limit: int
-) -> list[datetime]:
-    """The newest (at most ``limit``) intervals in ``[since, until]`` the warehouse holds rows of, newest first."""
-    # an interval is named by its start: "at most until" is "before until's next microsecond"
-    return _newest_intervals(conn, spec.warehouse_table, since, until + timedelta(microseconds=1), None, limit)
-
-
-def _scored_intervals(
-    conn: psycopg2.extensions.connection, spec: DatasetSpec, before: datetime, model_version: str | None, limit: int
-) -> list[datetime]:
-    if limit <= 0:
-        return []
-    return _newest_intervals(conn, db.predictions_table_name(spec), None, before, model_version, limit)
-
-
-def _newest_intervals(
-    conn: psycopg2.extensions.connection,
-    table_name: str,
-    since: datetime | None,
-    until: datetime,
-    model_version: str | None,
-    limit: int,
-) -> list[datetime]:
-    """The newest intervals in ``[since, until)`` the warehouse table ``table_name`` holds rows of (the
-    predictions table: rows by ``model_version``, every version when ``None``), newest first."""
-    table = db.table("warehouse", table_name)
-    by_version = sql.SQL(" AND r.model_version = %(model_version)s")
-    statement = db.compose(
-        "monitoring_newest_intervals.sql",
-        table=table,
-        default_partition=db.table("warehouse", db.default_partition_name(table_name)),
-        row_filter=by_version if model_version is not None else sql.SQL(""),
-    )
-    params = {"since": since, "until": until, "model_version": model_version, "limit": limit}
-    with conn.cursor() as cur:
-        cur.execute(statement, {**params, "table_name": table.as_string(cur)})
-        return [row[0] for row in cur.fetchall()]
-
-
 def measure_prediction_drift(
     conn: psycopg2.extensions.connection,
     spec: DatasetSpec,
@@ -391,13 +352,13 @@ def measure_prediction_drift(
     """
     pooled = spec.drift.window_intervals
     if prediction_interval_start is None:
-        scored = _scored_intervals(conn, spec, interval_start, champion_version, reference_intervals + pooled)
+        scored = scored_intervals(conn, spec, interval_start, champion_version, reference_intervals + pooled)
         if not scored:
             return None
         evaluated, current, references = scored[0], scored[:pooled], scored[pooled:]
     else:
         evaluated = prediction_interval_start
-        earlier = _scored_intervals(conn, spec, evaluated, champion_version, reference_intervals + pooled - 1)
+        earlier = scored_intervals(conn, spec, evaluated, champion_version, reference_intervals + pooled - 1)
         current, references = [evaluated, *earlier[: pooled - 1]], earlier[pooled - 1 :]
     if not references:
         return None
