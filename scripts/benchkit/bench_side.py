@@ -66,7 +66,11 @@ def section_side_by_side(ctx: Any, bench: Any) -> None:
             f"{args.repeats} runs); its time is not a figure of the report (scoring {scored['seconds']:.1f}s, "
             f"monitoring {watched['seconds']:.1f}s)."
         )
-    history = ingest_with_history(ctx, bench) if args.history_days and not args.skip_validate else None
+    history = (
+        [ingest_with_history(ctx, bench, own_keys=True), ingest_with_history(ctx, bench, own_keys=False)]
+        if args.history_days and not args.skip_validate
+        else None
+    )
     bench.progress(f"imports: each DAG file vs an empty DAG, {args.repeats} fresh interpreters each")
     imports = sidebyside.dag_import_times(args.repeats, bench.progress)
     ours = {
@@ -129,10 +133,13 @@ def section_side_by_side(ctx: Any, bench: Any) -> None:
     print(md_path.read_text(encoding="utf-8"), flush=True)
 
 
-def ingest_with_history(ctx: Any, bench: Any) -> dict[str, Any]:
-    """The ingest of the same batch once more (staged, validated in a child process, merged: one run each) after
-    --history-days intervals of --rows rows more were stored: validation looks the batch's keys up in every
-    stored interval, so its time grows with the warehouse, which an empty warehouse does not show."""
+def ingest_with_history(ctx: Any, bench: Any, *, own_keys: bool) -> dict[str, Any]:
+    """The ingest of the same batch once more (staged, validated in a child process, merged, scored: one run
+    each) after --history-days intervals of --rows rows more were stored: validation looks the batch's keys up
+    in every stored interval whose key range meets the batch's, so its time can grow with the warehouse, which
+    an empty warehouse does not show. ``own_keys``: the new intervals' keys name their nights, as the
+    simulator's (and time-ordered ids) do; else they lie in the batch's key range, as random ids would. The
+    second call stores its intervals beside the first's."""
     from psycopg2 import sql
 
     from nightly_ml import db
@@ -140,10 +147,12 @@ def ingest_with_history(ctx: Any, bench: Any) -> dict[str, Any]:
     from nightly_ml.etl.sources import RawFile
 
     days = ctx.args.history_days
+    first = 10 if own_keys else 10 + days
+    keys = "keys of their own nights" if own_keys else "keys in the batch's range"
     for n in range(days):
-        day = bench.LOAD_DAY + (10 + n) * bench.DAY
-        bench.progress(f"history: the {ctx.args.rows:,}-row interval copied as {day:%Y-%m-%d} ({n + 1}/{days})")
-        sidebyside.grow_interval(ctx, bench.LOAD_DAY, day, 1)
+        day = bench.LOAD_DAY + (first + n) * bench.DAY
+        bench.progress(f"history: the {ctx.args.rows:,}-row interval copied as {day:%Y-%m-%d}, {keys} ({n + 1}/{days})")
+        sidebyside.grow_interval(ctx, bench.LOAD_DAY, day, 1, own_keys=own_keys)
     with db.transaction(ctx.url) as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT count(*), count(DISTINCT _interval_start) FROM {} WHERE _interval_start <> %s").format(
@@ -156,7 +165,30 @@ def ingest_with_history(ctx: Any, bench: Any) -> dict[str, Any]:
     bench.progress(f"history: validating and merging the batch again, {stored:,} rows in {intervals} other intervals")
     validated = bench.validate_stage(ctx)
     merge_seconds, _ = bench.merge_stage(ctx)
+    # Scored again with the predictions of the other intervals stored (the 5M-row one of the memory check): a
+    # night's scoring must not read them all.
+    scored = bench.in_child(
+        bench._child_score,
+        {
+            "dataset": bench.DATASET,
+            "url": ctx.url,
+            "start": bench.LOAD_DAY,
+            "end": bench.LOAD_DAY + bench.DAY,
+            "model_path": str(ctx.model_path),
+            "chunk_rows": ctx.args.chunk_rows,
+        },
+    )
+    with db.transaction(ctx.url) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE _interval_start <> %s").format(db.predictions_table(ctx.spec)),
+            (bench.LOAD_DAY,),
+        )
+        stored_predictions = cur.fetchone()[0]
     result = {
+        "keys": keys,
+        "stored_predictions": stored_predictions,
+        "score_s": scored["seconds"],
+        "empty_score_s": ctx.scored["seconds"],
         "stored_rows": stored,
         "intervals": intervals,
         "validate_s": validated["seconds"],
@@ -164,7 +196,10 @@ def ingest_with_history(ctx: Any, bench: Any) -> dict[str, Any]:
         "empty_validate_s": median(ctx.validate_times),
         "empty_merge_s": median(ctx.merge_times),
     }
-    bench.progress(f"history: validate {validated['seconds']:.2f}s, merge {merge_seconds:.2f}s")
+    bench.progress(
+        f"history: validate {validated['seconds']:.2f}s, merge {merge_seconds:.2f}s, score {scored['seconds']:.2f}s "
+        f"({stored_predictions:,} other predictions stored)"
+    )
     return result
 
 

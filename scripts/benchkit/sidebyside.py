@@ -104,8 +104,12 @@ def run_baseline(
     }
 
 
-def grow_interval(ctx: Any, source_day: Any, target_day: Any, copies: int) -> tuple[int, str]:
+def grow_interval(ctx: Any, source_day: Any, target_day: Any, copies: int, *, own_keys: bool = True) -> tuple[int, str]:
     """``copies`` copies of a loaded interval as another interval (server side, new keys): a bigger night.
+
+    ``own_keys``: each key names the target night as the simulator's do (``churn-<night>-<n>``, then ``-<copy>``),
+    so the copies' keys lie in a range of their own, as a later or earlier night's would; otherwise a copy
+    keeps its key with ``-<copy>`` appended, in the source night's range (as random ids would lie).
 
     A warehouse partitioned by interval gets the copies as a partition of their own, filled before its indexes
     are built and then attached (as a merge leaves an interval; 5M rows: 47 s against 88 s for inserting them
@@ -114,6 +118,7 @@ def grow_interval(ctx: Any, source_day: Any, target_day: Any, copies: int) -> tu
     from psycopg2 import sql
 
     from nightly_ml import db
+    from nightly_ml.etl import warehouse as warehouse_module
 
     spec = ctx.spec
     warehouse = db.warehouse_table(spec)
@@ -136,12 +141,18 @@ def grow_interval(ctx: Any, source_day: Any, target_day: Any, copies: int) -> tu
         cur.execute(
             sql.SQL(
                 "INSERT INTO {target} ({key}, {time}, {others}, _interval_start, _interval_end, _row_hash) "
-                "SELECT {key} || '-' || g, {time} + %(shift)s, {others}, %(start)s, %(end)s, _row_hash "
+                "SELECT {new_key} || '-' || g, {time} + %(shift)s, {others}, %(start)s, %(end)s, _row_hash "
                 "FROM {w}, generate_series(1, %(copies)s) AS g WHERE _interval_start = %(source)s"
             ).format(
                 target=target,
                 w=warehouse,
                 key=sql.Identifier(spec.key.name),
+                new_key=sql.SQL(
+                    "regexp_replace({}, '-[0-9]{{8}}T[0-9]{{4}}-', '-' || to_char(%(start)s AT TIME ZONE 'UTC', "
+                    "'YYYYMMDD\"T\"HH24MI') || '-')"
+                ).format(sql.Identifier(spec.key.name))
+                if own_keys
+                else sql.Identifier(spec.key.name),
                 time=sql.Identifier(spec.event_time),
                 others=sql.SQL(", ").join(sql.Identifier(c) for c in others),
             ),
@@ -157,6 +168,19 @@ def grow_interval(ctx: Any, source_day: Any, target_day: Any, copies: int) -> tu
                 )
             )
         cur.execute(sql.SQL("ANALYZE {}").format(warehouse))
+    with db.transaction(ctx.url) as conn:
+        # as a merge leaves a loaded interval: its audit row names the load its scoring records
+        warehouse_module.record_audit(
+            conn,
+            spec=spec,
+            start=target_day,
+            end=target_day + timedelta(days=1),
+            run_id="bench-copy",
+            status="merged",
+            rows_in=inserted,
+            rows_merged=inserted,
+            rows_quarantined=0,
+        )
     return inserted, "a partition of its own, indexed on attach" if by_interval else "inserted"
 
 
@@ -240,21 +264,23 @@ def write_reports(data: dict[str, Any]) -> tuple[Path, Path]:
             "| --- | ---: | ---: |",
         ]
         lines += [f"| {name} | {s:.2f} | {s / empty:.2f}x |" for name, s in data["imports"].items()]
-    if data.get("history"):
-        h = data["history"]
+    for h in data.get("history") or []:
         lines += [
             "",
-            "## The ingest again, with history (one run each)",
+            f"## The ingest again, with history: {h['keys']} (one run each)",
             "",
             f"The same batch staged, validated and merged once more with {h['stored_rows']:,} rows stored in "
-            f"{h['intervals']} other intervals; validation looks its keys up in every one of them.",
+            f"{h['intervals']} other intervals ({h['keys']}); validation looks its keys up in those whose key "
+            f"range meets the batch's. Then scored once more with {h['stored_predictions']:,} predictions of "
+            "other intervals stored.",
             "",
             "| step | empty warehouse (median) | with history | growth |",
             "| --- | ---: | ---: | ---: |",
             *(
                 f"| {step} | {h[f'empty_{step}_s']:.2f} | {h[f'{step}_s']:.2f} | "
                 f"{h[f'{step}_s'] / h[f'empty_{step}_s']:.2f}x |"
-                for step in ("validate", "merge")
+                for step in ("validate", "merge", "score")
+                if f"{step}_s" in h
             ),
         ]
     lines += ["", "## Notes", "", *[f"- {note}" for note in data["notes"]], ""]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -100,3 +102,20 @@ class Kit:
 @pytest.fixture(scope="session")
 def kit() -> type[Kit]:
     return Kit
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, str], list[Any]]:
+    """``recorded(module, "function")``: the list of what the function returns, call by call, from now on."""
+
+    def record(module: Any, name: str) -> list[Any]:
+        real, results = getattr(module, name), []
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            results.append(real(*args, **kwargs))
+            return results[-1]
+
+        monkeypatch.setattr(module, name, recording)
+        return results
+
+    return record

@@ -129,8 +129,20 @@ def test_side_by_side_report_and_baseline_expectations(tmp_path: Path, monkeypat
         "memory": {"score": [1.5]},
         "imports": {"(empty DAG)": 1.0, "score.py": 2.0},
         "notes": ["n"],
+        "history": [
+            {
+                "keys": "keys of their own nights",
+                "stored_rows": 8,
+                "intervals": 2,
+                "stored_predictions": 5,
+                **{f"empty_{step}_s": 1.0 for step in ("validate", "merge", "score")},
+                **{"validate_s": 2.0, "merge_s": 1.5, "score_s": 1.25},
+            }
+        ],
     }
     json_path, md_path = sidebyside.write_reports(data)
     text = md_path.read_text(encoding="utf-8")
     assert "| drift | a | 1.00 | b | 3.00 | 3.0x |" in text and "| score.py | 2.00 | 2.00x |" in text
+    assert "with history: keys of their own nights" in text and "with 5 predictions of other" in text
+    assert "| merge | 1.00 | 1.50 | 1.50x |" in text and "| score | 1.00 | 1.25 | 1.25x |" in text
     assert json_path.exists()

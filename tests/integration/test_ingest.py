@@ -12,12 +12,13 @@ import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
 
-from nightly_ml import db, storage
+from nightly_ml import db, partitions, storage
 from nightly_ml.config import settings
 from nightly_ml.etl import simulator, simulator_files, sources
 from nightly_ml.etl.staging import BatchRejected
@@ -409,6 +410,38 @@ def test_key_lookback_days_bounds_the_intervals_a_key_is_looked_up_in(file_specs
     )
     assert [key for key, _ in quarantined] == [nights[82].iloc[0, 0]], quarantined
     assert "at most 2 day(s) before" in quarantined[0][1]
+    assert interval_rows("churn", start) == 299
+
+
+def test_keys_are_looked_up_only_in_intervals_whose_key_range_meets_the_batch(
+    file_specs: Path, recorded: Callable[[Any, str], list[Any]]
+) -> None:
+    """The simulator's keys carry their interval (``churn-<start>-<n>``), so each stored night has a key range
+    of its own, which a later night's batch misses: validation reads none of those partitions. A batch that
+    brings back a key of night 64 spans nights 64 to 67, so nights 64, 65 and 66 are read and the key is
+    quarantined; the nights outside that span (before 64, after 67) are not read."""
+    from nightly_ml.etl import key_ranges
+
+    lookups: list[key_ranges.KeyLookup] = recorded(key_ranges, "key_lookup")
+    nights = {}
+    for n in (64, 65, 66):
+        start, end = day(n)
+        nights[n] = good_rows(start)
+        write_csv(nights[n], drop_folder(start) / "part-0.csv")
+        run_night("churn", start, end)
+    spec = load_spec("churn")
+    names = {n: f"warehouse.{partitions.warehouse_partition(spec, day(n)[0]).final}" for n in nights}
+    assert lookups[-1].read == []
+    assert {names[64], names[65]} <= set(lookups[-1].skipped)
+
+    start, end = day(67)
+    frame = good_rows(start)
+    frame.iloc[0, 0] = nights[64].iloc[0, 0]
+    write_csv(frame, drop_folder(start) / "part-0.csv")
+    run_night("churn", start, end)
+    assert lookups[-1].read == [names[64], names[65], names[66]]
+    assert not set(names.values()) & set(lookups[-1].skipped)
+    assert quarantine_rules("churn", start) == {"key_in_other_interval:snapshot_id": 1}
     assert interval_rows("churn", start) == 299
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 from psycopg2 import sql
 
 from nightly_ml import db, partitions
-from nightly_ml.modeling import evaluation, frames, scoring, training
+from nightly_ml.modeling import evaluation, frames, moved_keys, scoring, training
 from nightly_ml.modeling.promotion import decide
 from nightly_ml.registry import access, aliases, run_logging
 from nightly_ml.spec import DatasetSpec
@@ -233,3 +235,62 @@ def test_a_run_that_fails_mid_stream_keeps_the_old_predictions_and_leaves_no_tab
         )
     pd.testing.assert_frame_equal(predictions(spec, warehouse_url), before)
     assert incoming_tables(spec, warehouse_url) == []
+
+
+def record_load(spec: DatasetSpec, start: datetime, url: str) -> None:
+    """An audit row for a load of the interval, as the merge writes one (a new time for each load)."""
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.load_audit (dataset, interval_start, interval_end, run_id, status, rows_in, rows_merged, "
+            "rows_quarantined, finished_at) VALUES (%s, %s, %s, 'test', 'merged', 0, 0, 0, clock_timestamp()) "
+            "ON CONFLICT (dataset, interval_start) DO UPDATE SET finished_at = clock_timestamp()",
+            (spec.name, start, start + timedelta(days=1)),
+        )
+
+
+def test_a_key_that_moved_loses_its_earlier_prediction_and_only_stale_partitions_are_read(
+    kit: Any, warehouse_url: str, recorded: Callable[[Any, str], list[Any]]
+) -> None:
+    """A key re-delivered by a later interval keeps one prediction, the later one. Looking for such keys
+    reads only the partitions not scored from their interval's current load: none on an ordinary night."""
+    spec = kit.make_spec("churn", "churn_moved")
+    db.ensure_dataset_tables(spec, warehouse_url)
+    day1, day2, day3 = (SCORE_START + timedelta(days=d) for d in range(3))
+    first, second = (kit.labelled_batch(spec, day, day + timedelta(days=1), 50) for day in (day1, day2))
+    key = spec.key.name
+    clear = moved_keys.clear_moved_predictions
+    looked: list[moved_keys.MovedKeys] = recorded(moved_keys, "clear_moved_predictions")
+
+    def load_and_score(day: datetime, batch: pd.DataFrame, *, score: bool = True) -> None:
+        with db.transaction(warehouse_url) as conn:
+            partitions.remove_warehouse_interval(conn, spec, day)
+        kit.load_warehouse(spec, unlabelled(spec, batch), day, day + timedelta(days=1), warehouse_url)
+        record_load(spec, day, warehouse_url)
+        if score:
+            scoring.write_predictions(spec, _ConstantModel(), "1", day, day + timedelta(days=1), url=warehouse_url)
+
+    load_and_score(day1, first)
+    load_and_score(day2, second)
+    scoring.write_predictions(spec, _ConstantModel(), "1", day2, day2 + timedelta(days=1), url=warehouse_url)
+    assert [(m.partitions_read, m.removed) for m in looked] == [([], 0)] * 3  # day1's partition is current
+
+    # The first key leaves day1 (re-loaded without it, not scored again) and comes again with day2.
+    moved = first.iloc[:1].assign(**{spec.event_time: second[spec.event_time].iloc[0]})
+    load_and_score(day1, first.iloc[1:], score=False)
+    load_and_score(day2, pd.concat([second, moved], ignore_index=True))
+    stale = partitions.partition_names(db.predictions_table_name(spec), day1).final
+    assert [name.rsplit(".", 1)[-1].strip('"') for name in looked[-1].partitions_read] == [stale]
+    assert looked[-1].removed == 1
+    stored = predictions(spec, warehouse_url)
+    assert stored.loc[stored[key] == first[key].iloc[0], "_interval_start"].tolist() == [pd.Timestamp(day2)]
+    assert len(stored) == 49 + 51  # day1's other stale predictions wait for day1's own re-score
+    scoring.write_predictions(spec, _ConstantModel(), "1", day1, day1 + timedelta(days=1), url=warehouse_url)
+    assert looked[-1].partitions_read == []  # day2's partition is of its current load
+    assert len(predictions(spec, warehouse_url)) == 49 + 51
+
+    # With a key lookback, intervals before it are read too: validation does not look their keys up.
+    lookback = spec.model_copy(update={"validation": spec.validation.model_copy(update={"key_lookback_days": 1})})
+    with psycopg.connect(db.libpq_url(warehouse_url)) as conn:
+        read = clear(conn, lookback, day3, day3 + timedelta(days=1)).partitions_read
+        conn.rollback()
+    assert [name.rsplit(".", 1)[-1].strip('"') for name in read] == [stale]

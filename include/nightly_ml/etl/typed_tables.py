@@ -9,6 +9,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from nightly_ml import db
+from nightly_ml.etl import key_ranges
 from nightly_ml.etl.staging import BAD_ROWS_SUFFIX, KEYS_SUFFIX, SEEN_SUFFIX, SUMMARY_SUFFIX, TYPED_SUFFIX, StageResult
 from nightly_ml.spec import DatasetSpec
 
@@ -244,6 +245,8 @@ def create_typed_table(
     }
     keys = sql.Identifier("staging", keys_table(stage))
     seen = sql.Identifier("staging", seen_partitions_table(stage))
+    typed_key = typed_expression(spec.key.name, _kinds(spec)[spec.key.name])
+    lookup = key_ranges.key_lookup(conn, spec, names["staging"], typed_key, start)
 
     def statement(select: sql.Composable) -> sql.Composable:
         return db.compose(
@@ -257,20 +260,15 @@ def create_typed_table(
             event_time_value=value_column(spec.event_time),
             key=spec.key.name,
             key_value=value_column(spec.key.name),
-            typed_key=typed_expression(spec.key.name, _kinds(spec)[spec.key.name]),
+            typed_key=typed_key,
             keys=keys,
             seen=seen,
             key_lookback=key_lookback(spec, start),
-            warehouse=db.warehouse_table(spec),
+            stored=lookup.stored,
         )
 
     with conn.cursor() as cur:
-        bounds = {
-            **params,
-            "start": start,
-            "end": end,
-            "warehouse_name": db.warehouse_table(spec).as_string(cur),
-        }
+        bounds = {**params, "start": start, "end": end, "seen": lookup.seen}
         if not plain_first:
             cur.execute(statement(careful_typed_select(spec, stage)), bounds)
             return "careful"

@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from nightly_ml import db, partitions
+from nightly_ml import db, memory, partitions
 from nightly_ml.config import settings
 from nightly_ml.intervals import require_utc
-from nightly_ml.modeling import evaluation
+from nightly_ml.modeling import evaluation, moved_keys
 from nightly_ml.registry import access
 from nightly_ml.spec import DatasetSpec
 
@@ -312,6 +312,7 @@ def write_predictions(
     start, end = require_utc(start), require_utc(end)
     if end <= start:
         raise ValueError(f"empty interval: start {start} is not before end {end}")
+    memory.return_freed_buffers()  # flat however many chunks stream through
     model_version = str(model_version)
     warehouse, predictions = _identifier(db.warehouse_table(spec)), _identifier(db.predictions_table(spec))
     selected = [
@@ -330,42 +331,42 @@ def write_predictions(
         start=sql.Literal(start),
         end=sql.Literal(end),
     )
-    bounds = {"start": start, "end": end}
     predictions_name = db.predictions_table_name(spec)
     incoming = f"{predictions_name}__incoming"
     writer = _connect(url)
     try:
         with writer.transaction():
             partitions.lock_writer(writer, predictions_name)
+            # The load the record names is read before the rows' snapshot is taken: a merge committing in
+            # between makes the record name an older load than the one scored (so it is scored again and its
+            # partition read for moved keys), never a newer one.
+            load = writer.execute(db.load_sql("scoring_load.sql"), {"dataset": spec.name, "start": start}).fetchone()
             snapshot = writer.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            total, starts = _stream_predictions(
-                spec,
-                model,
-                model_version,
-                url,
-                snapshot,
-                select,
-                incoming,
-                predictions,
-                chunk_rows,
-            )
+            streamed = (spec, model, model_version, url, snapshot, select, incoming, predictions, chunk_rows)
+            total, starts = _stream_predictions(*streamed)
             # The intervals' earlier predictions go with their partitions; a key they hold now that was
             # scored under another interval (a row re-delivered later) loses its old prediction.
-            writer.execute(
-                partitions.compose(
-                    "scoring_clear_moved.sql", predictions=predictions, warehouse=warehouse, key=spec.key.name
-                ),
-                bounds,
-            )
+            moved = moved_keys.clear_moved_predictions(writer, spec, start, end)
             partitions.remove_range(writer, predictions_name, start, end)
             partitions.attach_incoming(writer, predictions_name, incoming, starts, "scoring_partition_ready.sql")
             writer.execute(
                 sql.SQL(db.load_sql("scoring_record.sql")),
-                {"dataset": spec.name, "start": start, "end": end, "model_version": model_version, "rows": total},
+                {"dataset": spec.name, "start": start, "end": end, "model_version": model_version, "rows": total}
+                | {"load_finished_at": load[0] if load else None},
             )
     finally:
         writer.close()
-    log.info("%s: scored %d row(s) of [%s, %s) with version %s", spec.name, total, start, end, model_version)
+    log.info(
+        "%s: scored %d row(s) of [%s, %s) with version %s; %d earlier prediction(s) of keys that moved here "
+        "removed from %d partition(s) that could hold them",
+        spec.name,
+        total,
+        start,
+        end,
+        model_version,
+        moved.removed,
+        len(moved.partitions_read),
+    )
     return total
 
 

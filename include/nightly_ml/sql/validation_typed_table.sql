@@ -9,11 +9,11 @@
 -- such a subquery into every use of its columns (each value is computed once) nor, unlike OFFSET 0,
 -- keeps it out of the parallel workers.
 
--- The warehouse's partitions before the batch's keys are looked up in them: the merge re-checks only the
--- partitions this list lacks (attached or replaced since), not every stored interval again.
+-- The warehouse's partitions as they were when the batch's keys were matched to them (nightly_ml.etl.key_ranges):
+-- the merge re-checks only the partitions this list lacks (attached or replaced since), not every stored
+-- interval again.
 DROP TABLE IF EXISTS {seen};
-CREATE UNLOGGED TABLE {seen} AS
-SELECT i.inhrelid AS partition FROM pg_catalog.pg_inherits AS i WHERE i.inhparent = to_regclass(%(warehouse_name)s);
+CREATE UNLOGGED TABLE {seen} AS SELECT unnest(%(seen)s::oid[]) AS partition;
 DROP TABLE IF EXISTS {keys};
 -- Repeated in the batch: first the 64-bit hashes seen twice (grouping a million integers costs half of
 -- grouping a million texts), then the keys behind those few hashes. A batch whose hashes are all distinct
@@ -27,10 +27,12 @@ WHERE (SELECT count({key}) > count(DISTINCT hashtextextended({key}::text, 0)) FR
   )
 GROUP BY {key} HAVING count(*) > 1;
 -- Stored under another interval (since the spec's key_lookback_days, if set: its intervals alone are
--- read). Every interval looked at is read, so this costs more as the history grows (docs/PERFORMANCE.md).
+-- read), in the partitions whose key range meets the batch's ({stored}, nightly_ml.etl.key_ranges). Every
+-- partition read is read whole, so this costs more as the history grows when keys have no order
+-- (docs/PERFORMANCE.md).
 INSERT INTO {keys}
 SELECT DISTINCT k._key, false FROM (SELECT {key} AS _key, {typed_key} AS _typed_key FROM {staging}) AS k
-JOIN {warehouse} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s{key_lookback};
+JOIN {stored} AS w ON w.{key} = k._typed_key AND w._interval_start <> %(start)s{key_lookback};
 DROP TABLE IF EXISTS {typed};
 CREATE UNLOGGED TABLE {typed} AS
 SELECT _row_id, {values},
