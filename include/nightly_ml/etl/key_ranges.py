@@ -52,18 +52,24 @@ def key_lookup(
             if interval_start is None
             or (interval_start != start and (lookback_start is None or interval_start >= lookback_start))
         ]
-        if not candidates:
-            return KeyLookup(_no_rows(spec, warehouse), seen, [], [])
-        cur.execute(db.load_sql("warehouse_columns.sql"), {"table": warehouse.as_string(cur)})
-        collation = next(c for name, _, _, c in cur.fetchall() if name == spec.key.name)
-        cur.execute(_meeting_statement(spec, staging, typed_key, candidates, collation))
-        meeting = {(schema, name) for schema, name in cur.fetchall()}
+        meeting: set[tuple[str, str]] = set()
+        if candidates:
+            # the partitions with rows first (two probes each): an empty warehouse costs no scan of the batch
+            cur.execute(
+                sql.SQL("SELECT nspname, relname FROM ({}) AS r WHERE lo IS NOT NULL").format(_ranges(spec, candidates))
+            )
+            filled = [(schema, name) for schema, name in cur.fetchall()]
+            if filled:
+                cur.execute(db.load_sql("warehouse_columns.sql"), {"table": warehouse.as_string(cur)})
+                collation = next(c for name, _, _, c in cur.fetchall() if name == spec.key.name)
+                cur.execute(_meeting_statement(spec, staging, typed_key, filled, collation))
+                meeting = {(schema, name) for schema, name in cur.fetchall()}
     read = [f"{s}.{n}" for s, n in candidates if (s, n) in meeting]
     skipped = [f"{s}.{n}" for s, n in candidates if (s, n) not in meeting]
-    if not skipped:
-        return KeyLookup(warehouse, seen, read, skipped)
     if not read:
         return KeyLookup(_no_rows(spec, warehouse), seen, read, skipped)
+    if not skipped:
+        return KeyLookup(warehouse, seen, read, skipped)
     key = sql.Identifier(spec.key.name)
     stored = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {key}, _interval_start FROM {partition}").format(key=key, partition=sql.Identifier(s, n))
@@ -86,16 +92,22 @@ def _meeting_statement(
     candidates: list[tuple[str, str]],
     collation: str | None,
 ) -> sql.Composable:
-    """(schema, name) of the candidates whose smallest and largest keys (two probes of the primary key) bound
-    a range that meets the batch's, both ordered by the warehouse key's collation."""
+    """(schema, name) of the candidates whose smallest and largest keys bound a range that meets the batch's,
+    both ordered by the warehouse key's collation."""
+    batch_key = sql.SQL("{} COLLATE {}").format(typed_key, sql.SQL(collation)) if collation else typed_key
+    ranges = _ranges(spec, candidates)
+    return db.compose("validation_key_ranges.sql", ranges=ranges, batch_key=batch_key, staging=staging)
+
+
+def _ranges(spec: DatasetSpec, partitions: list[tuple[str, str]]) -> sql.Composable:
+    """Each partition's smallest and largest key (``lo``, ``hi``; NULL without rows): two probes of its primary
+    key, in the key's collation."""
     key = sql.Identifier(spec.key.name)
-    ranges = sql.SQL(" UNION ALL ").join(
+    return sql.SQL(" UNION ALL ").join(
         sql.SQL(
             "SELECT {schema} AS nspname, {name} AS relname, "
             "(SELECT {key} FROM {partition} ORDER BY {key} LIMIT 1) AS lo, "
             "(SELECT {key} FROM {partition} ORDER BY {key} DESC LIMIT 1) AS hi"
         ).format(schema=sql.Literal(s), name=sql.Literal(n), key=key, partition=sql.Identifier(s, n))
-        for s, n in candidates
+        for s, n in partitions
     )
-    batch_key = sql.SQL("{} COLLATE {}").format(typed_key, sql.SQL(collation)) if collation else typed_key
-    return db.compose("validation_key_ranges.sql", ranges=ranges, batch_key=batch_key, staging=staging)
