@@ -294,3 +294,39 @@ def test_a_key_that_moved_loses_its_earlier_prediction_and_only_stale_partitions
         read = clear(conn, lookback, day3, day3 + timedelta(days=1)).partitions_read
         conn.rollback()
     assert [name.rsplit(".", 1)[-1].strip('"') for name in read] == [stale]
+
+
+def test_small_read_batches_are_recut_into_the_same_chunks_and_predictions(
+    kit: Any, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows arrive in record batches of about READ_BATCH_BYTES (what bounds scoring's memory); however
+    small, they are re-cut into chunks of exactly chunk_rows and give the same predictions."""
+    spec = kit.make_spec("churn", "churn_small_batches")
+    db.ensure_dataset_tables(spec, warehouse_url)
+    batch = kit.labelled_batch(spec, SCORE_START, SCORE_END, SCORE_ROWS)
+    kit.load_warehouse(spec, unlabelled(spec, batch), SCORE_START, SCORE_END, warehouse_url)
+    scoring.write_predictions(spec, _ConstantModel(), "1", SCORE_START, SCORE_END, url=warehouse_url)
+    before = predictions(spec, warehouse_url)
+
+    read_batches: list[int] = []
+    chunk_sizes: list[int] = []
+    real_read_ahead, real_frame = scoring._read_ahead, scoring.feature_frame
+
+    def counting_read_ahead(batches: Any, depth: int = 2) -> Any:
+        for record_batch in real_read_ahead(batches, depth):
+            read_batches.append(record_batch.num_rows)
+            yield record_batch
+
+    def counting_frame(spec_: DatasetSpec, table: Any) -> pd.DataFrame:
+        chunk_sizes.append(table.num_rows)
+        return real_frame(spec_, table)
+
+    monkeypatch.setattr(scoring, "READ_BATCH_BYTES", 4096)
+    monkeypatch.setattr(scoring, "_read_ahead", counting_read_ahead)
+    monkeypatch.setattr(scoring, "feature_frame", counting_frame)
+    scoring.write_predictions(
+        spec, _ConstantModel(), "1", SCORE_START, SCORE_END, url=warehouse_url, chunk_rows=CHUNK_ROWS
+    )
+    assert len(read_batches) > 3 and sum(read_batches) == SCORE_ROWS  # ~4 KiB each
+    assert chunk_sizes == [CHUNK_ROWS, CHUNK_ROWS, SCORE_ROWS - 2 * CHUNK_ROWS]
+    pd.testing.assert_frame_equal(predictions(spec, warehouse_url), before)
