@@ -114,17 +114,25 @@ def test_a_champion_was_trained_promoted_and_scores_the_warehouse(played: dict, 
     assert promotions, "the champion must have come through the gate"
     assert promotions[-1][0] == champion.version
 
-    scored = rows(
-        f"SELECT p._interval_start, count(*), min(p.model_version), max(p.model_version) "  # noqa: S608
-        f'FROM warehouse."{dataset}_predictions" p GROUP BY 1 ORDER BY 1'
-    )
+    # The nights played here only: other tests of the session may load intervals of the same dataset.
+    nights = {outcome.interval_start for (name, _), outcome in played.items() if name == dataset}
+    scored = [
+        row
+        for row in rows(
+            f"SELECT p._interval_start, count(*), min(p.model_version), max(p.model_version) "  # noqa: S608
+            f'FROM warehouse."{dataset}_predictions" p GROUP BY 1 ORDER BY 1'
+        )
+        if row[0] in nights
+    ]
     assert scored, f"{dataset}: nothing was scored"
-    merged = dict(
-        rows(
+    merged = {
+        start: count
+        for start, count in rows(
             "SELECT interval_start, rows_merged FROM ops.load_audit WHERE dataset = %(d)s AND status = 'merged'",
             {"d": dataset},
         )
-    )
+        if start in nights
+    }
     for interval_start, count, low, high in scored:
         assert count == merged[interval_start], "every merged row of a scored interval has a prediction"
         assert low == high, "one model version per scored interval"
