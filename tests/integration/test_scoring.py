@@ -13,6 +13,7 @@ import pytest
 from psycopg2 import sql
 
 from nightly_ml import db, partitions
+from nightly_ml.etl import warehouse
 from nightly_ml.modeling import evaluation, frames, moved_keys, scoring, training
 from nightly_ml.modeling.promotion import decide
 from nightly_ml.registry import access, aliases, run_logging
@@ -238,13 +239,18 @@ def test_a_run_that_fails_mid_stream_keeps_the_old_predictions_and_leaves_no_tab
 
 
 def record_load(spec: DatasetSpec, start: datetime, url: str) -> None:
-    """An audit row for a load of the interval, as the merge writes one (a new time for each load)."""
-    with db.transaction(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO ops.load_audit (dataset, interval_start, interval_end, run_id, status, rows_in, rows_merged, "
-            "rows_quarantined, finished_at) VALUES (%s, %s, %s, 'test', 'merged', 0, 0, 0, clock_timestamp()) "
-            "ON CONFLICT (dataset, interval_start) DO UPDATE SET finished_at = clock_timestamp()",
-            (spec.name, start, start + timedelta(days=1)),
+    """The audit row of a load of the interval, written as the merge writes it (a new time for each load)."""
+    with db.transaction(url) as conn:
+        warehouse.record_audit(
+            conn,
+            spec=spec,
+            start=start,
+            end=start + timedelta(days=1),
+            run_id="test",
+            status="merged",
+            rows_in=0,
+            rows_merged=0,
+            rows_quarantined=0,
         )
 
 

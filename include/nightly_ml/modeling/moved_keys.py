@@ -36,17 +36,16 @@ def clear_moved_predictions(conn: Any, spec: DatasetSpec, start: datetime, end: 
         "end": end,
         "lookback_start": None if lookback is None else start - timedelta(days=lookback),
     }
-    read = []
+    read, removed = [], 0
     for name, is_default in conn.execute(db.load_sql("scoring_moved_candidates.sql"), params).fetchall():
-        # an empty DEFAULT partition (as every table made partitioned has) is not worth a join
         partition = sql.SQL(name)  # a regclass printed by the server: already quoted
-        if not is_default or conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(partition)).fetchone()[0]:
-            read.append(name)
-    removed = 0
-    for name in read:
+        # an empty DEFAULT partition (as every table made partitioned has) is not worth a join
+        if is_default and not conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(partition)).fetchone()[0]:
+            continue
+        read.append(name)
         statement = partitions.compose(
             "scoring_clear_moved.sql",
-            partition=sql.SQL(name),  # a regclass printed by the server: already quoted
+            partition=partition,
             warehouse=partitions.table(spec.warehouse_table),
             key=spec.key.name,
         )
