@@ -25,6 +25,8 @@ from nightly_ml.spec import DatasetSpec
 
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 BUILDING_SUFFIX = "_new"
+# A CHECK of a partition-to-be's bound, made while it is built: attaching proves its rows by it instead of a scan.
+BOUND_CHECK = "interval_bound"
 SCHEMA = "warehouse"
 
 
@@ -102,6 +104,7 @@ def swap_in(conn: Any, start: datetime, names: PartitionNames) -> None:
             building=table(names.building),
             final_name=names.final,
             final=table(names.final),
+            bound_check=BOUND_CHECK,
         )
 
 

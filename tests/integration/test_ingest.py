@@ -193,6 +193,52 @@ def test_rerunning_a_night_gives_identical_rows_and_checksum(file_specs: Path) -
     assert interval_rows("churn", start) == 300
 
 
+def test_the_merged_partition_is_attached_on_its_bound_check_without_a_scan(file_specs: Path) -> None:
+    """The merge proves the new partition's bound with a CHECK in the scan that sets its NOT NULL columns, so
+    attaching it reads none of its rows (PostgreSQL says so at DEBUG1); the CHECK goes once it is attached."""
+    from nightly_ml.etl import warehouse
+    from nightly_ml.etl.staging import StageResult
+
+    start, end = day(44)
+    write_csv(good_rows(start), drop_folder(start) / "part-0.csv")
+    staged = ingest.stage("churn", start, end, ingest.extract("churn", start, end), "bound")
+    ingest.validate("churn", start, end, staged, "bound")
+    name = partitions.warehouse_partition(load_spec("churn"), start).final
+    with db.transaction() as conn:
+        with conn.cursor() as cur:
+            cur.execute("SET LOCAL client_min_messages = debug1")
+        merged = warehouse.merge_interval(conn, load_spec("churn"), StageResult.from_dict(staged), start, end, "bound")
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c'",
+                (f'warehouse."{name}"',),
+            )
+            checks = [row[0] for row in cur.fetchall()]
+    notices = "".join(conn.notices)
+    assert merged.rows_merged == 300
+    assert f'partition constraint for table "{name}" is implied by existing constraints' in notices, notices
+    assert checks == []
+    assert interval_rows("churn", start) == 300
+
+
+def test_a_typed_table_emptied_before_the_merge_stops_it(file_specs: Path) -> None:
+    """Unlogged staging tables come back empty after a crash: the merge counts the rows it took and the bad
+    ones against what was staged, and merges nothing."""
+    from nightly_ml.errors import StagingLost
+    from nightly_ml.etl.staging import StageResult
+    from nightly_ml.etl.typed_tables import typed_table
+
+    start, end = day(45)
+    write_csv(good_rows(start), drop_folder(start) / "part-0.csv")
+    staged = ingest.stage("churn", start, end, ingest.extract("churn", start, end), "lost")
+    validated = ingest.validate("churn", start, end, staged, "lost")
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(f'TRUNCATE staging."{typed_table(StageResult.from_dict(staged))}"')
+    with pytest.raises(StagingLost, match="holds 0 rows but 300 were staged and validated; they were lost"):
+        ingest.merge("churn", start, end, staged, validated, "lost")
+    assert interval_rows("churn", start) == 0
+
+
 def test_backfilling_a_week_twice_gives_identical_counts_and_checksums(file_specs: Path) -> None:
     nights = [day(n) for n in range(10, 17)]
 

@@ -21,6 +21,7 @@ from nightly_ml import db, partitions
 from nightly_ml.errors import KeyElsewhere, StagingLost
 from nightly_ml.etl.staging import StageResult, interval_tables
 from nightly_ml.etl.typed_tables import (
+    bad_rows_table,
     key_lookback,
     seen_partitions_table,
     typed_expression,
@@ -46,12 +47,10 @@ class MergeResult:
         return asdict(self)
 
 
-def _require_staged_rows(
-    conn: psycopg2.extensions.connection, spec: DatasetSpec, stage: StageResult, start: datetime
-) -> None:
-    with conn.cursor() as cur:
-        cur.execute(db.compose("staging_row_count.sql", typed=sql.Identifier("staging", typed_table(stage))))
-        present = int(cur.fetchone()[0])
+def _require_staged_rows(spec: DatasetSpec, stage: StageResult, start: datetime, good_rows: int, bad_rows: int) -> None:
+    """The typed staging table still held every row staged and validated: its good rows (those the new
+    partition took) and its bad ones."""
+    present = good_rows + bad_rows
     if present != stage.rows_staged:
         raise StagingLost(
             f"{spec.name} {partition_name(spec, start)}: the staging table {typed_table(stage)} holds {present} rows "
@@ -146,7 +145,6 @@ def merge_interval(
     Raises :class:`~nightly_ml.errors.StagingLost` when the typed staging table no longer holds the rows that
     were staged and validated: staging tables are unlogged, and a database crash between validate and merge
     empties them; merging then would silently replace the interval with nothing."""
-    _require_staged_rows(conn, spec, stage, start)
     partitions.lock_writer(conn, spec.warehouse_table)
     names = partitions.warehouse_partition(spec, start)
     with conn.cursor() as cur:
@@ -157,6 +155,8 @@ def merge_interval(
         warehouse=db.warehouse_table(spec),
         building=db.table("warehouse", names.building),
         typed=sql.Identifier("staging", typed_table(stage)),
+        bad=sql.Identifier("staging", bad_rows_table(stage)),
+        bound_check=partitions.BOUND_CHECK,
         key=spec.key.name,
         key_value=value_column(spec.key.name),
         label=spec.label.name,
@@ -177,7 +177,8 @@ def merge_interval(
         # The partition's indexes are sorted in memory (a million keys need more than the default 64MB).
         cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", (MERGE_MAINTENANCE_MEMORY,))
         cur.execute(statement, {"start": start, "end": end})
-        merged, checksum, deleted, elsewhere = cur.fetchone()
+        merged, checksum, deleted, elsewhere, bad_rows = cur.fetchone()
+    _require_staged_rows(spec, stage, start, int(merged), int(bad_rows))
     if elsewhere:
         raise KeyElsewhere(
             f"{spec.name} {partition_name(spec, start)}: key(s) {', '.join(elsewhere)} of the batch were stored "

@@ -28,7 +28,9 @@ FROM (
 ) AS v
 LEFT JOIN _merge_labels AS k ON k._key = v.{key_value};
 RESET parallel_tuple_cost;
-ALTER TABLE {building} {not_null};
+-- One scan checks the NOT NULL columns and the interval's bound (the CHECK nightly_ml.partitions drops once
+-- the table is attached): with the bound proven, attaching it skips a scan of its own.
+ALTER TABLE {building} {not_null}, ADD CONSTRAINT {bound_check} CHECK (_interval_start = %(start)s);
 ALTER TABLE {building} ADD PRIMARY KEY ({key}, _interval_start);
 CREATE INDEX ON {building} ({event_time});
 ANALYZE {building};
@@ -36,7 +38,8 @@ ANALYZE {building};
 -- hashes, so no sort and equal for equal rows whatever order a load wrote them in; late labels leave the
 -- hashes as loaded); the interval's stored rows whose key the batch no longer has; keys of the batch stored
 -- under another interval since validation quarantined those (a concurrent run of another interval), looked
--- up only in the partitions validation did not see (merge_unseen_partitions.sql).
+-- up only in the partitions validation did not see (merge_unseen_partitions.sql); the batch's bad rows, so
+-- that the caller knows that the typed table still held every row staged (a crash empties it).
 SELECT b.rows, b.checksum,
        (SELECT count(*) FROM {warehouse} AS w
         WHERE w._interval_start = %(start)s
@@ -44,7 +47,8 @@ SELECT b.rows, b.checksum,
        ARRAY(SELECT n.{key}::text FROM {building} AS n
              WHERE EXISTS (SELECT 1 FROM {stored_since_validation} AS w
                            WHERE w.{key} = n.{key} AND w._interval_start <> %(start)s{key_lookback})
-             ORDER BY 1 LIMIT 5)
+             ORDER BY 1 LIMIT 5),
+       (SELECT count(*) FROM {bad})
 FROM (SELECT count(*) AS rows,
              md5(count(*)::text || ':' || coalesce(bit_xor(('x' || _row_hash)::bit(64)::bigint)::text, '')) AS checksum
       FROM {building}) AS b;
