@@ -35,6 +35,10 @@ class Settings:
     reports_url: str = "http://localhost:8080/nightly-ml/reports"
     # Where a browser reaches the Airflow UI (links to runs and task logs in mails).
     airflow_url: str = "http://localhost:8080"
+    # BLAS threads of the model while a batch is scored (0: the library's own count). Each chunk's matrix
+    # products are small, and idle BLAS threads spin against the threads and the database sessions that
+    # stream the rows (nightly_ml.modeling.scoring).
+    scoring_blas_threads: int = 1
 
     def require_warehouse_url(self) -> str:
         if not self.warehouse_url:
@@ -79,6 +83,7 @@ def settings() -> Settings:
         mlflow_ui_url=(os.environ.get("NIGHTLY_ML_MLFLOW_UI_URL") or "").rstrip("/") or None,
         reports_url=os.environ.get("NIGHTLY_ML_REPORTS_URL") or "http://localhost:8080/nightly-ml/reports",
         airflow_url=(os.environ.get("NIGHTLY_ML_BASE_URL") or "http://localhost:8080").rstrip("/"),
+        scoring_blas_threads=max(0, int(os.environ.get("NIGHTLY_ML_SCORING_BLAS_THREADS", "1"))),
     )
 
 

@@ -10,7 +10,7 @@ from contextlib import closing
 import pyarrow as pa
 import pytest
 
-from nightly_ml.modeling.scoring import _read_ahead, _Sender
+from nightly_ml.modeling.scoring import _blas_threads, _read_ahead, _Sender
 
 SCHEMA = pa.schema([pa.field("n", pa.int64())])
 
@@ -97,3 +97,45 @@ def test_the_streamed_feature_frame_equals_the_training_one_with_missing_values(
     pd.testing.assert_frame_equal(streamed, trained)
     assert any(streamed[f.name].isna().any() for f in spec.features if not f.is_numeric)
     assert all(streamed[f.name].dtype == np.float64 for f in spec.features if f.is_numeric)
+
+
+def blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def openmp_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"]
+
+
+def test_scoring_holds_the_blas_pools_to_the_setting_and_gives_them_back() -> None:
+    import numpy  # noqa: F401 - loads the BLAS pool threadpoolctl looks for
+    import sklearn.ensemble  # noqa: F401 - loads an OpenMP pool
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2):
+        before_blas, before_openmp = blas_threads(), openmp_threads()
+        assert before_blas and set(before_blas) == {2}
+        with _blas_threads(1):
+            assert set(blas_threads()) == {1}
+            assert openmp_threads() == before_openmp  # tree ensembles keep their threads
+        assert blas_threads() == before_blas
+        with _blas_threads(0):  # 0: the libraries' own count
+            assert blas_threads() == before_blas
+
+
+def test_the_blas_thread_setting_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nightly_ml.config import settings
+
+    monkeypatch.delenv("NIGHTLY_ML_SCORING_BLAS_THREADS", raising=False)
+    settings.cache_clear()
+    try:
+        assert settings().scoring_blas_threads == 1
+        monkeypatch.setenv("NIGHTLY_ML_SCORING_BLAS_THREADS", "0")
+        settings.cache_clear()
+        assert settings().scoring_blas_threads == 0
+    finally:
+        settings.cache_clear()
