@@ -531,6 +531,30 @@ def _raw_line_case(start: datetime, folder: Path, payload: bytes) -> None:
         handle.write(payload)
 
 
+@pytest.mark.parametrize(("low", "high"), [(0.0, 240.0), (2.5, 7.5), (-3.5, -0.5), (-1e30, 1e30), (None, 4.0), (1.0, None)])
+def test_an_integer_range_rule_breaks_exactly_where_the_decimal_bound_does(
+    file_specs: Path, low: float | None, high: float | None
+) -> None:
+    """An integer column's range rule compares with bigint bounds rounded inwards (no numeric per row): it
+    breaks for the same values as the comparison with the spec's decimal bounds."""
+    from psycopg2 import sql
+
+    from nightly_ml.etl.rules import _outside
+
+    values = sql.SQL("(VALUES {}) AS t(x__value)").format(
+        sql.SQL(", ").join(sql.SQL("({}::bigint)").format(sql.Literal(v)) for v in [*range(-6, 10), 239, 240, 241])
+    )
+    statement = sql.SQL("SELECT x__value, {}, {} FROM {} ORDER BY 1").format(
+        _outside("x", low, high, integral=True), _outside("x", low, high), values
+    )
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(statement)
+        rows = cur.fetchall()
+    assert [(v, integral) for v, integral, _ in rows] == [(v, decimal) for v, _, decimal in rows]
+    if (low, high) != (-1e30, 1e30):  # the grid has values on both sides of every other case's bounds
+        assert any(broken for _, broken, _ in rows) and not all(broken for _, broken, _ in rows)
+
+
 def test_malformed_csv_line_is_quarantined_with_its_line_number(file_specs: Path) -> None:
     start, end = day(40)
     folder = drop_folder(start)

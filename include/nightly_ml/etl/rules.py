@@ -8,7 +8,9 @@ count of broken rows, and each soft rule's batch mean, in a one-row summary tabl
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,7 @@ from nightly_ml.spec import Column, DatasetSpec
 # characters (of up to 4 bytes each) is the longest key every row can be indexed with.
 MAX_KEY_CHARS = 512
 MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names
+INT8_MIN, INT8_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -78,16 +81,29 @@ def _untyped(column: str) -> sql.Composable:
 
 
 def _longer(column: str, longest: int) -> sql.Composable:
-    return sql.SQL("char_length({c}) > {n}").format(c=sql.Identifier(column), n=sql.Literal(longest))
+    """More than ``longest`` characters. A text never has more characters than bytes, and its byte count is
+    stored with it, so the characters are counted (a walk of the UTF-8 text) only past ``longest`` bytes."""
+    return sql.SQL("octet_length({c}) > {n} AND char_length({c}) > {n}").format(
+        c=sql.Identifier(column), n=sql.Literal(longest)
+    )
 
 
-def _outside(column: str, low: float | None, high: float | None) -> sql.Composable:
+def _bound(value: float, integral: bool, rounding: Callable[[float], int]) -> sql.Composable:
+    """A bound as a literal of the column's type. An integer column (bigint) compared with a decimal literal
+    converts every row's value to numeric; against the bound rounded inwards (``math.ceil`` for a low one,
+    ``math.floor`` for a high one) an integer breaks it exactly when it breaks the decimal bound."""
+    if integral and math.isfinite(value) and INT8_MIN <= rounding(value) <= INT8_MAX:
+        return sql.SQL("{}::bigint").format(sql.Literal(rounding(value)))
+    return sql.Literal(value)
+
+
+def _outside(column: str, low: float | None, high: float | None, integral: bool = False) -> sql.Composable:
     value = sql.Identifier(value_column(column))
     checks = []
     if low is not None:
-        checks.append(sql.SQL("{v} < {low}").format(v=value, low=sql.Literal(low)))
+        checks.append(sql.SQL("{v} < {low}").format(v=value, low=_bound(low, integral, math.ceil)))
     if high is not None:
-        checks.append(sql.SQL("{v} > {high}").format(v=value, high=sql.Literal(high)))
+        checks.append(sql.SQL("{v} > {high}").format(v=value, high=_bound(high, integral, math.floor)))
     return sql.SQL("({})").format(sql.SQL(" OR ").join(checks))
 
 
@@ -122,7 +138,7 @@ def _column_rules(column: Column, position: int) -> list[Rule]:
                 "range",
                 name,
                 f"{name} must be within [{column.min}, {column.max}]",
-                broken=_outside(name, column.min, column.max),
+                broken=_outside(name, column.min, column.max, integral=column.type == "integer"),
             )
         )
     if column.type == "category":

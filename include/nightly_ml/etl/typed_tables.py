@@ -81,18 +81,20 @@ def value_column(name: str) -> str:
 def typed_expression(name: str, kind: str) -> sql.Composable:
     """The typed value of a raw text column, NULL when it does not match its type's pattern.
 
-    Plain spellings (digits, one dot, a boolean word) are cast without running the pattern.
+    Plain spellings (digits, one dot, a boolean word) are cast without running the pattern. Their length
+    is read in bytes (``octet_length``, stored with the value): a plain spelling is ASCII, so it has as many
+    bytes as characters, and counting characters walks the UTF-8 text.
     """
     raw = sql.Identifier(name)
     if kind == "integer":
         return sql.SQL(
-            "CASE WHEN char_length({raw}) BETWEEN 1 AND 18 AND translate({raw}, '0123456789', '') = '' "
+            "CASE WHEN octet_length({raw}) BETWEEN 1 AND 18 AND translate({raw}, '0123456789', '') = '' "
             "THEN {raw}::bigint WHEN {raw} ~ {pattern} THEN trim({raw})::numeric::bigint END"
         ).format(raw=raw, pattern=sql.Literal(INTEGER_PATTERN))
     if kind == "float":
         return sql.SQL(
-            "CASE WHEN char_length({raw}) BETWEEN 2 AND {longest} AND translate({raw}, '0123456789', '') = '.' "
-            "OR char_length({raw}) BETWEEN 1 AND {longest} AND translate({raw}, '0123456789', '') = '' "
+            "CASE WHEN octet_length({raw}) BETWEEN 1 AND {longest} AND {raw} <> '.' "
+            "AND translate({raw}, '0123456789', '') IN ('', '.') "
             "THEN {raw}::double precision "
             "WHEN {raw} ~ {pattern} AND char_length({raw}) <= {longest} THEN trim({raw})::double precision END"
         ).format(raw=raw, pattern=sql.Literal(FLOAT_PATTERN), longest=sql.Literal(MAX_FLOAT_CHARS))

@@ -9,6 +9,7 @@ of broken rows and each soft rule's batch mean: its results and Data Docs show e
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -225,9 +226,19 @@ def _validate(
     context: dict[str, Any],
     reference_profile: dict[str, tuple[float, float]] | None,
 ) -> ValidationReport:
-    table_results = [
-        _outcome(r, res) for r, res in gx_run.run(stage.rows_table, f"{spec.name}_batch", batch_rules(spec))
-    ]
+    hard = row_rules(spec)
+    params = {k: v for rule in hard for k, v in rule.params.items()}
+    typed_args = (start, end, [r.broken for r in hard], params)
+    # The batch rules read the staging table on GX's own connection: a batch that has the spec's columns and
+    # rows is typed meanwhile on this one, on a thread of its own (its first statement, the duplicate-key
+    # scan, runs on one core while GX works on the other). Leaving the block waits for it, also when the
+    # batch rules reject the batch.
+    typable = stage.rows_staged > 0 and set(stage.columns) == set(spec.input_columns)
+    with ThreadPoolExecutor(1, thread_name_prefix="nightly_ml-typed") as pool:
+        building = pool.submit(create_typed_table, conn, spec, stage, *typed_args) if typable else None
+        table_results = [
+            _outcome(r, res) for r, res in gx_run.run(stage.rows_table, f"{spec.name}_batch", batch_rules(spec))
+        ]
     rows_in = stage.rows_in
     for outcome in table_results:
         if not outcome.success and outcome.rule == "schema":
@@ -242,9 +253,10 @@ def _validate(
                 f"{spec.validation.min_rows}"
             )
 
-    hard = row_rules(spec)
-    params = {k: v for rule in hard for k, v in rule.params.items()}
-    create_typed_table(conn, spec, stage, start, end, [r.broken for r in hard], params)
+    if building is None:
+        create_typed_table(conn, spec, stage, *typed_args)
+    else:
+        building.result()  # its error, if it had one
     rules = summarised(hard + soft_rules(spec, reference_profile))
     _summarise(conn, stage, rules, len(hard))
     with conn.cursor() as cur:
