@@ -531,7 +531,9 @@ def _raw_line_case(start: datetime, folder: Path, payload: bytes) -> None:
         handle.write(payload)
 
 
-@pytest.mark.parametrize(("low", "high"), [(0.0, 240.0), (2.5, 7.5), (-3.5, -0.5), (-1e30, 1e30), (None, 4.0), (1.0, None)])
+@pytest.mark.parametrize(
+    ("low", "high"), [(0.0, 240.0), (2.5, 7.5), (-3.5, -0.5), (-1e30, 1e30), (None, 4.0), (1.0, None)]
+)
 def test_an_integer_range_rule_breaks_exactly_where_the_decimal_bound_does(
     file_specs: Path, low: float | None, high: float | None
 ) -> None:
