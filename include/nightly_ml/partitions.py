@@ -92,6 +92,28 @@ def partitions_in(conn: Any, parent: str, start: datetime, end: datetime) -> lis
         return [(name, bound) for name, bound in cur.fetchall()]
 
 
+def only_interval(conn: Any, parent: str, start: datetime, end: datetime) -> bool:
+    """Whether every row of ``parent`` in the intervals starting in ``[start, end)`` is of the interval starting
+    at ``start``: its partition is the only one in the range and DEFAULT holds none of the range's rows."""
+    if [bound for _, bound in partitions_in(conn, parent, start, end)] != [start]:
+        return False
+    with conn.cursor() as cur:
+        cur.execute(
+            statement("partition_default_rows.sql", default_partition=table(db.default_partition_name(parent))),
+            {"start": start, "end": end},
+        )
+        return not cur.fetchone()[0]
+
+
+def bound_check(start: datetime | None) -> sql.Composable:
+    """A table element that checks every row is of the interval starting at ``start`` (nothing for ``None``)."""
+    if start is None:
+        return sql.SQL("")
+    return sql.SQL(", CONSTRAINT {} CHECK (_interval_start = {})").format(
+        sql.Identifier(BOUND_CHECK), sql.Literal(start)
+    )
+
+
 def swap_in(conn: Any, start: datetime, names: PartitionNames) -> None:
     """Replace the interval's stored rows with the partition built (and indexed) under ``names.building``."""
     remove_interval(conn, names.parent, start)

@@ -336,3 +336,63 @@ def test_small_read_batches_are_recut_into_the_same_chunks_and_predictions(
     assert len(read_batches) > 3 and sum(read_batches) == SCORE_ROWS  # ~4 KiB each
     assert chunk_sizes == [CHUNK_ROWS, CHUNK_ROWS, SCORE_ROWS - 2 * CHUNK_ROWS]
     pd.testing.assert_frame_equal(predictions(spec, warehouse_url), before)
+
+
+def test_one_intervals_predictions_check_their_bound_and_are_attached_without_a_scan(
+    kit: Any, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When every row scored is of one interval (its partition is the only one in the range, DEFAULT holds none
+    of it), the predictions stream into a table that checks the interval's bound, and attaching it reads none
+    of its rows (PostgreSQL says so at DEBUG1); rows of several intervals, or in DEFAULT, go as before."""
+    spec = kit.make_spec("churn", "churn_bound")
+    db.ensure_dataset_tables(spec, warehouse_url)
+    one_day = timedelta(days=1)
+    day1, day2 = SCORE_START, SCORE_START + one_day
+    for day in (day1, day2):
+        kit.load_warehouse(
+            spec, unlabelled(spec, kit.labelled_batch(spec, day, day + one_day, 50)), day, day + one_day, warehouse_url
+        )
+    with psycopg.connect(db.libpq_url(warehouse_url)) as conn:
+        assert not partitions.only_interval(conn, spec.warehouse_table, day1, day2)  # its rows are in DEFAULT
+    own = sql.Identifier("warehouse", partitions.warehouse_partition(spec, day1).final)
+    default = sql.Identifier("warehouse", db.default_partition_name(spec.warehouse_table))
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(own, db.warehouse_table(spec)))
+        cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {} WHERE _interval_start = %s").format(own, default), (day1,))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE _interval_start = %s").format(default), (day1,))
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                db.warehouse_table(spec), own, sql.Literal(day1)
+            )
+        )
+    with psycopg.connect(db.libpq_url(warehouse_url)) as conn:
+        assert partitions.only_interval(conn, spec.warehouse_table, day1, day2)
+        assert not partitions.only_interval(conn, spec.warehouse_table, day1, day2 + one_day)  # day2: DEFAULT
+
+    notices: list[str] = []
+    real_connect = scoring._connect
+
+    def connect_listening(url: str | None) -> psycopg.Connection:
+        conn = real_connect(url)
+        conn.execute("SET client_min_messages = debug1")
+        conn.commit()
+        conn.add_notice_handler(lambda notice: notices.append(notice.message_primary or ""))
+        return conn
+
+    monkeypatch.setattr(scoring, "_connect", connect_listening)
+    predictions_name = db.predictions_table_name(spec)
+    implied = 'partition constraint for table "{}" is implied by existing constraints'.format
+
+    scoring.write_predictions(spec, _ConstantModel(), "1", day1, day2, url=warehouse_url)
+    first = partitions.partition_names(predictions_name, day1).final
+    assert implied(first) in notices, notices
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_constraint WHERE conname = %s", (partitions.BOUND_CHECK,))
+        assert cur.fetchone()[0] == 0  # dropped once attached
+
+    notices.clear()
+    scoring.write_predictions(spec, _ConstantModel(), "1", day1, day2 + one_day, url=warehouse_url)
+    second = partitions.partition_names(predictions_name, day2).final
+    assert implied(first) not in notices and implied(second) not in notices, notices
+    stored = predictions(spec, warehouse_url)
+    assert len(stored) == 100 and sorted(set(stored["_interval_start"])) == [pd.Timestamp(day1), pd.Timestamp(day2)]

@@ -260,19 +260,19 @@ def _stream_predictions(
     incoming: str,
     predictions: sql.Identifier,
     chunk_rows: int,
+    bound: datetime | None,
 ) -> tuple[int, list[datetime]]:
     """Read ``select`` in the writer's ``snapshot``, predict chunk by chunk and COPY the predictions into
-    the table ``incoming`` (made afresh like ``predictions`` and committed, for the writer to attach); the
-    row count and the intervals the rows came from (noted on the way: no scan of the table after). On
-    failure the half-filled table is dropped."""
+    the table ``incoming`` (made afresh like ``predictions``, checking ``bound`` if the rows have one interval,
+    and committed, for the writer to attach); the row count and the intervals the rows came from (noted on
+    the way: no scan of the table after). On failure the half-filled table is dropped."""
     total = 0
     starts: set[datetime] = set()
     reader, sink = _adbc_connect(url), _adbc_connect(url)
     try:
         with reader.cursor() as source, sink.cursor() as target:
-            partitions.execute(
-                target, "scoring_incoming.sql", incoming=partitions.table(incoming), predictions=predictions
-            )
+            incoming_table = {"incoming": partitions.table(incoming), "bound_check": partitions.bound_check(bound)}
+            partitions.execute(target, "scoring_incoming.sql", predictions=predictions, **incoming_table)
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             source.execute(f"SET TRANSACTION SNAPSHOT {sql.Literal(snapshot).as_string(None)}")
             source.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(READ_BATCH_BYTES)})
@@ -352,8 +352,10 @@ def write_predictions(
             # between makes the record name an older load than the one scored (so it is scored again and its
             # partition read for moved keys), never a newer one.
             load = writer.execute(db.load_sql("scoring_load.sql"), {"dataset": spec.name, "start": start}).fetchone()
+            one = partitions.only_interval(writer, spec.warehouse_table, start, end)
             snapshot = writer.execute("SELECT pg_export_snapshot()").fetchone()[0]
             streamed = (spec, model, model_version, url, snapshot, select, incoming, predictions, chunk_rows)
+            streamed += (start if one else None,)
             total, starts = _stream_predictions(*streamed)
             # The intervals' earlier predictions go with their partitions; a key they hold now that was
             # scored under another interval (a row re-delivered later) loses its old prediction.
