@@ -519,3 +519,81 @@ def test_the_predictions_part_on_a_second_connection_reads_the_pass_snapshot(
     # a pass that starts after the commit sees the late predictions (the check above could not pass by accident)
     assert seen_now.verdict.prediction is not None
     assert seen_now.verdict.prediction != alone.verdict.prediction
+
+
+def _executed_relations(plan: dict) -> set[str]:
+    """The tables an EXPLAIN ANALYZE plan (JSON) read at least once."""
+    found = set()
+    if plan.get("Relation Name") and plan.get("Actual Loops", 0) > 0:
+        found.add(plan["Relation Name"])
+    for child in plan.get("Plans", []):
+        found |= _executed_relations(child)
+    return found
+
+
+def test_live_performance_reads_only_the_predictions_of_the_windows_intervals(warehouse_url: str) -> None:
+    """The (label, prediction) pairs join each labelled row of the window to the prediction stored under its own
+    interval, and read the predictions of the window's intervals only: the partitions of older nights are
+    skipped when the query starts (the predictions table has no index on the key, so a join by key alone
+    read every night ever scored)."""
+    from nightly_ml import partitions
+
+    spec = _spec().model_copy(update={"name": "churn_pairs_pruned"})
+    db.ensure_dataset_tables(spec, warehouse_url)
+    days = [REFERENCE_START + d * DAY for d in range(4)]
+    frames = {day: _batch(spec, day).head(300) for day in days}
+    predictions_name = db.predictions_table_name(spec)
+    with db.transaction(warehouse_url) as conn:
+        for day, frame in frames.items():
+            _copy(
+                conn,
+                db.warehouse_table(spec),
+                frame.assign(_interval_start=day, _interval_end=day + DAY, _row_hash="t"),
+            )
+            own = sql.Identifier("warehouse", partitions.partition_names(predictions_name, day).final)
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(own, db.predictions_table(spec))
+                )
+            scored = pd.DataFrame(
+                {
+                    spec.key.name: frame[spec.key.name],
+                    spec.event_time: frame[spec.event_time],
+                    "_interval_start": day,
+                    "prediction": _champion_predictions(frame),
+                    "predicted_label": 0,
+                    "model_name": spec.registered_model_name,
+                    "model_version": VERSION,
+                }
+            )
+            _copy(conn, own, scored)
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                        db.predictions_table(spec), own, sql.Literal(day)
+                    )
+                )
+    window_start, window_end = days[2], days[3] + DAY
+    with db.transaction(warehouse_url) as conn:
+        labels, scores = aggregates.labelled_pairs(conn, spec, window_start, window_end, champion_version=VERSION)
+    window = pd.concat([frames[days[2]], frames[days[3]]], ignore_index=True)
+    window = window.assign(prediction=_champion_predictions(window)).sort_values(
+        [spec.event_time, spec.key.name], ascending=[False, True]
+    )
+    window = window[window[spec.label.name].notna()]
+    assert len(labels) == len(window) > 0
+    np.testing.assert_allclose(labels, window[spec.label.name].to_numpy(dtype=float))
+    np.testing.assert_allclose(scores, window["prediction"].to_numpy())
+
+    params = {"window_start": window_start, "window_end": window_end, "model_version": VERSION, "max_rows": 10**6}
+    with db.transaction(warehouse_url) as conn:
+        params["first_interval"] = aggregates.window_first_interval(conn, spec, window_start, window_end)
+    assert params["first_interval"] == days[2]
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(aggregates.labelled_pairs_statement(spec)), params
+        )
+        read = _executed_relations(cur.fetchone()[0][0]["Plan"])
+    names = {day: partitions.partition_names(predictions_name, day).final for day in days}
+    assert {names[days[2]], names[days[3]]} <= read, read
+    assert not {names[days[0]], names[days[1]]} & read, read

@@ -382,6 +382,33 @@ def measure_prediction_drift(
     )
 
 
+def labelled_pairs_statement(spec: DatasetSpec) -> sql.Composed:
+    """The query of :func:`labelled_pairs` (parameters: window_start, window_end, model_version, max_rows and
+    first_interval, from :func:`window_first_interval`)."""
+    return db.compose(
+        "monitoring_labelled_pairs.sql",
+        warehouse=db.warehouse_table(spec),
+        predictions=db.predictions_table(spec),
+        key=spec.key.name,
+        event_time=spec.event_time,
+        label=spec.label.name,
+        label_cast=sql.SQL("integer" if spec.label.type == "boolean" else "float8"),
+    )
+
+
+def window_first_interval(
+    conn: psycopg2.extensions.connection, spec: DatasetSpec, window_start: datetime, window_end: datetime
+) -> datetime | None:
+    """The interval of the window's earliest row (``None``: the window has no rows)."""
+    statement = db.compose(
+        "monitoring_window_first_interval.sql", warehouse=db.warehouse_table(spec), event_time=spec.event_time
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement, {"window_start": window_start, "window_end": window_end})
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
 def labelled_pairs(
     conn: psycopg2.extensions.connection,
     spec: DatasetSpec,
@@ -392,20 +419,16 @@ def labelled_pairs(
     max_rows: int = DEFAULT_MAX_LABELLED_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, predictions) of the window's labelled, scored rows, streamed in chunks; newest ``max_rows``."""
-    statement = db.compose(
-        "monitoring_labelled_pairs.sql",
-        warehouse=db.warehouse_table(spec),
-        predictions=db.predictions_table(spec),
-        key=spec.key.name,
-        event_time=spec.event_time,
-        label=spec.label.name,
-        label_cast=sql.SQL("integer" if spec.label.type == "boolean" else "float8"),
-    )
+    first_interval = window_first_interval(conn, spec, window_start, window_end)
+    if first_interval is None:
+        return np.empty(0), np.empty(0)
+    statement = labelled_pairs_statement(spec)
     params = {
         "window_start": window_start,
         "window_end": window_end,
         "model_version": champion_version,
         "max_rows": max_rows,
+        "first_interval": first_interval,
     }
     # Binary COPY: every row is two NOT NULL float8 fields, a fixed 26-byte record numpy reads in place.
     sink = PairSink(FETCH_ROWS)
