@@ -352,10 +352,9 @@ def write_predictions(
             # between makes the record name an older load than the one scored (so it is scored again and its
             # partition read for moved keys), never a newer one.
             load = writer.execute(db.load_sql("scoring_load.sql"), {"dataset": spec.name, "start": start}).fetchone()
-            one = partitions.only_interval(writer, spec.warehouse_table, start, end)
+            bound = start if partitions.only_interval(writer, spec.warehouse_table, start, end) else None
             snapshot = writer.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            streamed = (spec, model, model_version, url, snapshot, select, incoming, predictions, chunk_rows)
-            streamed += (start if one else None,)
+            streamed = (spec, model, model_version, url, snapshot, select, incoming, predictions, chunk_rows, bound)
             total, starts = _stream_predictions(*streamed)
             # The intervals' earlier predictions go with their partitions; a key they hold now that was
             # scored under another interval (a row re-delivered later) loses its old prediction.
