@@ -53,6 +53,10 @@ FROM (
 ) AS f;
 DROP TABLE {keys};
 -- Statistics of what later statements filter and join on (the merge, the quarantine): half the cost of all.
+-- From 3,000 sampled rows (statistics target 10, not 30,000): the plans need the share of good rows and the
+-- keys' distinct count, which such a sample gives as well (1M rows: ANALYZE 0.1 s -> 0.02 s).
+-- (The lower target holds until this transaction ends.)
+SET LOCAL default_statistics_target = 10;
 ANALYZE {typed} (_row_id, _broken, {key_value}, {event_time_value});
 DROP TABLE IF EXISTS {bad};
 CREATE UNLOGGED TABLE {bad} AS SELECT _row_id, _broken FROM {typed} WHERE _broken IS NOT NULL;
