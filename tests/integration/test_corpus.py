@@ -351,6 +351,31 @@ def test_the_plain_event_time_parse_agrees_with_the_careful_one(corpus_specs: Pa
     assert len(tables[False, False]) >= stage.rows_staged
 
 
+def test_the_digit_shape_is_the_text_with_every_digit_zeroed(corpus_specs: Path) -> None:
+    """The event time's shape (nine replace calls) is what translate gives, for any text: plain and odd times,
+    every digit, letters, multibyte characters (whose bytes are never ASCII digits), empty and NULL."""
+    from nightly_ml.etl.typed_tables import digit_shape
+
+    samples = [
+        "2026-03-10T00:00:00.018120+00:00",
+        "2026-03-02T10:11:k2.5",
+        "^026-01-01 00:00:00",
+        "0123456789 9876543210",
+        "２０２６-０３-１０ 12:00",
+        "1970-01-01T00:00:00Zé€𝄞",
+        "",
+        None,
+    ]
+    shapes = query(
+        sql.SQL(
+            "SELECT {} IS NOT DISTINCT FROM translate(s, '0123456789', '0000000000'), {} FROM unnest(%s::text[]) AS s"
+        ).format(digit_shape(sql.Identifier("s")), digit_shape(sql.Identifier("s"))),
+        (samples,),
+    )
+    assert [same for same, _ in shapes] == [True] * len(samples)
+    assert shapes[0][1] == "0000-00-00T00:00:00.000000+00:00"
+
+
 def force_parallel_plans(conn: Any) -> None:
     """Plan even a few rows for PostgreSQL's parallel workers, as a batch of ~200k rows and more is: what the
     workers evaluate must give the same rows (and not fail: no subtransaction may run in a worker)."""

@@ -122,6 +122,16 @@ def event_time_expression(name: str) -> sql.Composable:
     ).format(raw=sql.Identifier(name), offset=sql.Literal(OFFSET_PATTERN), alias=sql.Identifier(value_column(name)))
 
 
+def digit_shape(raw: sql.Composable) -> sql.Composable:
+    """``raw`` with every digit turned into 0, the text TIME_SHAPES are matched against. Nine ``replace``
+    calls, not one ``translate``: each is a byte search, where ``translate`` looks every character up in
+    its list (32-character times: 0.75 s instead of 1.42 s a million, in one process)."""
+    shape: sql.Composable = raw
+    for digit in "123456789":
+        shape = sql.SQL("replace({}, {}, '0')").format(shape, sql.Literal(digit))
+    return shape
+
+
 def event_time_kind(name: str) -> sql.Composable:
     """``_kind`` of the event time (see event_time_expression); the fields are read only once the shape fits."""
     raw = sql.Identifier(name)
@@ -177,7 +187,7 @@ def careful_typed_select(spec: DatasetSpec, stage: StageResult) -> sql.Composabl
     items.append(sql.SQL("_event._kind AS _event_kind"))
     return sql.SQL(
         "SELECT {items} FROM {staging} AS s "
-        "CROSS JOIN LATERAL (SELECT translate(s.{raw}, '0123456789', '0000000000') AS _shape OFFSET 0) AS _shape "
+        "CROSS JOIN LATERAL (SELECT {shape} AS _shape OFFSET 0) AS _shape "
         "CROSS JOIN LATERAL (SELECT COALESCE({kind}, CASE WHEN s.{raw} ~ {pattern} THEN 3 ELSE 0 END) AS _kind "
         "OFFSET 0) AS _kind "
         "CROSS JOIN LATERAL (SELECT _kind._kind, {parsed} AS _parsed OFFSET 0) AS _event"
@@ -185,6 +195,7 @@ def careful_typed_select(spec: DatasetSpec, stage: StageResult) -> sql.Composabl
         items=sql.SQL(", ").join(items),
         staging=sql.Identifier("staging", stage.rows_table),
         raw=sql.Identifier(spec.event_time),
+        shape=digit_shape(sql.SQL("s.{}").format(sql.Identifier(spec.event_time))),
         kind=event_time_kind(spec.event_time),
         pattern=sql.Literal(TIMESTAMP_PATTERN),
         parsed=parse_event_time(spec.event_time),
@@ -202,8 +213,26 @@ def plain_typed_select(spec: DatasetSpec, stage: StageResult) -> sql.Composable:
         staging=sql.Identifier("staging", stage.rows_table),
         raw=sql.Identifier(spec.event_time),
         value=sql.Identifier(value_column(spec.event_time)),
+        shape=digit_shape(sql.SQL("s.{}").format(sql.Identifier(spec.event_time))),
         shapes=sql.Literal(TIME_SHAPES),
     )
+
+
+# The row facts validation_key_facts.sql finds for a few keys, for a batch where it found none.
+_NO_KEY_FACTS = sql.SQL("false AS _key_in_other_interval, false AS _duplicate_key")
+
+
+def _key_facts(spec: DatasetSpec, keys: sql.Identifier) -> tuple[sql.Composable, sql.Composable]:
+    """The row facts of the keys in ``keys`` (validation_key_facts.sql) and the join that brings them to the
+    typed select's rows (``t``)."""
+    facts = sql.SQL(
+        "COALESCE(k._other, false) AS _key_in_other_interval, COALESCE(k._duplicate, false) AS _duplicate_key"
+    )
+    join = sql.SQL(
+        " LEFT JOIN (SELECT _key, bool_or(_duplicate) AS _duplicate, bool_or(NOT _duplicate) AS _other "
+        "FROM {keys} GROUP BY _key) AS k ON k._key = t.{key}"
+    ).format(keys=keys, key=sql.Identifier(spec.key.name))
+    return facts, join
 
 
 def create_typed_table(
@@ -250,6 +279,23 @@ def create_typed_table(
     typed_key = typed_expression(spec.key.name, _kinds(spec)[spec.key.name])
     lookup = key_ranges.key_lookup(conn, spec, names["staging"], typed_key, start)
 
+    with conn.cursor() as cur:
+        cur.execute(
+            db.compose(
+                "validation_key_facts.sql",
+                staging=names["staging"],
+                key=spec.key.name,
+                typed_key=typed_key,
+                keys=keys,
+                seen=seen,
+                key_lookback=key_lookback(spec, start),
+                stored=lookup.stored,
+            ),
+            {"start": start, "seen": lookup.seen},
+        )
+        any_keys = bool(cur.fetchone()[0])
+    key_facts, key_join = _key_facts(spec, keys) if any_keys else (_NO_KEY_FACTS, sql.SQL(""))
+
     def statement(select: sql.Composable) -> sql.Composable:
         return db.compose(
             "validation_typed_table.sql",
@@ -260,17 +306,14 @@ def create_typed_table(
             flags=flags,
             event_time=spec.event_time,
             event_time_value=value_column(spec.event_time),
-            key=spec.key.name,
             key_value=value_column(spec.key.name),
-            typed_key=typed_key,
             keys=keys,
-            seen=seen,
-            key_lookback=key_lookback(spec, start),
-            stored=lookup.stored,
+            key_facts=key_facts,
+            key_join=key_join,
         )
 
     with conn.cursor() as cur:
-        bounds = {**params, "start": start, "end": end, "seen": lookup.seen}
+        bounds = {**params, "start": start, "end": end}
         if not plain_first:
             cur.execute(statement(careful_typed_select(spec, stage)), bounds)
             return "careful"

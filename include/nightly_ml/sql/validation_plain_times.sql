@@ -1,5 +1,6 @@
 -- The staging rows with their typed values, on the assumption that every event time has a plain shape
--- (typed_tables.TIME_SHAPES): translated once, cast once (nightly_ml.etl.typed_tables.plain_typed_select). A naive
+-- (typed_tables.TIME_SHAPES): its digits zeroed once (typed_tables.digit_shape), cast once
+-- (nightly_ml.etl.typed_tables.plain_typed_select). A naive
 -- time is a wall-clock time of the session's zone, valid only if it happens there (not in the hour the
 -- clocks skip in spring). _event_kind: NULL without an event time, 0 for one of another shape (the
 -- caller then falls back to the careful parse), 1 otherwise. A plain time carries an offset when it ends
@@ -14,7 +15,7 @@ SELECT p.*,
        clock_timestamp() AS _once_t
 FROM (
     SELECT s.*, {others},
-           CASE WHEN translate(s.{raw}, '0123456789', '0000000000') = ANY({shapes}::text[]) THEN s.{raw}::timestamptz
+           CASE WHEN {shape} = ANY({shapes}::text[]) THEN s.{raw}::timestamptz
            END AS _parsed,
            clock_timestamp() AS _once_p
     FROM {staging} AS s
