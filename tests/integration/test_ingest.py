@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,6 +220,29 @@ def test_the_merged_partition_is_attached_on_its_bound_check_without_a_scan(file
     assert f'partition constraint for table "{name}" is implied by existing constraints' in notices, notices
     assert checks == []
     assert interval_rows("churn", start) == 300
+
+
+def test_the_merge_analyzes_the_columns_the_night_reads_and_leaves_the_rest_to_autovacuum(file_specs: Path) -> None:
+    """The new partition has statistics for the key, the interval, the event time and the label at once; its
+    count of rows changed since an ANALYZE stays at the rows merged, so autovacuum analyzes the rest."""
+    start, end = day(46)
+    write_csv(good_rows(start), drop_folder(start) / "part-0.csv")
+    run_night("churn", start, end, "analyzed")
+    name = partitions.warehouse_partition(load_spec("churn"), start).final
+    analyzed = {
+        row[0]
+        for row in query("SELECT attname FROM pg_stats WHERE schemaname = 'warehouse' AND tablename = %s", (name,))
+    }
+    assert analyzed == {"snapshot_id", "_interval_start", "event_time", "churned", "_label_interval_start"}
+    # A backend reports its counts when it goes idle or ends: wait for the merge's to arrive.
+    deadline = time.monotonic() + 60
+    while (
+        changed := query(
+            "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = %s::regclass", (f'warehouse."{name}"',)
+        )[0][0]
+    ) < 300 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert changed == 300
 
 
 def test_a_typed_table_emptied_before_the_merge_stops_it(file_specs: Path) -> None:

@@ -167,6 +167,12 @@ def merge_interval(
         hash_values=sql.SQL(", ").join(
             sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in spec.input_columns
         ),
+        analyzed=sql.SQL(", ").join(
+            map(
+                sql.Identifier,
+                (spec.key.name, "_interval_start", spec.event_time, spec.label.name, "_label_interval_start"),
+            )
+        ),
         not_null=sql.SQL(", ").join(
             sql.SQL("ALTER COLUMN {} SET NOT NULL").format(sql.Identifier(name))
             for name, _, not_null, _ in parent_columns
