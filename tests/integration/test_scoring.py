@@ -389,6 +389,14 @@ def test_one_intervals_predictions_check_their_bound_and_are_attached_without_a_
     with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_constraint WHERE conname = %s", (partitions.BOUND_CHECK,))
         assert cur.fetchone()[0] == 0  # dropped once attached
+        # The model's name and version came as the incoming table's defaults; the partition keeps none.
+        cur.execute(
+            "SELECT count(*) FROM pg_attrdef AS d JOIN pg_inherits AS i ON i.inhrelid = d.adrelid "
+            "WHERE i.inhparent = %s::regclass",
+            (db.predictions_table(spec).as_string(conn),),
+        )
+        assert cur.fetchone()[0] == 0
+    assert set(predictions(spec, warehouse_url)["model_name"]) == {spec.registered_model_name}
 
     notices.clear()
     scoring.write_predictions(spec, _ConstantModel(), "1", day1, day2 + one_day, url=warehouse_url)
@@ -396,3 +404,4 @@ def test_one_intervals_predictions_check_their_bound_and_are_attached_without_a_
     assert implied(first) not in notices and implied(second) not in notices, notices
     stored = predictions(spec, warehouse_url)
     assert len(stored) == 100 and sorted(set(stored["_interval_start"])) == [pd.Timestamp(day1), pd.Timestamp(day2)]
+    assert set(stored["model_version"]) == {"1"}
