@@ -92,6 +92,22 @@ def partition_columns(spec: DatasetSpec, parent_columns: list[tuple[str, str, bo
     )
 
 
+def autovacuum_analyzes(conn: psycopg2.extensions.connection) -> bool:
+    """Whether autovacuum will analyze a new partition of the warehouse (it runs, and counts the rows changed)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('autovacuum')::bool AND current_setting('track_counts')::bool")
+        return bool(cur.fetchone()[0])
+
+
+def analyzed_columns(conn: psycopg2.extensions.connection, spec: DatasetSpec) -> sql.Composable:
+    """The columns the merge analyzes (merge_interval.sql): those the night's later statements filter and join
+    on when autovacuum analyzes the rest soon after, else (autovacuum off) every column."""
+    if not autovacuum_analyzes(conn):
+        return sql.SQL("")
+    names = (spec.key.name, "_interval_start", spec.event_time, spec.label.name, "_label_interval_start")
+    return sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, names)))
+
+
 def unseen_partitions(
     conn: psycopg2.extensions.connection, spec: DatasetSpec, stage: StageResult
 ) -> list[tuple[str, str]] | None:
@@ -167,12 +183,7 @@ def merge_interval(
         hash_values=sql.SQL(", ").join(
             sql.SQL("v.{}").format(sql.Identifier(value_column(c))) for c in spec.input_columns
         ),
-        analyzed=sql.SQL(", ").join(
-            map(
-                sql.Identifier,
-                (spec.key.name, "_interval_start", spec.event_time, spec.label.name, "_label_interval_start"),
-            )
-        ),
+        analyzed=analyzed_columns(conn, spec),
         not_null=sql.SQL(", ").join(
             sql.SQL("ALTER COLUMN {} SET NOT NULL").format(sql.Identifier(name))
             for name, _, not_null, _ in parent_columns
