@@ -256,6 +256,25 @@ def test_the_merge_analyzes_the_columns_the_night_reads_and_leaves_the_rest_to_a
     assert changed == 300
 
 
+def test_the_nights_big_staging_tables_are_not_for_autovacuum(file_specs: Path) -> None:
+    """The staged rows, their typed copy and the bad rows live for one night and are read at once: autovacuum
+    (where it runs) leaves them alone instead of vacuuming a million new rows while validation works."""
+    from nightly_ml.etl.staging import StageResult
+    from nightly_ml.etl.typed_tables import bad_rows_table, typed_table
+
+    start, end = day(48)
+    write_csv(good_rows(start), drop_folder(start) / "part-0.csv")
+    staged = ingest.stage("churn", start, end, ingest.extract("churn", start, end), "autovacuum")
+    ingest.validate("churn", start, end, staged, "autovacuum")
+    stage = StageResult.from_dict(staged)
+    tables = [stage.rows_table, typed_table(stage), bad_rows_table(stage)]
+    options = query(
+        "SELECT relname, reloptions FROM pg_class WHERE relnamespace = 'staging'::regnamespace AND relname = ANY(%s)",
+        (tables,),
+    )
+    assert sorted(options) == sorted((name, ["autovacuum_enabled=false"]) for name in tables)
+
+
 def test_a_typed_table_emptied_before_the_merge_stops_it(file_specs: Path) -> None:
     """Unlogged staging tables come back empty after a crash: the merge counts the rows it took and the bad
     ones against what was staged, and merges nothing."""

@@ -199,7 +199,10 @@ def _create_table(cur: psycopg2.extensions.cursor, name: str, columns: Iterable[
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(table))
     cur.execute(
         sql.SQL(
-            "CREATE UNLOGGED TABLE {} (_row_id bigserial PRIMARY KEY, _source_file text, _line_number bigint, {})"
+            "CREATE UNLOGGED TABLE {} (_row_id bigserial PRIMARY KEY, _source_file text, _line_number bigint, {}) "
+            # A staging table lives for one night's load, read once by validation: autovacuum would vacuum and
+            # analyze its million new rows while validation and the merge need the cores (where it runs).
+            "WITH (autovacuum_enabled = false)"
         ).format(table, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns))
     )
     return table
