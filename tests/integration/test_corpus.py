@@ -316,9 +316,9 @@ def typed_rows(spec: DatasetSpec, stage_table: str) -> list[tuple[Any, ...]]:
 def test_the_plain_event_time_parse_agrees_with_the_careful_one(corpus_specs: Path, entry: dict[str, Any]) -> None:
     """Validation first tries the cheap parse that assumes plain event times and falls back to the careful
     one when a batch has any other: whichever ran, the typed table and the bad rows are the careful ones, in
-    parallel workers or not."""
+    parallel workers or not; and the gate (rules.row_rule_gate) finds exactly the rows that break a rule."""
     from nightly_ml.etl import warehouse
-    from nightly_ml.etl.rules import row_rules
+    from nightly_ml.etl.rules import row_rule_gate, row_rules
     from nightly_ml.etl.staging import StageResult
     from nightly_ml.etl.typed_tables import create_typed_table
 
@@ -331,24 +331,39 @@ def test_the_plain_event_time_parse_agrees_with_the_careful_one(corpus_specs: Pa
     stage = StageResult.from_dict(ingest.stage(name, start, end, files, f"typed-{name}"))
     rules = row_rules(spec)
     params = {k: v for rule in rules for k, v in rule.params.items()}
+    gate = row_rule_gate(spec, rules)
     made_by = {}
     tables = {}
-    for plain_first, parallel in itertools.product((True, False), (False, True)):
+    # The careful parse testing every rule on every row (no gate) is the reference.
+    for plain_first, parallel, gated in [
+        *itertools.product((True, False), (False, True), (True,)),
+        (False, False, False),
+    ]:
         with db.transaction() as conn:
             if parallel:
                 force_parallel_plans(conn)
-            made_by[plain_first, parallel] = create_typed_table(
-                conn, spec, stage, start, end, [r.broken for r in rules], params, plain_first=plain_first
+            made_by[plain_first, parallel, gated] = create_typed_table(
+                conn,
+                spec,
+                stage,
+                start,
+                end,
+                [r.broken for r in rules],
+                params,
+                plain_first=plain_first,
+                gate=gate if gated else None,
             )
-        tables[plain_first, parallel] = typed_rows(spec, stage.rows_table)
+        tables[plain_first, parallel, gated] = typed_rows(spec, stage.rows_table)
     with db.transaction() as conn:
         warehouse.drop_staging(conn, stage.rows_table)
+    reference = tables[False, False, False]
     for parallel in (False, True):
-        assert made_by[True, parallel] == ("careful" if entry["file"] in CAREFUL_EVENT_TIMES else "plain"), made_by
-        assert made_by[False, parallel] == "careful"
-        assert tables[True, parallel] == tables[False, False]
-        assert tables[False, parallel] == tables[False, False]
-    assert len(tables[False, False]) >= stage.rows_staged
+        plain = "careful" if entry["file"] in CAREFUL_EVENT_TIMES else "plain"
+        assert made_by[True, parallel, True] == plain, made_by
+        assert made_by[False, parallel, True] == "careful"
+        assert tables[True, parallel, True] == reference
+        assert tables[False, parallel, True] == reference
+    assert len(reference) >= stage.rows_staged
 
 
 def test_the_digit_shape_is_the_text_with_every_digit_zeroed(corpus_specs: Path) -> None:

@@ -22,7 +22,7 @@ from nightly_ml import db, layout, storage
 from nightly_ml.config import gx_connection_string, settings
 from nightly_ml.etl import rejections
 from nightly_ml.etl.quarantine import quarantine_broken_rows
-from nightly_ml.etl.rules import Rule, batch_rules, row_rules, soft_rules, summarised
+from nightly_ml.etl.rules import Rule, batch_rules, row_rule_gate, row_rules, soft_rules, summarised
 from nightly_ml.etl.staging import BatchRejected, StageResult, delimiter_hint
 from nightly_ml.etl.typed_tables import bad_rows_table, create_typed_table, summary_table, typed_table
 from nightly_ml.spec import DatasetSpec
@@ -229,13 +229,14 @@ def _validate(
     hard = row_rules(spec)
     params = {k: v for rule in hard for k, v in rule.params.items()}
     typed_args = (start, end, [r.broken for r in hard], params)
+    gate = {"gate": row_rule_gate(spec, hard)}
     # The batch rules read the staging table on GX's own connection: a batch that has the spec's columns and
     # rows is typed meanwhile on this one, on a thread of its own (its first statement, the duplicate-key
     # scan, runs on one core while GX works on the other). Leaving the block waits for it, also when the
     # batch rules reject the batch.
     typable = stage.rows_staged > 0 and set(stage.columns) == set(spec.input_columns)
     with ThreadPoolExecutor(1, thread_name_prefix="nightly_ml-typed") as pool:
-        building = pool.submit(create_typed_table, conn, spec, stage, *typed_args) if typable else None
+        building = pool.submit(create_typed_table, conn, spec, stage, *typed_args, **gate) if typable else None
         table_results = [
             _outcome(r, res) for r, res in gx_run.run(stage.rows_table, f"{spec.name}_batch", batch_rules(spec))
         ]
@@ -254,7 +255,7 @@ def _validate(
             )
 
     if building is None:
-        create_typed_table(conn, spec, stage, *typed_args)
+        create_typed_table(conn, spec, stage, *typed_args, **gate)
     else:
         building.result()  # its error, if it had one
     rules = summarised(hard + soft_rules(spec, reference_profile))
