@@ -20,7 +20,7 @@ WHERE (SELECT count({key}) > count(DISTINCT hashtextextended({key}::text, 0)) FR
   )
 GROUP BY {key} HAVING count(*) > 1;
 -- Stored under another interval (since the spec's key_lookback_days, if set: its intervals alone are
--- read), in the partitions whose key range meets the batch's ({stored}, nightly_ml.etl.key_ranges). Every
+-- read), in the partitions whose key range meets the batch's (nightly_ml.etl.key_ranges picks them). Every
 -- partition read is read whole, so this costs more as the history grows when keys have no order
 -- (docs/PERFORMANCE.md).
 INSERT INTO {keys}
