@@ -224,24 +224,23 @@ def row_rule_gate(spec: DatasetSpec, rules: list[Rule]) -> list[sql.Composable]:
     names: dict[str | None, set[str]] = {}
     for rule in rules:
         names.setdefault(rule.column, set()).add(rule.name)
-
-    def folded(rule: Rule) -> sql.Composable | None:
-        """The gate's predicate for the rule's group (once: None for the group's other rules), or the rule."""
+    event_group = {"not_null", "type", "outside_interval"}
+    value_group = {"not_null", "type"}
+    gate: list[sql.Composable] = []
+    folded: set[str | None] = set()  # columns whose group's predicate is in the gate
+    for rule in rules:
         held = names[rule.column]
-        if rule.column == spec.event_time and {"not_null", "type", "outside_interval"} <= held:
-            group = {"not_null", "type", "outside_interval"}
-            gate = sql.SQL("_in_interval IS NOT TRUE")
-        elif rule.column != spec.event_time and {"not_null", "type"} <= held:
-            group = {"not_null", "type"}
-            gate = sql.SQL("{} IS NULL").format(sql.Identifier(value_column(rule.column or "")))
+        if rule.column == spec.event_time and event_group <= held and rule.name in event_group:
+            predicate: sql.Composable = sql.SQL("_in_interval IS NOT TRUE")
+        elif rule.column != spec.event_time and value_group <= held and rule.name in value_group:
+            predicate = sql.SQL("{} IS NULL").format(sql.Identifier(value_column(rule.column or "")))
         else:
-            return rule.broken
-        if rule.name not in group:
-            return rule.broken
-        first = next(r for r in rules if r.column == rule.column and r.name in group)
-        return gate if rule is first else None
-
-    return [predicate for rule in rules if (predicate := folded(rule)) is not None]
+            gate.append(rule.broken)
+            continue
+        if rule.column not in folded:
+            folded.add(rule.column)
+            gate.append(predicate)
+    return gate
 
 
 def soft_rules(spec: DatasetSpec, reference_profile: dict[str, tuple[float, float]] | None) -> list[Rule]:

@@ -12,6 +12,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -228,15 +229,17 @@ def _validate(
 ) -> ValidationReport:
     hard = row_rules(spec)
     params = {k: v for rule in hard for k, v in rule.params.items()}
-    typed_args = (start, end, [r.broken for r in hard], params)
-    gate = {"gate": row_rule_gate(spec, hard)}
+    broken = [r.broken for r in hard]
+    make_typed_table = partial(
+        create_typed_table, conn, spec, stage, start, end, broken, params, gate=row_rule_gate(spec, hard)
+    )
     # The batch rules read the staging table on GX's own connection: a batch that has the spec's columns and
     # rows is typed meanwhile on this one, on a thread of its own (its first statement, the duplicate-key
     # scan, runs on one core while GX works on the other). Leaving the block waits for it, also when the
     # batch rules reject the batch.
     typable = stage.rows_staged > 0 and set(stage.columns) == set(spec.input_columns)
     with ThreadPoolExecutor(1, thread_name_prefix="nightly_ml-typed") as pool:
-        building = pool.submit(create_typed_table, conn, spec, stage, *typed_args, **gate) if typable else None
+        building = pool.submit(make_typed_table) if typable else None
         table_results = [
             _outcome(r, res) for r, res in gx_run.run(stage.rows_table, f"{spec.name}_batch", batch_rules(spec))
         ]
@@ -255,7 +258,7 @@ def _validate(
             )
 
     if building is None:
-        create_typed_table(conn, spec, stage, *typed_args, **gate)
+        make_typed_table()
     else:
         building.result()  # its error, if it had one
     rules = summarised(hard + soft_rules(spec, reference_profile))

@@ -265,9 +265,12 @@ def _stream_predictions(
     reader, sink = _adbc_connect(url), _adbc_connect(url)
     try:
         with reader.cursor() as source, sink.cursor() as target:
-            incoming_table = {"incoming": partitions.table(incoming), "bound_check": partitions.bound_check(bound)}
-            incoming_table |= {"model_name": sql.Literal(spec.registered_model_name)}
-            incoming_table |= {"model_version": sql.Literal(model_version)}
+            incoming_table = {
+                "incoming": partitions.table(incoming),
+                "bound_check": partitions.bound_check(bound),
+                "model_name": sql.Literal(spec.registered_model_name),
+                "model_version": sql.Literal(model_version),
+            }
             partitions.execute(target, "scoring_incoming.sql", predictions=predictions, **incoming_table)
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             source.execute(f"SET TRANSACTION SNAPSHOT {sql.Literal(snapshot).as_string(None)}")
