@@ -14,7 +14,7 @@ from psycopg2 import sql
 
 from nightly_ml import db, partitions
 from nightly_ml.etl import warehouse
-from nightly_ml.modeling import evaluation, frames, moved_keys, scoring, training
+from nightly_ml.modeling import chunk_scores, evaluation, frames, moved_keys, scoring, training
 from nightly_ml.modeling.promotion import decide
 from nightly_ml.registry import access, aliases, run_logging
 from nightly_ml.spec import DatasetSpec
@@ -119,6 +119,7 @@ def test_train_promote_score_and_rescore(
     assert set(first["model_name"]) == {spec.registered_model_name}
     assert (first["_interval_start"] == pd.Timestamp(SCORE_START)).all()
     model = access.load_model(spec, record.model_version)
+    assert chunk_scores.scorer(spec, model).shared_categories  # the registered pipeline, scored by its branches
     expected = real_predict(spec, model, frames.feature_frame(spec, source))
     np.testing.assert_allclose(first["prediction"].to_numpy(), expected, rtol=1e-12)
     if spec.task == "classification":
@@ -316,20 +317,20 @@ def test_small_read_batches_are_recut_into_the_same_chunks_and_predictions(
 
     read_batches: list[int] = []
     chunk_sizes: list[int] = []
-    real_read_ahead, real_frame = scoring._read_ahead, scoring.feature_frame
+    real_read_ahead, real_scores = scoring._read_ahead, chunk_scores.scores
 
     def counting_read_ahead(batches: Any, depth: int = 2) -> Any:
         for record_batch in real_read_ahead(batches, depth):
             read_batches.append(record_batch.num_rows)
             yield record_batch
 
-    def counting_frame(spec_: DatasetSpec, table: Any) -> pd.DataFrame:
+    def counting_scores(scorer: chunk_scores.Scorer, table: Any) -> Any:
         chunk_sizes.append(table.num_rows)
-        return real_frame(spec_, table)
+        return real_scores(scorer, table)
 
     monkeypatch.setattr(scoring, "READ_BATCH_BYTES", 4096)
     monkeypatch.setattr(scoring, "_read_ahead", counting_read_ahead)
-    monkeypatch.setattr(scoring, "feature_frame", counting_frame)
+    monkeypatch.setattr(chunk_scores, "scores", counting_scores)
     scoring.write_predictions(
         spec, _ConstantModel(), "1", SCORE_START, SCORE_END, url=warehouse_url, chunk_rows=CHUNK_ROWS
     )

@@ -77,7 +77,7 @@ def test_the_streamed_feature_frame_equals_the_training_one_with_missing_values(
     import numpy as np
     import pandas as pd
 
-    from nightly_ml.modeling import frames, scoring
+    from nightly_ml.modeling import chunk_scores, frames
     from nightly_ml.spec import load_spec
 
     spec = load_spec("churn")
@@ -92,7 +92,7 @@ def test_the_streamed_feature_frame_equals_the_training_one_with_missing_values(
             words = ["true", "false"] if feature.type == "boolean" else ["basic", "premium", "standard"]
             columns[feature.name] = pa.array([None if (i + n) % 3 == 0 else words[i % len(words)] for i in range(rows)])
     table = pa.table(columns)
-    streamed = scoring.feature_frame(spec, pa.Table.from_batches(table.to_batches(max_chunksize=4)))
+    streamed = chunk_scores.feature_frame(spec, pa.Table.from_batches(table.to_batches(max_chunksize=4)))
     trained = frames.feature_frame(spec, table.to_pandas())
     pd.testing.assert_frame_equal(streamed, trained)
     assert any(streamed[f.name].isna().any() for f in spec.features if not f.is_numeric)

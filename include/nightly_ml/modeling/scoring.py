@@ -31,7 +31,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +40,7 @@ from threadpoolctl import threadpool_limits
 from nightly_ml import db, partitions
 from nightly_ml.config import settings
 from nightly_ml.intervals import require_utc
-from nightly_ml.modeling import evaluation, moved_keys
+from nightly_ml.modeling import chunk_scores, evaluation, moved_keys
 from nightly_ml.registry import access
 from nightly_ml.spec import DatasetSpec
 
@@ -84,34 +83,6 @@ def _chunks(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.T
             pending, held = rest.to_batches(), rest.num_rows
     if held:
         yield pa.Table.from_batches(pending)
-
-
-def feature_frame(spec: DatasetSpec, table: pa.Table) -> pd.DataFrame:
-    """The model's input from a typed Arrow chunk, equal to :func:`frames.feature_frame` of the same rows:
-    numeric features float64 (NaN = missing), categories and booleans ('true'/'false') as strings in
-    object columns (NaN = missing)."""
-    out: dict[str, Any] = {}
-    for column in spec.features:
-        values = table.column(column.name)
-        if column.is_numeric:
-            out[column.name] = values.cast(pa.float64()).to_numpy()
-        else:
-            out[column.name] = pd.Series(_category_objects(values), dtype=object)
-    return pd.DataFrame(out)
-
-
-def _category_objects(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A text column as an object array that repeats one Python string per distinct value (NaN = missing).
-
-    Arrow finds the distinct values in C++ and each row takes a reference to its value's one string, so no
-    string is made per row; and the encoder's lookups (a dict per value) hash each string once, as a str
-    caches its hash: 1M rows through the churn model went from 1.41-1.65 s to 1.05-1.31 s (frame and
-    predict_proba, 50k-row chunks)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    encoded = pc.dictionary_encode(values)
-    distinct = np.append(encoded.dictionary.to_numpy(zero_copy_only=False).astype(object), np.nan)
-    return distinct[encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()]
 
 
 def _predictions_schema(spec: DatasetSpec, source: pa.Schema) -> pa.Schema:
@@ -262,6 +233,7 @@ def _stream_predictions(
     the way: no scan of the table after). On failure the half-filled table is dropped."""
     total = 0
     starts: set[datetime] = set()
+    scorer = chunk_scores.scorer(spec, model)
     reader, sink = _adbc_connect(url), _adbc_connect(url)
     try:
         with reader.cursor() as source, sink.cursor() as target:
@@ -288,8 +260,7 @@ def _stream_predictions(
             try:
                 with closing(_read_ahead(rows)) as batches, _blas_threads(settings().scoring_blas_threads):
                     for chunk in _chunks(batches, chunk_rows):
-                        scores = evaluation.predict_scores(spec, model, feature_frame(spec, chunk))
-                        scores = np.asarray(scores, dtype="float64")
+                        scores = chunk_scores.scores(scorer, chunk)
                         for batch in _predictions_table(spec, chunk, scores, schema).to_batches():
                             sender.put(batch)
                         total += chunk.num_rows
