@@ -119,7 +119,7 @@ def test_train_promote_score_and_rescore(
     assert set(first["model_name"]) == {spec.registered_model_name}
     assert (first["_interval_start"] == pd.Timestamp(SCORE_START)).all()
     model = access.load_model(spec, record.model_version)
-    assert chunk_scores.scorer(spec, model).shared_categories  # the registered pipeline, scored by its branches
+    assert chunk_scores.scorer(spec, model).by_branches  # the registered pipeline, scored by its branches
     expected = real_predict(spec, model, frames.feature_frame(spec, source))
     np.testing.assert_allclose(first["prediction"].to_numpy(), expected, rtol=1e-12)
     if spec.task == "classification":

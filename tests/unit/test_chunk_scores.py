@@ -71,7 +71,7 @@ def test_the_branch_scores_of_every_shipped_estimator_equal_the_whole_models(dat
         frames.feature_frame(spec, train), frames.label_values(spec, train)
     )
     scorer = chunk_scores.scorer(spec, model)
-    assert scorer.shared_categories
+    assert scorer.by_branches
     table = chunk_of(spec, labelled(spec, 2000, day=1))
     got = chunk_scores.scores(scorer, table)
     assert got.dtype == np.float64 and len(got) == table.num_rows
@@ -105,7 +105,21 @@ def test_a_column_transformer_passing_columns_through_is_scored_by_its_branches(
         ]
     ).fit(frames.feature_frame(spec, train), frames.label_values(spec, train))
     scorer = chunk_scores.scorer(spec, model)
-    assert scorer.shared_categories
+    assert scorer.by_branches
+    table = chunk_of(spec, labelled(spec, 400, day=1))
+    np.testing.assert_array_equal(chunk_scores.scores(scorer, table), whole_model_scores(spec, model, table))
+
+
+def test_a_branch_of_numeric_and_categorical_columns_transforms_the_rows() -> None:
+    spec = load_spec("churn")
+    train = labelled(spec, 2000)
+    mixed = ["support_calls", spec.categorical_features[0].name]
+    onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    model = Pipeline(
+        [("preprocess", ColumnTransformer([("mixed", onehot, mixed)])), ("model", LogisticRegression(max_iter=200))]
+    ).fit(frames.feature_frame(spec, train), frames.label_values(spec, train))
+    scorer = chunk_scores.scorer(spec, model)
+    assert scorer.by_branches and scorer.branches is not None and not scorer.branches[0].categorical
     table = chunk_of(spec, labelled(spec, 400, day=1))
     np.testing.assert_array_equal(chunk_scores.scores(scorer, table), whole_model_scores(spec, model, table))
 
@@ -131,7 +145,7 @@ def test_models_of_another_shape_are_scored_whole() -> None:
     for model in (DummyClassifier(strategy="prior"), sparse, named_output):
         model.fit(features, labels)
         scorer = chunk_scores.scorer(spec, model)
-        assert not scorer.shared_categories, model
+        assert not scorer.by_branches, model
         np.testing.assert_array_equal(chunk_scores.scores(scorer, table), whole_model_scores(spec, model, table))
 
 

@@ -66,20 +66,24 @@ def _dictionary(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndar
 @dataclass(frozen=True)
 class _Branch:
     transformer: Any
-    columns: tuple[str, ...]
-    categorical: bool
+    numeric: dict[str, bool]  # the branch's columns, in its order: numeric or not
+
+    @property
+    def categorical(self) -> bool:
+        return not any(self.numeric.values())
 
 
 @dataclass(frozen=True)
 class Scorer:
-    """How one model scores chunks: by its branches (``branches``) or, when it is of another shape, whole."""
+    """How one model scores chunks: branch by branch (``branches``), each distinct combination of categories
+    transformed once, or, when it is of another shape, whole."""
 
     spec: DatasetSpec
     model: Any
     branches: tuple[_Branch, ...] | None
 
     @property
-    def shared_categories(self) -> bool:
+    def by_branches(self) -> bool:
         return self.branches is not None
 
 
@@ -106,12 +110,11 @@ def _branches(spec: DatasetSpec, model: Any) -> tuple[_Branch, ...] | None:
         if isinstance(transformer, str):
             if transformer == "drop":
                 continue
-            return None  # "passthrough": ColumnTransformer's own conversion of the raw columns
+            return None  # one sklearn left unfitted: ColumnTransformer handles it its own way
         if not isinstance(columns, list) or not all(isinstance(c, str) and c in features for c in columns):
             return None
         if columns:
-            categorical = not any(features[c].is_numeric for c in columns)
-            branches.append(_Branch(transformer, tuple(columns), categorical))
+            branches.append(_Branch(transformer, {c: features[c].is_numeric for c in columns}))
     return tuple(branches) if branches else None
 
 
@@ -129,9 +132,9 @@ def scores(scorer_: Scorer, table: pa.Table) -> np.ndarray:
 def _branch_output(branch: _Branch, table: pa.Table) -> np.ndarray:
     if not branch.categorical:
         return branch.transformer.transform(
-            pd.DataFrame({c: _feature_values(table, c, numeric=True) for c in branch.columns})
+            pd.DataFrame({c: _feature_values(table, c, numeric) for c, numeric in branch.numeric.items()})
         )
-    dictionaries = {c: _dictionary(table.column(c)) for c in branch.columns}
+    dictionaries = {c: _dictionary(table.column(c)) for c in branch.numeric}
     possible = 1
     for distinct, _ in dictionaries.values():
         possible *= len(distinct)
