@@ -3,7 +3,8 @@
 Both ways the rows travel as Arrow batches over PostgreSQL's binary COPY, decoded and encoded in C++ by
 the ADBC PostgreSQL driver (``adbc-driver-postgresql``): the interval leaves as a stream of typed record
 batches (float64/int64 features, text categories, the key, event time and interval start in their own
-types), ``chunk_rows`` rows at a time become the model's input frame, and the predictions go back as one
+types), ``chunk_rows`` rows at a time are scored (:mod:`nightly_ml.modeling.chunk_scores`: the model's
+categorical branch once per distinct combination of categories), and the predictions go back as one
 binary COPY into the table that becomes the interval's partition. No value is ever formatted or parsed
 as text, no row is ever a Python tuple, and only one chunk is in memory at a time, so memory stays flat
 however large the interval is. (Until session 7 both ways were CSV: Arrow's CSV reader and writer and
