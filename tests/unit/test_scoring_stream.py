@@ -139,3 +139,32 @@ def test_the_blas_thread_setting_reads_the_environment(monkeypatch: pytest.Monke
         assert settings().scoring_blas_threads == 0
     finally:
         settings.cache_clear()
+
+
+@pytest.mark.parametrize("one_interval", [True, False])
+def test_the_interval_start_travels_only_when_the_rows_are_of_several_intervals(one_interval: bool) -> None:
+    """Rows of one interval leave it out both ways (the incoming table's default gives it); rows of several
+    carry it there and back."""
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from nightly_ml.modeling import scoring
+    from nightly_ml.spec import load_spec
+
+    spec = load_spec("churn")
+    start = datetime(2024, 6, 5, tzinfo=UTC)
+    select = scoring._rows_select(spec, start, start + timedelta(days=1), one_interval=one_interval)
+    selected = select[: select.index("FROM")]
+    assert ('"_interval_start"' in selected) is not one_interval
+    assert f'"{spec.key.name}"' in selected and f'"{spec.event_time}"' in selected
+
+    read = {spec.key.name: pa.array(["a", "b"]), spec.event_time: pa.array([start, start], pa.timestamp("us", "UTC"))}
+    if not one_interval:
+        read["_interval_start"] = pa.array([start, start], pa.timestamp("us", "UTC"))
+    chunk = pa.table(read)
+    schema = scoring._predictions_schema(spec, chunk.schema)
+    assert ("_interval_start" in schema.names) is not one_interval
+    sent = scoring._predictions_table(spec, chunk, np.array([0.2, 0.7]), schema)
+    assert sent.column("predicted_label").to_pylist() == [0, 1]
+    assert sent.column(spec.key.name).to_pylist() == ["a", "b"]

@@ -7,4 +7,5 @@
 SET LOCAL default_statistics_target = 10;
 ANALYZE {building};
 -- The defaults the rows came in with (scoring_incoming.sql): the partition has the table's own.
-ALTER TABLE {building} ALTER COLUMN model_name DROP DEFAULT, ALTER COLUMN model_version DROP DEFAULT;
+ALTER TABLE {building} ALTER COLUMN model_name DROP DEFAULT, ALTER COLUMN model_version DROP DEFAULT,
+    ALTER COLUMN _interval_start DROP DEFAULT;
