@@ -39,17 +39,17 @@ def labelled(spec: DatasetSpec, rows: int, day: int = 0) -> pd.DataFrame:
 
 
 def chunk_of(spec: DatasetSpec, frame: pd.DataFrame) -> pa.Table:
-    """The rows as scoring reads them: typed Arrow columns, booleans as 'true'/'false', several record batches,
-    with missing values and categories the model never saw."""
+    """The rows as scoring reads them: typed Arrow columns (booleans too), several record batches, with missing
+    values and categories the model never saw."""
     columns: dict[str, pa.Array] = {}
     for n, feature in enumerate(spec.features):
         values = frame[feature.name].astype(object).where(frame[feature.name].notna(), None).tolist()
         values = [None if (i + n) % 7 == 0 else v for i, v in enumerate(values)]
         if feature.is_numeric:
             columns[feature.name] = pa.array(values, pa.float64() if feature.type == "float" else pa.int64())
+        elif feature.type == "boolean":
+            columns[feature.name] = pa.array(values, pa.bool_())
         else:
-            if feature.type == "boolean":
-                values = [None if v is None else ("true" if v else "false") for v in values]
             values = [f"never-seen-{i % 3}" if i % 11 == 0 else v for i, v in enumerate(values)]
             columns[feature.name] = pa.array(values, pa.string())
     table = pa.table(columns)

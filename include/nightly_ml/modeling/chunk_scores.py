@@ -59,8 +59,11 @@ def _dictionary(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndar
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     encoded = pc.dictionary_encode(values)
-    distinct = np.append(encoded.dictionary.to_numpy(zero_copy_only=False).astype(object), np.nan)
-    return distinct, encoded.indices.fill_null(len(encoded.dictionary)).to_numpy().astype(np.int64)
+    dictionary = encoded.dictionary
+    if pa.types.is_boolean(dictionary.type):
+        dictionary = dictionary.cast(pa.string())  # 'true'/'false', as the model saw them in training
+    distinct = np.append(dictionary.to_numpy(zero_copy_only=False).astype(object), np.nan)
+    return distinct, encoded.indices.fill_null(len(dictionary)).to_numpy().astype(np.int64)
 
 
 @dataclass(frozen=True)
