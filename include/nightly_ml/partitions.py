@@ -114,6 +114,14 @@ def bound_check(start: datetime | None) -> sql.Composable:
     )
 
 
+def interval_default(start: datetime | None) -> sql.Composable:
+    """An ALTER TABLE action (after others) making ``start`` the interval start's default (nothing for ``None``):
+    rows of one interval need not carry it."""
+    if start is None:
+        return sql.SQL("")
+    return sql.SQL(", ALTER COLUMN _interval_start SET DEFAULT {}").format(sql.Literal(start))
+
+
 def swap_in(conn: Any, start: datetime, names: PartitionNames) -> None:
     """Replace the interval's stored rows with the partition built (and indexed) under ``names.building``."""
     remove_interval(conn, names.parent, start)

@@ -237,9 +237,7 @@ def _stream_predictions(
             incoming_table = {
                 "incoming": partitions.table(incoming),
                 "bound_check": partitions.bound_check(bound),
-                "interval_default": sql.SQL(", ALTER COLUMN _interval_start SET DEFAULT {}").format(sql.Literal(bound))
-                if bound is not None
-                else sql.SQL(""),
+                "interval_default": partitions.interval_default(bound),
                 "model_name": sql.Literal(spec.registered_model_name),
                 "model_version": sql.Literal(model_version),
             }
@@ -264,9 +262,8 @@ def _stream_predictions(
                         for batch in _predictions_table(spec, chunk, scores, schema).to_batches():
                             sender.put(batch)
                         total += chunk.num_rows
-                        starts.update(
-                            [bound] if bound is not None else pc.unique(chunk.column("_interval_start")).to_pylist()
-                        )
+                        if bound is None:
+                            starts.update(pc.unique(chunk.column("_interval_start")).to_pylist())
             except BaseException:
                 sender.finish()
                 partitions.execute(target, "partition_incoming_drop.sql", incoming=partitions.table(incoming))
@@ -278,6 +275,8 @@ def _stream_predictions(
     finally:
         reader.close()
         sink.close()
+    if bound is not None and total:
+        starts.add(bound)  # every row is of it: the stream does not carry it
     return total, sorted(starts)
 
 
