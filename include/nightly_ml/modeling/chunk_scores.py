@@ -50,8 +50,8 @@ def _feature_values(table: pa.Table, name: str, numeric: bool) -> Any:
 
 
 def _dictionary(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A text column's distinct values as one Python string each, NaN last (for missing), and each row's
-    position among them.
+    """A text or boolean column's distinct values as one Python string each (a boolean's as 'true'/'false'),
+    NaN last (for missing), and each row's position among them.
 
     Arrow finds the distinct values in C++ and a row takes a reference to its value's one string, so no
     string is made per row; and the encoder's lookups (a dict per value) hash each string once, as a str
@@ -134,17 +134,13 @@ def scores(scorer_: Scorer, table: pa.Table) -> np.ndarray:
 
 def _branch_output(branch: _Branch, table: pa.Table) -> np.ndarray:
     if not branch.categorical:
-        return branch.transformer.transform(
-            pd.DataFrame({c: _feature_values(table, c, numeric) for c, numeric in branch.numeric.items()})
-        )
+        return _rows_output(branch, table)
     dictionaries = {c: _dictionary(table.column(c)) for c in branch.numeric}
     possible = 1
     for distinct, _ in dictionaries.values():
         possible *= len(distinct)
     if possible > _MAX_COMBINATIONS:
-        return branch.transformer.transform(
-            pd.DataFrame({c: pd.Series(distinct[codes], dtype=object) for c, (distinct, codes) in dictionaries.items()})
-        )
+        return _rows_output(branch, table)
     # Each row's combination as one number, the first column's position varying fastest.
     combination = np.zeros(table.num_rows, dtype=np.int64)
     strides: dict[str, int] = {}
@@ -160,6 +156,13 @@ def _branch_output(branch: _Branch, table: pa.Table) -> np.ndarray:
         }
     )
     return branch.transformer.transform(combinations)[row_of_combination]
+
+
+def _rows_output(branch: _Branch, table: pa.Table) -> np.ndarray:
+    """The branch's output of every row of the chunk, row by row (the model's own way)."""
+    return branch.transformer.transform(
+        pd.DataFrame({c: _feature_values(table, c, numeric) for c, numeric in branch.numeric.items()})
+    )
 
 
 def _distinct(numbers: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
