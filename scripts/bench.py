@@ -76,7 +76,7 @@ from scripts.benchkit.common import (
     progress as progress,
     render as render,
 )
-from scripts.benchkit.database import admin_server, bench_database, load_typed as load_typed
+from scripts.benchkit.database import admin_server, bench_database, load_typed as load_typed, settle
 from scripts.benchkit.nightly import section_monitor, section_score
 from scripts.benchkit.sidebyside import BENCH_PYTHON
 from scripts.benchkit.summary import night_vs_psql
@@ -140,6 +140,7 @@ def section_load(ctx: Context) -> None:
     def run_psql() -> float:
         with db.transaction(ctx.url) as conn, conn.cursor() as cur:
             cur.execute(psql_table)
+        settle(ctx.url)
         seconds, _ = _time(lambda: subprocess.run(psql_command, check=True, capture_output=True))
         with db.transaction(ctx.url) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM bench.psql_copy")
@@ -152,6 +153,7 @@ def section_load(ctx: Context) -> None:
     psql_times: list[float] = []
     ctx.loader_times, ctx.psql_times = loader_times, psql_times
     for attempt in range(1, ctx.args.repeats + 1):
+        settle(ctx.url)
         seconds, ctx.stage = _time(run_loader)
         if ctx.stage.rows_staged != rows:
             raise RuntimeError(f"the loader staged {ctx.stage.rows_staged} rows, expected {rows}")
@@ -290,6 +292,7 @@ def merge_stage(ctx: Context) -> tuple[float, Any]:
     from nightly_ml import db
     from nightly_ml.etl import warehouse
 
+    settle(ctx.url)
     with db.transaction(ctx.url) as conn:
         seconds, merged = _time(
             lambda: warehouse.merge_interval(conn, ctx.spec, ctx.stage, LOAD_DAY, LOAD_DAY + DAY, "bench")
@@ -419,6 +422,13 @@ def run(args: argparse.Namespace) -> Report:
             data_dir.mkdir()
             with bench_database(admin_url, data_dir) as url:
                 ctx = Context(args=args, url=url, workdir=workdir, report=report, spec=load_spec(DATASET))
+                report.notes.append(
+                    "Each measured run starts after a CHECKPOINT (scripts/benchkit/database.settle), so that a "
+                    "checkpoint set off by earlier runs' WAL does not land inside it; its own writes stay in its time."
+                    if settle(url)
+                    else "The bench's role may not CHECKPOINT: a checkpoint set off by earlier runs may land inside a "
+                    "measured run (run the bench as a superuser or a member of pg_checkpoint)."
+                )
                 section_load(ctx)
                 section_ingest(ctx)
                 section_score(ctx)

@@ -227,9 +227,14 @@ def _with_environ(function: Callable[[dict[str, Any]], dict[str, Any]], job: dic
 
 
 def in_child(function: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, Any]) -> dict[str, Any]:
-    """Run ``function(job)`` in a new process and return its result, with the task's peak memory."""
+    """Run ``function(job)`` in a new process and return its result, with the task's peak memory. A job on a
+    database (``url``) starts on a settled server (database.settle)."""
     import os
 
+    from scripts.benchkit.database import settle
+
+    if job.get("url"):
+        settle(job["url"])
     pool = _child_context().Pool(1)
     try:
         return pool.apply(_with_environ, (function, job, dict(os.environ)))

@@ -33,6 +33,29 @@ def admin_server(admin_url: str | None, workdir: Path) -> Generator[tuple[str, s
         embedded.stop(pg_dir)
 
 
+def settle(url: str) -> bool:
+    """Start the next measured run on a settled server: ``CHECKPOINT`` writes out what earlier runs left dirty
+    and resets the WAL count that triggers the next checkpoint. Without it a checkpoint that earlier runs' WAL
+    set off lands inside whichever run comes next (here a 1M-row merge writes ~250 MiB of WAL, and a
+    checkpoint is due every ~530 MiB at max_wal_size 1GB): the same merge took 1.42x or 1.68x psql \\copy by
+    that alone. The run's own writes stay in its time. False when the role may not checkpoint (PostgreSQL 15:
+    superuser or pg_checkpoint)."""
+    import psycopg2
+
+    from nightly_ml import db
+
+    conn = db.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+        return True
+    except psycopg2.errors.InsufficientPrivilege:
+        return False
+    finally:
+        conn.close()
+
+
 @contextmanager
 def bench_database(admin_url: str, data_dir: Path) -> Generator[str]:
     """A fresh, migrated database; WAREHOUSE_URL and NIGHTLY_ML_DATA_DIR point at it while the block runs."""

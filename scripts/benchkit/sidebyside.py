@@ -50,6 +50,7 @@ def run_baseline(
     from psycopg2 import sql
 
     from nightly_ml import db
+    from scripts.benchkit.database import settle
 
     if not BENCH_PYTHON.exists():
         return None
@@ -84,6 +85,7 @@ def run_baseline(
     path.write_text(json.dumps(job, default=str), encoding="utf-8")
     runs = []
     for attempt in range(1, repeats + 1):
+        settle(ctx.url)  # as every measured run of the night
         done = subprocess.run(
             [str(BENCH_PYTHON), str(Path(__file__).with_name("baseline.py")), str(path)],
             check=True,
