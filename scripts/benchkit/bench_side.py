@@ -14,8 +14,9 @@ from scripts.benchkit.sidebyside import median
 def section_side_by_side(ctx: Any, bench: Any) -> None:
     args, rows, report = ctx.args, ctx.args.rows, ctx.report
     load_start = sidebyside.load_average()
-    bench.progress(f"side by side: baseline pipeline in .venv-bench, {args.repeats} runs (subprocesses)")
-    baseline = sidebyside.run_baseline(ctx, bench.REFERENCE_START, bench.SMALL_DAY, args.repeats, bench.progress)
+    repeats = args.baseline_repeats
+    bench.progress(f"side by side: baseline pipeline in .venv-bench, {repeats} runs (subprocesses)")
+    baseline = sidebyside.run_baseline(ctx, bench.REFERENCE_START, bench.SMALL_DAY, repeats, bench.progress)
     if baseline is not None and report.find("load", "pandas") is None:
         add_to_sql_line(report, rows, baseline)
     notes = list(report.notes)
@@ -71,8 +72,8 @@ def section_side_by_side(ctx: Any, bench: Any) -> None:
         if args.history_days and not args.skip_validate
         else None
     )
-    bench.progress(f"imports: each DAG file vs an empty DAG, {args.repeats} fresh interpreters each")
-    imports = sidebyside.dag_import_times(args.repeats, bench.progress)
+    bench.progress(f"imports: each DAG file vs an empty DAG, {repeats} fresh interpreters each")
+    imports = sidebyside.dag_import_times(repeats, bench.progress)
     ours = {
         "load": median(ctx.loader_times),
         "validate": _seconds(report, "ingest", "validation.validate"),
@@ -114,6 +115,7 @@ def section_side_by_side(ctx: Any, bench: Any) -> None:
     data = {
         "rows": rows,
         "repeats": args.repeats,
+        "baseline_repeats": repeats,
         "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}, server {report.server}",
         "load_start": load_start,
         "load_end": sidebyside.load_average(),

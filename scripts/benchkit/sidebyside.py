@@ -225,7 +225,8 @@ def write_reports(data: dict[str, Any]) -> tuple[Path, Path]:
         f"# make bench, {data['rows']:,} rows ({time.strftime('%Y-%m-%d %H:%M')})",
         "",
         f"Machine: {data['machine']}; load average at start {data['load_start']}, at end {data['load_end']}.",
-        f"Every figure is the median of {data['repeats']} runs unless said otherwise "
+        f"Every figure of the night is the median of {data['repeats']} runs, of the baseline pipeline and the "
+        f"DAG imports of {data.get('baseline_repeats', data['repeats'])}, unless said otherwise "
         "(the load lines' best-of; one run of each task at --big-rows, for its peak memory).",
         *(
             [f"The bench had run {data['bench_seconds_so_far']:,.0f} s when it wrote this report (target: < 1200 s)."]

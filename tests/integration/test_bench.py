@@ -107,6 +107,32 @@ def test_the_bench_database_is_dropped_and_the_environment_restored(output: str,
     assert "nightly_ml_bench_" not in os.environ.get("WAREHOUSE_URL", "")
 
 
+def test_each_measured_run_starts_after_a_checkpoint(output: str, warehouse_url: str, pg_admin_url: str) -> None:
+    """settle() checkpoints (the last checkpoint's redo point passes the WAL written before it), says so in the
+    report, and answers False for a role that may not checkpoint instead of failing the bench."""
+    from nightly_ml.devtools.scratch import login_url
+    from scripts.benchkit.database import settle
+
+    assert "Each measured run starts after a CHECKPOINT" in output
+    conn = psycopg2.connect(warehouse_url)
+    conn.autocommit = True
+    role = f"nightly_ml_bench_settle_{os.getpid()}"
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE wal_writer AS SELECT g FROM generate_series(1, 1000) AS g")
+            cur.execute("SELECT pg_current_wal_insert_lsn()")
+            written = cur.fetchone()[0]
+            assert settle(warehouse_url) is True
+            cur.execute("SELECT redo_lsn >= %s::pg_lsn FROM pg_control_checkpoint()", (written,))
+            assert cur.fetchone()[0] is True
+            cur.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'settle'")
+            assert settle(login_url(warehouse_url, role, "settle")) is False
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP ROLE IF EXISTS "{role}"')
+        conn.close()
+
+
 def test_side_by_side_report_and_baseline_expectations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The side-by-side section's pieces that need no bench env: the GX expectations and the Markdown/JSON."""
     from nightly_ml.spec import load_spec
