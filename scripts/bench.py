@@ -320,19 +320,6 @@ def section_ingest(ctx: Context) -> None:
         )
         ctx.report.add(Measurement("ingest", "warehouse.merge_interval", rows, None, note="needs the validation"))
         return
-    with db.transaction(ctx.url) as conn, conn.cursor() as cur:
-        # ops.try_timestamptz has an EXCEPTION block (a subtransaction) but is declared PARALLEL SAFE:
-        # once a batch is big enough for a parallel plan (~200k rows here) every query on the typed
-        # view fails with "cannot start subtransactions during a parallel operation".
-        cur.execute("SELECT proparallel FROM pg_proc WHERE oid = 'ops.try_timestamptz(text)'::regprocedure")
-        if cur.fetchone()[0] == "s":
-            cur.execute("ALTER FUNCTION ops.try_timestamptz(text) PARALLEL UNSAFE")
-            ctx.report.notes.append(
-                "WORKAROUND in the throw-away bench database: ops.try_timestamptz (migration 0001) is declared "
-                "PARALLEL SAFE but has an EXCEPTION block, so validation of a batch big enough for a parallel plan "
-                "fails ('cannot start subtransactions during a parallel operation'); the bench marks it "
-                "PARALLEL UNSAFE before validating. Needs a migration that does the same."
-            )
     raw = RawFile(ctx.csv_path, "csv", "rows")
     removed_by = ""
     validate_peaks: list[float] = []

@@ -17,6 +17,22 @@ def test_migrations_are_idempotent(warehouse_url: str) -> None:
         assert cur.fetchone()[0] >= 1
 
 
+def test_the_careful_time_parse_runs_in_a_plan_postgresql_forces_parallel(warehouse_url: str) -> None:
+    """ops.try_timestamptz catches errors (a subtransaction), which a parallel plan forbids: migration 0004 marks
+    it PARALLEL UNSAFE, so a query calling it is planned serial even when parallel plans are forced."""
+    with db.transaction(warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT proparallel FROM pg_proc WHERE oid = 'ops.try_timestamptz(text)'::regprocedure")
+        assert cur.fetchone()[0] == "u"
+        cur.execute("SELECT current_setting('server_version_num')::int >= 160000")
+        forcing = "debug_parallel_query" if cur.fetchone()[0] else "force_parallel_mode"
+        cur.execute(f"SET LOCAL {forcing} = on")
+        cur.execute(
+            "SELECT count(ops.try_timestamptz(v)) FROM "
+            "(VALUES ('2024-02-30 10:00'), ('2024-02-29 24:00'), ('2024-06-05T10:00:00Z')) AS t(v)"
+        )
+        assert cur.fetchone()[0] == 2  # 30 February is no time; 24:00 is the next midnight
+
+
 def test_dataset_tables_are_created_typed_and_idempotently(warehouse_url: str) -> None:
     for spec in load_all_specs():
         db.ensure_dataset_tables(spec, warehouse_url)

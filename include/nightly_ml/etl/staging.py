@@ -229,22 +229,25 @@ def _copy_csv(
     columns: list[str],
     delimiter: str,
     bad_lines: list[BadLine],
-) -> None:
+) -> int:
+    """Rows copied from the file (COPY's own count: no scan of the table after)."""
     _set_source_file(cur, table, raw.path.name)
     cur.execute("SAVEPOINT copy_file")
     try:
         with csv_input.open_bytes(raw.path) as handle:
             cur.copy_expert(_copy_statement(table, columns, header=True, delimiter=delimiter), handle, COPY_BUFFER)
+            copied = cur.rowcount
     except psycopg2.DataError:
         # Malformed lines or bad bytes: redo this file record by record, quarantining what is broken.
         cur.execute("ROLLBACK TO SAVEPOINT copy_file")
-        _copy_csv_line_by_line(cur, table, raw, columns, delimiter, bad_lines)
+        copied = _copy_csv_line_by_line(cur, table, raw, columns, delimiter, bad_lines)
     except psycopg2.errors.QueryCanceled as error:
         # COPY stops when reading the file fails: a gzip stream cut short or damaged.
         if csv_input.is_gzip(raw.path):
             raise BatchRejected(csv_input.gzip_message(raw.path, _read_error(error))) from None
         raise
     cur.execute("RELEASE SAVEPOINT copy_file")
+    return copied
 
 
 def _read_error(error: psycopg2.Error) -> Exception:
@@ -274,11 +277,11 @@ def _copy_csv_line_by_line(
     columns: list[str],
     delimiter: str,
     bad_lines: list[BadLine],
-) -> None:
+) -> int:
     statement = _copy_statement(table, [*columns, "_line_number"], header=False, delimiter=",")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    pending = 0
+    pending = copied = 0
     for fields in _good_lines(raw, len(columns), delimiter, bad_lines):
         # Empty fields stay unquoted so that COPY reads them as NULL, like the fast path does.
         writer.writerow(fields)
@@ -286,20 +289,24 @@ def _copy_csv_line_by_line(
         if pending == SLOW_PATH_CHUNK_LINES:
             buffer.seek(0)
             cur.copy_expert(statement, buffer, COPY_BUFFER)
+            copied += cur.rowcount
             buffer, pending = io.StringIO(), 0
             writer = csv.writer(buffer, lineterminator="\n")
     if pending:
         buffer.seek(0)
         cur.copy_expert(statement, buffer, COPY_BUFFER)
+        copied += cur.rowcount
+    return copied
 
 
-def _copy_parquet(cur: psycopg2.extensions.cursor, table: sql.Identifier, raw: RawFile, columns: list[str]) -> None:
+def _copy_parquet(cur: psycopg2.extensions.cursor, table: sql.Identifier, raw: RawFile, columns: list[str]) -> int:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     _set_source_file(cur, table, raw.path.name)
     statement = _copy_statement(table, columns, header=False, delimiter=",")
+    copied = 0
     try:
         with storage.readable(raw.path) as source:
             for batch in pq.ParquetFile(source).iter_batches(batch_size=100_000):
@@ -307,6 +314,7 @@ def _copy_parquet(cur: psycopg2.extensions.cursor, table: sql.Identifier, raw: R
                 pacsv.write_csv(pa.Table.from_batches([batch]), buffer, pacsv.WriteOptions(include_header=False))
                 buffer.seek(0)
                 cur.copy_expert(statement, buffer, COPY_BUFFER)
+                copied += cur.rowcount
     except (OSError, pa.ArrowException) as error:
         plain = (
             " Every column must hold one plain value per row (number, text, boolean, timestamp): write list or "
@@ -321,11 +329,7 @@ def _copy_parquet(cur: psycopg2.extensions.cursor, table: sql.Identifier, raw: R
             f"{raw.path.name}: PostgreSQL refused a value of the Parquet file ({refused}); "
             "text may not hold NUL bytes: clean the column and drop the file again"
         ) from None
-
-
-def _row_count(cur: psycopg2.extensions.cursor, table: sql.Identifier) -> int:
-    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
-    return int(cur.fetchone()[0])
+    return copied
 
 
 def stage_files(
@@ -351,34 +355,37 @@ def stage_files(
         union = list(spec.input_columns)
 
     result = StageResult(staging_table_name(spec, start), None, union)
+
+    def copy(cur: psycopg2.extensions.cursor, table: sql.Identifier, raw: RawFile) -> int:
+        """Rows COPY put into ``table`` from the file (COPY's own count: 1M rows, a 0.06-0.1 s scan fewer)."""
+        if raw.format == "csv":
+            return _copy_csv(cur, table, raw, headers[raw.path], delimiter, result.bad_lines)
+        return _copy_parquet(cur, table, raw, headers[raw.path])
+
     with conn.cursor() as cur:
         rows_table = _create_table(cur, result.rows_table, union)
+        rows_staged = 0
         for f in row_files:
             if headers[f.path]:
-                if f.format == "csv":
-                    _copy_csv(cur, rows_table, f, headers[f.path], delimiter, result.bad_lines)
-                else:
-                    _copy_parquet(cur, rows_table, f, headers[f.path])
+                rows_staged += copy(cur, rows_table, f)
             result.files.append({"file": f.path.name, "kind": f.kind, "columns": headers[f.path]})
         for ignored in [c for c in union if c.startswith(IGNORED_PREFIX)]:
             cur.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(rows_table, sql.Identifier(ignored)))
         result.columns = [c for c in union if not c.startswith(IGNORED_PREFIX)]
-        result.rows_staged = _row_count(cur, rows_table)
+        result.rows_staged = rows_staged
 
         if label_files:
             result.labels_table = staging_table_name(spec, start, LABELS_SUFFIX)
             label_columns = [spec.key.name, spec.label.name]
             labels_table = _create_table(cur, result.labels_table, label_columns)
+            labels_staged = 0
             for f in label_files:
                 if sorted(headers[f.path]) != sorted(label_columns):
                     raise BatchRejected(
                         f"{f.path.name}: a labels file must have exactly the columns {label_columns}, "
                         f"found {headers[f.path]}"
                     )
-                if f.format == "csv":
-                    _copy_csv(cur, labels_table, f, headers[f.path], delimiter, result.bad_lines)
-                else:
-                    _copy_parquet(cur, labels_table, f, headers[f.path])
+                labels_staged += copy(cur, labels_table, f)
                 result.files.append({"file": f.path.name, "kind": f.kind, "columns": headers[f.path]})
-            result.labels_staged = _row_count(cur, labels_table)
+            result.labels_staged = labels_staged
     return result
