@@ -37,9 +37,9 @@ def settle(url: str) -> bool:
     """Start the next measured run on a settled server: ``CHECKPOINT`` writes out what earlier runs left dirty
     and resets the WAL count that triggers the next checkpoint. Without it a checkpoint that earlier runs' WAL
     set off lands inside whichever run comes next (here a 1M-row merge writes ~250 MiB of WAL, and a
-    checkpoint is due every ~530 MiB at max_wal_size 1GB): the same merge took 1.42x or 1.68x psql \\copy by
-    that alone. The run's own writes stay in its time. False when the role may not checkpoint (PostgreSQL 15:
-    superuser or pg_checkpoint)."""
+    checkpoint is due every ~530 MiB at max_wal_size 1GB; session 13 read the same merge at 1.42x and, in a
+    run that met checkpoints, 1.68x psql \\copy). The run's own writes stay in its time. False when the role
+    may not checkpoint (PostgreSQL 15: superuser or pg_checkpoint)."""
     import psycopg2
 
     from nightly_ml import db
