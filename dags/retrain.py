@@ -7,6 +7,9 @@ by hand with the form below (force, window end, model family, reason).
 
 1. **plan** finds the training window and **enough_data** skips the run (with the reason)
    while the window holds too few labelled rows — e.g. the first nights, before late labels arrive.
+   While a performance decay goes on, monitoring sets `train_since` to the night it began: the
+   window starts there (rows from before the change teach what no longer holds), and the run
+   waits until those rows are enough to train and hold out.
 2. **train** fits the spec's candidate pipelines with a small time-series search, logs params,
    metrics, the dataset digest, signature and a model card to MLflow and registers the best
    as a new version. A retried task reuses the version its run registered (unless `force`).
@@ -36,6 +39,14 @@ def params_for(spec: DatasetSpec) -> dict[str, Param]:
             pattern=INSTANT_PATTERN,
             description="End of the training window (ISO 8601; without an offset, UTC). Empty: the newest merged "
             "interval.",
+        ),
+        "train_since": Param(
+            None,
+            type=["null", "string"],
+            pattern=INSTANT_PATTERN,
+            description="Train only on rows from this instant on (ISO 8601; without an offset, UTC), e.g. where a "
+            "change began; the run waits while they are too few. Empty: the spec's window_days. Set by monitoring "
+            "while a performance decay goes on.",
         ),
         "model_family": Param(
             "all",
@@ -84,13 +95,19 @@ def build(spec: DatasetSpec):
             params, ti = context["params"], context["ti"]
             reused = None if params["force"] else steps.existing_version(dataset, ti.dag_id, ti.run_id)
             if reused:
-                return {"version": reused, "window_end": planned["window_end"], "reused": True}
+                return {
+                    "version": reused,
+                    "window_end": planned["window_end"],
+                    "train_since": planned["train_since"],
+                    "reused": True,
+                }
             result = steps.train(
                 dataset,
                 steps.parse_utc(planned["window_end"]),
                 trigger=steps.trigger_of(params, scheduled=context["dag_run"].run_type == "scheduled"),
                 airflow_context=steps.airflow_context_of(ti, params),
                 model_family=params["model_family"],
+                since=steps.parse_optional_utc(planned["train_since"]),
             )
             ti.xcom_push(key=XCOM_MLFLOW_RUN_URL, value=result["mlflow_run_url"])
             return result
@@ -105,6 +122,7 @@ def build(spec: DatasetSpec):
                 steps.parse_utc(trained["window_end"]),
                 actor=f"airflow:{context['ti'].dag_id}/{context['ti'].run_id}",
                 reason=context["params"]["reason"],
+                since=steps.parse_optional_utc(trained["train_since"]),
             )
 
         planned = plan()

@@ -118,6 +118,27 @@ def test_holdout_is_the_newest_labelled_data_when_labels_lag() -> None:
     assert len(train) + len(holdout) == len(frame)
 
 
+def test_training_window_starts_at_a_change_inside_it_and_never_earlier_than_window_days() -> None:
+    spec = load_spec("demand")
+    full = frames.training_window(spec, WINDOW_END)
+    assert full == (WINDOW_END - timedelta(days=spec.training.window_days), WINDOW_END)
+    change = WINDOW_END - timedelta(days=5)
+    assert frames.training_window(spec, WINDOW_END, change) == (change, WINDOW_END)
+    # A change from before the window changes nothing: the window never grows past window_days.
+    assert frames.training_window(spec, WINDOW_END, full[0] - timedelta(days=3)) == full
+    with pytest.raises(ValueError, match="not before its end"):
+        frames.training_window(spec, WINDOW_END, WINDOW_END)
+
+
+def test_training_from_a_change_records_the_shorter_window() -> None:
+    spec = small(load_spec("demand"))
+    since = WINDOW_END - timedelta(days=DAYS - 1)
+    frame = simulated(spec)
+    result = training.run_training(spec, frame[frame[spec.event_time] >= since], WINDOW_END, since=since)
+    assert result.window == (since, WINDOW_END)  # the registered model's drift reference
+    assert result.train[spec.event_time].min() >= since
+
+
 def test_time_split_says_what_is_missing() -> None:
     spec = small(load_spec("churn"))
     frame = simulated(spec)

@@ -177,10 +177,23 @@ def _promotion_of(run_id: str) -> str | None:
     return f"v{to_version} {verdict} (champion was {'v' + from_version if from_version else 'none'}){first}"
 
 
+def _plan_reason(run: Any) -> str | None:
+    """Why a retrain run's plan step let it train or not (its ``reason``), from the run's XCom."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        found = session.scalars(
+            XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids="plan", key="return_value")
+        ).first()
+        planned = XComModel.deserialize_value(found) if found is not None else None
+    return planned.get("reason") if isinstance(planned, dict) else None
+
+
 def _retrain(bag: Any, spec: DatasetSpec, conf: dict[str, Any]) -> str:
     retrain = run_dag(bag, f"retrain__{spec.name}", None, conf)
     if _task_states(retrain).get("train") == "skipped":
-        return "skipped: too few labelled rows yet"
+        return f"skipped: {_plan_reason(retrain) or 'too few labelled rows yet'}"
     return _promotion_of(retrain.run_id) or _state(retrain)
 
 

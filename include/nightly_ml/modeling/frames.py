@@ -24,10 +24,18 @@ class TrainingDataError(ValueError):
 # --------------------------------------------------------------------------- data
 
 
-def training_window(spec: DatasetSpec, window_end: datetime) -> tuple[datetime, datetime]:
-    """``[window_end - window_days, window_end)``."""
+def training_window(
+    spec: DatasetSpec, window_end: datetime, since: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """``[window_end - window_days, window_end)``, starting no earlier than ``since`` when given (the start of a
+    change, such as a performance decay: rows from before it teach the old relation)."""
     end = require_utc(window_end)
-    return end - timedelta(days=spec.training.window_days), end
+    start = end - timedelta(days=spec.training.window_days)
+    if since is not None:
+        start = max(start, require_utc(since))
+        if start >= end:
+            raise ValueError(f"{spec.name}: the training window's start {start.isoformat()} is not before its end")
+    return start, end
 
 
 def frame_columns(spec: DatasetSpec) -> list[str]:
@@ -46,13 +54,15 @@ def coerce_frame(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def load_training_frame(spec: DatasetSpec, window_end: datetime, url: str | None = None) -> pd.DataFrame:
-    """Labelled rows with event time in the training window, streamed from the warehouse.
+def load_training_frame(
+    spec: DatasetSpec, window_end: datetime, url: str | None = None, *, since: datetime | None = None
+) -> pd.DataFrame:
+    """Labelled rows with event time in the training window (:func:`training_window`), streamed from the warehouse.
 
     Reads through a server-side cursor in blocks of ``FETCH_ROWS``, so the only full copy
     in memory is the resulting frame (which training needs anyway).
     """
-    start, end = training_window(spec, window_end)
+    start, end = training_window(spec, window_end, since)
     columns = frame_columns(spec)
     statement = db.compose(
         "training_frame.sql",

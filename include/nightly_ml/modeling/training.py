@@ -178,9 +178,14 @@ def best_candidate(spec: DatasetSpec, candidates: Sequence[TrainedCandidate]) ->
 # --------------------------------------------------------------------------- one call
 
 
-def run_training(spec: DatasetSpec, frame: pd.DataFrame, window_end: datetime) -> TrainingResult:
-    """Split, search every candidate, pick the best and evaluate it (overall, per slice, vs. baseline)."""
-    window = training_window(spec, window_end)
+def run_training(
+    spec: DatasetSpec, frame: pd.DataFrame, window_end: datetime, *, since: datetime | None = None
+) -> TrainingResult:
+    """Split, search every candidate, pick the best and evaluate it (overall, per slice, vs. baseline).
+
+    ``since``: the frame was read from a window that starts there (frames.training_window); the model's
+    recorded window, which becomes its drift reference, says so."""
+    window = training_window(spec, window_end, since)
     train, holdout = time_split(spec, frame, window_end)
     # One OpenMP thread: on nightly-sized frames HistGradientBoosting's threads cost more than
     # they give (2.3x faster training measured on 2 cores, same model).

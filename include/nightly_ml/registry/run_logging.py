@@ -75,8 +75,9 @@ class WarehouseDatasetSource(DatasetSource):
         from nightly_ml.spec import load_spec
 
         spec = load_spec(self.dataset)
-        frame = frames.load_training_frame(spec, datetime.fromisoformat(self.window_end))
-        return frame[frame[spec.event_time] >= pd.Timestamp(self.window_start)]
+        return frames.load_training_frame(
+            spec, datetime.fromisoformat(self.window_end), since=datetime.fromisoformat(self.window_start)
+        )
 
     @staticmethod
     def _can_resolve(raw_source: Any) -> bool:

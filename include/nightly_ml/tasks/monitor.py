@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nightly_ml import alerts, db, layout
-from nightly_ml.spec import load_spec
+from nightly_ml.intervals import local
+from nightly_ml.spec import DatasetSpec, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,15 @@ def _decide(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
             *summary["reasons"],
             "retraining not triggered again: an earlier run of this interval already triggered it",
         ]
+    if action == "retrain" and result.verdict.performance_decay:
+        began = _decay_began(spec, start, end)
+        if began is not None and began < start:
+            summary["train_since"] = began.isoformat()
+            summary["reasons"] = [
+                *summary["reasons"],
+                f"performance has decayed since {local(spec, began):%Y-%m-%d}: retraining trains on the "
+                "rows from then on, once they are enough",
+            ]
     if action == "retrain":
         _record_trigger(dataset, start, end, summary["reasons"])
     results.record_action(dataset, start, run_id, action)
@@ -148,6 +158,22 @@ def _recent_trigger(dataset: str, start: datetime, cooldown_days: int) -> dateti
         cur.execute(
             db.load_sql("retrain_trigger_recent.sql"),
             {"dataset": dataset, "start": start, "since": start - timedelta(days=cooldown_days)},
+        )
+        return cur.fetchone()[0]
+
+
+def _decay_began(spec: DatasetSpec, start: datetime, end: datetime) -> datetime | None:
+    """The first interval of the unbroken run of decayed intervals ending at ``[start, end)``, within the training
+    window that ends with it: where the change that the decay shows began."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            db.load_sql("monitoring_decay_start.sql"),
+            {
+                "dataset": spec.name,
+                "start": start,
+                "window_start": end - timedelta(days=spec.training.window_days),
+                "min_labelled_rows": spec.drift.min_labelled_rows,
+            },
         )
         return cur.fetchone()[0]
 
@@ -181,6 +207,7 @@ def retrain_conf(summary: dict[str, Any]) -> dict[str, Any]:
         "interval_end": summary["interval_end"],
         "drifted_features": summary.get("drifted_features", []),
         "triggered_by": "monitor",
+        "train_since": summary.get("train_since"),
     }
 
 
@@ -188,6 +215,10 @@ def alert_retraining(summary: dict[str, Any]) -> str | None:
     """Mail ops that drift or decay triggered retraining (not for the bootstrap of a first model)."""
     if not summary.get("champion_version"):
         log.info("%s: no champion yet; retraining triggered without an alert", summary["dataset"])
+        return None
+    if summary.get("train_since"):
+        # Ops heard of this decay on its first night; the retrain says what it did (promoted or rejected).
+        log.info("%s: performance decay since %s goes on; no new alert", summary["dataset"], summary["train_since"])
         return None
     spec = load_spec(summary["dataset"])
     start = datetime.fromisoformat(summary["interval_start"])

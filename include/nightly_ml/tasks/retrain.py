@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from nightly_ml import alerts, db
-from nightly_ml.intervals import parse_utc
+from nightly_ml.intervals import local, parse_utc
 from nightly_ml.spec import DatasetSpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -27,20 +27,32 @@ def _spec_for_family(spec: DatasetSpec, model_family: str | None) -> DatasetSpec
     return spec.model_copy(update={"training": spec.training.model_copy(update={"candidates": chosen})})
 
 
-def labelled_rows(dataset: str, window_end: datetime) -> dict[str, Any]:
-    """Whether the window holds enough labelled rows to train and evaluate, with the split's own rules."""
+def labelled_rows(dataset: str, window_end: datetime, since: datetime | None = None) -> dict[str, Any]:
+    """Whether the window holds enough labelled rows to train and evaluate, with the split's own rules.
+
+    ``since``: the window starts there (a change began: see :func:`plan`)."""
     from nightly_ml.modeling import frames
 
     spec = load_spec(dataset)
-    frame = frames.load_training_frame(spec, window_end)
+    frame = frames.load_training_frame(spec, window_end, since=since)
+    window_start, _ = frames.training_window(spec, window_end, since)
     try:
         train_rows, holdout = frames.time_split(spec, frame, window_end)
     except frames.TrainingDataError as error:
-        return {"rows": len(frame), "enough": False, "reason": f"not training yet: {error}"}
+        if since is None:
+            return {"rows": len(frame), "enough": False, "reason": f"not training yet: {error}"}
+        return {
+            "rows": len(frame),
+            "enough": False,
+            "reason": f"waiting for rows since {window_start:%Y-%m-%d %H:%M %Z}, where the change began: {error}. "
+            f"Retraining trains once they hold {spec.training.min_rows} labelled rows before a "
+            f"{spec.training.holdout_days}-day holdout; the champion stays until then",
+        }
     return {
         "rows": len(frame),
         "enough": True,
-        "reason": f"{len(train_rows)} labelled rows to train on, {len(holdout)} in the holdout",
+        "reason": f"{len(train_rows)} labelled rows to train on, {len(holdout)} in the holdout "
+        f"(window from {window_start:%Y-%m-%d %H:%M %Z})",
     }
 
 
@@ -58,14 +70,16 @@ def train(
     trigger: dict[str, Any],
     airflow_context: dict[str, Any],
     model_family: str | None = None,
+    since: datetime | None = None,
 ) -> dict[str, Any]:
-    """Fit the spec's candidates on the window, log everything to MLflow and register the best."""
+    """Fit the spec's candidates on the window (from ``since`` when given), log everything to MLflow and register
+    the best."""
     from nightly_ml.modeling import frames, training
     from nightly_ml.registry import access, run_logging
 
     spec = _spec_for_family(load_spec(dataset), model_family)
-    frame = frames.load_training_frame(spec, window_end)
-    result = training.run_training(spec, frame, window_end)
+    frame = frames.load_training_frame(spec, window_end, since=since)
+    result = training.run_training(spec, frame, window_end, since=since)
     record = run_logging.log_training_result(spec, result, trigger=trigger, airflow_context=airflow_context)
     log.info(
         "%s: registered version %s (%s, %s) — holdout %s",
@@ -83,12 +97,17 @@ def train(
         "metrics": result.metrics,
         "baseline": result.baseline,
         "window_end": window_end.isoformat(),
+        "train_since": since.isoformat() if since else None,
         "mlflow_run_url": access.run_url(record.run_id),
     }
 
 
-def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor: str, reason: str) -> dict[str, Any]:
+def gate_and_promote(
+    dataset: str, version: str, window_end: datetime, *, actor: str, reason: str, since: datetime | None = None
+) -> dict[str, Any]:
     """Compare the challenger and the champion on the same holdout; move the alias only if the gate passes.
+
+    ``since``: the window the challenger was trained on starts there; the naive baseline learns from the same rows.
 
     Both models (and the naive baseline) are scored row by row on the same holdout, so the gate can
     run its paired bootstrap; the decision, its confidence and the window it was judged on are
@@ -102,7 +121,7 @@ def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor:
     if champion_before is not None and champion_before.version == str(version):
         return {"action": "noop", "version": version, "reasons": [f"version {version} is already the champion"]}
 
-    frame = frames.load_training_frame(spec, window_end)
+    frame = frames.load_training_frame(spec, window_end, since=since)
     train_rows, holdout = frames.time_split(spec, frame, window_end)
     challenger = evaluation.paired_evaluation(spec, access.load_model(spec, version), holdout)
     baseline = evaluation.baseline_evaluation(spec, train_rows, holdout)
@@ -116,6 +135,10 @@ def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor:
         interval=access.trigger_interval(spec, version),
     )
     reasons = list(decision.reasons)
+    # The mail tells the whole retraining: why it ran (monitoring mails a decay only on its first night) and on what.
+    why = [f"retrained because: {reason}"]
+    if since is not None:
+        why.append(f"trained on the rows since {local(spec, since):%Y-%m-%d %H:%M %Z}, where the change began")
     if decision.promote:
         outcome = aliases.promote(
             spec,
@@ -130,11 +153,11 @@ def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor:
         outcome = aliases.reject(spec, version, decision, actor=actor, reason=reason, context=context)
     if outcome.action == "promote":
         moved = alerts.model_moved(
-            spec, "promote", outcome.from_version, outcome.to_version, reasons, access.tracking_uri(), decision
+            spec, "promote", outcome.from_version, outcome.to_version, [*reasons, *why], access.tracking_uri(), decision
         )
         alerts.send(moved, spec)
     else:
-        alerts.send(alerts.challenger_rejected(spec, str(version), [outcome.reason, *reasons], decision), spec)
+        alerts.send(alerts.challenger_rejected(spec, str(version), [outcome.reason, *reasons, *why], decision), spec)
     return {
         "action": outcome.action,
         "version": str(version),
@@ -147,6 +170,11 @@ def gate_and_promote(dataset: str, version: str, window_end: datetime, *, actor:
         "baseline_confidence": decision.baseline_confidence.share if decision.baseline_confidence else None,
         "holdout_window": [moment.isoformat() for moment in context.holdout or ()],
     }
+
+
+def parse_optional_utc(value: str | None) -> datetime | None:
+    """An optional instant handed between tasks (ISO 8601), as an aware UTC datetime."""
+    return parse_utc(value) if value else None
 
 
 def resolve_window_end(dataset: str, params: dict[str, Any]) -> datetime:
@@ -165,17 +193,32 @@ def resolve_window_end(dataset: str, params: dict[str, Any]) -> datetime:
 
 
 class TrainingPlan(TypedDict):
-    """What the plan step hands on: the window's end and whether it holds enough labelled rows."""
+    """What the plan step hands on: the window (its end, and where it starts when not ``window_days`` before) and
+    whether it holds enough labelled rows."""
 
     window_end: str
+    train_since: str | None
     enough: bool
     reason: str
 
 
 def plan(dataset: str, params: dict[str, Any]) -> TrainingPlan:
+    """The window to train on and whether it holds enough labelled rows.
+
+    ``train_since`` (set by monitoring when a performance decay goes on past its first night, or by hand) starts
+    the window there: rows from before a change teach the relation that no longer holds, and a window mostly of
+    them gives challengers that lose to the naive baseline night after night. Until the rows since then are
+    enough to train and hold out, the run waits (skipped, with the reason) and the champion stays.
+    """
     window_end = resolve_window_end(dataset, params)
-    found = labelled_rows(dataset, window_end)
-    return {"window_end": window_end.isoformat(), "enough": bool(found["enough"]), "reason": str(found["reason"])}
+    since = parse_optional_utc(params.get("train_since"))
+    found = labelled_rows(dataset, window_end, since)
+    return {
+        "window_end": window_end.isoformat(),
+        "train_since": since.isoformat() if since else None,
+        "enough": bool(found["enough"]),
+        "reason": str(found["reason"]),
+    }
 
 
 def trigger_of(params: dict[str, Any], *, scheduled: bool) -> dict[str, Any]:
@@ -187,6 +230,7 @@ def trigger_of(params: dict[str, Any], *, scheduled: bool) -> dict[str, Any]:
         "interval_end": params["interval_end"],
         "drifted_features": params["drifted_features"],
         "model_family": params["model_family"],
+        "train_since": params.get("train_since"),
     }
 
 
