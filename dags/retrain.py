@@ -7,9 +7,9 @@ by hand with the form below (force, window end, model family, reason).
 
 1. **plan** finds the training window and **enough_data** skips the run (with the reason)
    while the window holds too few labelled rows — e.g. the first nights, before late labels arrive.
-   While a performance decay goes on, monitoring sets `train_since` to the night it began: the
-   window starts there (rows from before the change teach what no longer holds), and the run
-   waits until those rows are enough to train and hold out.
+   While a performance decay goes on, monitoring sets `train_since` to the night it began: once
+   the rows since then are enough to train and hold out, the window starts there (rows from before
+   a sudden change teach what no longer holds); until then it is the spec's whole window.
 2. **train** fits the spec's candidate pipelines with a small time-series search, logs params,
    metrics, the dataset digest, signature and a model card to MLflow and registers the best
    as a new version. A retried task reuses the version its run registered (unless `force`).
@@ -45,8 +45,8 @@ def params_for(spec: DatasetSpec) -> dict[str, Param]:
             type=["null", "string"],
             pattern=INSTANT_PATTERN,
             description="Train only on rows from this instant on (ISO 8601; without an offset, UTC), e.g. where a "
-            "change began; the run waits while they are too few. Empty: the spec's window_days. Set by monitoring "
-            "while a performance decay goes on.",
+            "change began, once they are enough to train and hold out; until then on the spec's window_days. Set "
+            "by monitoring while a performance decay goes on.",
         ),
         "model_family": Param(
             "all",

@@ -2,11 +2,10 @@
 
 ``demand_concept`` (the demand simulator, regression, labels with the rows) changes how demand depends on its
 features from night 6 on. Monitoring sees the champion decay that night and retraining answers at once on the
-spec's whole window. While the decay goes on, a window that is mostly from before the change teaches the
-relation that no longer holds: the retrain runs wait (skipped, saying why, no mail) until the rows since the
-change are enough to train and hold out (two days of training rows and a two-day holdout: night 9), and then
-train on those rows only, until the gate promotes one. Ops get a mail when the decay is first seen and one for
-what each retraining did.
+spec's whole window. While the decay goes on, retraining runs every night: on the whole window while the rows
+since the change are too few to train and hold out, and from the first night they are enough (two days of
+training rows and a two-day holdout: night 9) on those rows only, until the gate promotes one. Ops get a mail
+when the decay is first seen and one for what each retraining did.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ NIGHTS = 12
 CHANGE_NIGHT = 6  # 0-based offset of the first night under the new relation
 ROWS = 1200
 HOLDOUT_DAYS = 2
+WINDOW_DAYS = 10
 MIN_TRAIN_DAYS = 2  # min_rows 2000 needs two nights of 1200 rows
 READY_NIGHT = CHANGE_NIGHT + MIN_TRAIN_DAYS + HOLDOUT_DAYS - 1  # the first night with enough rows since the change
 
@@ -59,7 +59,7 @@ def concept_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     raw["drift"]["min_labelled_rows"] = 200
     raw["training"].update(
         {
-            "window_days": 10,
+            "window_days": WINDOW_DAYS,
             "holdout_days": HOLDOUT_DAYS,
             "min_rows": 2000,
             "candidates": [
@@ -114,16 +114,32 @@ def test_the_decay_is_answered_on_its_first_night_on_the_whole_window(played: di
     )[0]
     assert any(r.startswith("performance decay") for r in reasons)
     assert not any("decayed since" in r for r in reasons), "the first night trains on the spec's window"
+    end = night_start(CHANGE_NIGHT + 1)
+    assert trained_window(outcomes[CHANGE_NIGHT].retrain) == (end - timedelta(days=WINDOW_DAYS), end)
 
 
-def test_while_the_decay_goes_on_retraining_waits_for_rows_since_the_change(played: dict) -> None:
+def version_of(outcome: str) -> str:
+    """The model version a retrain registered, from its outcome ("v3 rejected (champion was v1) — ...")."""
+    assert outcome.startswith("v"), outcome
+    return outcome.split()[0][1:]
+
+
+def trained_window(outcome: str) -> tuple[datetime, datetime]:
+    """The training window (its drift reference) of the version a retrain registered."""
+    from nightly_ml.registry import access
+    from nightly_ml.spec import load_spec
+
+    info = access.version_info(load_spec(DATASET), version_of(outcome))
+    assert info is not None and info.reference_window is not None
+    return info.reference_window
+
+
+def test_while_the_rows_since_the_change_are_too_few_retraining_uses_the_whole_window(played: dict) -> None:
     outcomes = played["outcomes"]
     for offset in range(CHANGE_NIGHT + 1, READY_NIGHT):
         assert outcomes[offset].monitor == "trigger_retrain", offset
-        assert outcomes[offset].retrain.startswith("skipped: waiting for rows since 2026-05-07"), (
-            offset,
-            outcomes[offset].retrain,
-        )
+        end = night_start(offset + 1)
+        assert trained_window(outcomes[offset].retrain) == (end - timedelta(days=WINDOW_DAYS), end), offset
 
 
 def test_from_the_first_night_with_enough_rows_retraining_trains_on_them_until_one_is_promoted(played: dict) -> None:
@@ -134,17 +150,15 @@ def test_from_the_first_night_with_enough_rows_retraining_trains_on_them_until_o
 
     outcomes = played["outcomes"]
     trained = {n: outcomes[n].retrain for n in range(READY_NIGHT, NIGHTS) if outcomes[n].retrain != "-"}
-    assert READY_NIGHT in trained and not trained[READY_NIGHT].startswith("skipped"), trained
+    assert READY_NIGHT in trained, trained
+    for night, outcome in trained.items():
+        assert trained_window(outcome) == (night_start(CHANGE_NIGHT), night_start(night + 1)), night
     promoted = [n for n, outcome in trained.items() if " promoted " in outcome]
     # The gate still judges each: a model of two days' rows may lose a slice; the next night's has more rows.
     assert promoted and promoted[0] <= READY_NIGHT + 1, trained
-    spec = load_spec(DATASET)
-    champion = access.get_champion(spec)
-    assert champion is not None
-    # Trained on the rows since the change: its window (and so its drift reference) starts there.
-    assert champion.reference_window == (night_start(CHANGE_NIGHT), night_start(promoted[-1] + 1))
-    client = MlflowClient()
-    tags = client.get_run(champion.run_id).data.tags
+    champion = access.get_champion(load_spec(DATASET))
+    assert champion is not None and champion.version == version_of(trained[promoted[-1]])
+    tags = MlflowClient().get_run(champion.run_id).data.tags
     assert tags["trigger.train_since"] == night_start(CHANGE_NIGHT).isoformat()
     # The decay ends with the new champion: every later night is judged healthy, and nothing retrains.
     for offset in range(promoted[0] + 1, NIGHTS):

@@ -39,20 +39,12 @@ def labelled_rows(dataset: str, window_end: datetime, since: datetime | None = N
     try:
         train_rows, holdout = frames.time_split(spec, frame, window_end)
     except frames.TrainingDataError as error:
-        if since is None:
-            return {"rows": len(frame), "enough": False, "reason": f"not training yet: {error}"}
-        return {
-            "rows": len(frame),
-            "enough": False,
-            "reason": f"waiting for rows since {window_start:%Y-%m-%d %H:%M %Z}, where the change began: {error}. "
-            f"Retraining trains once they hold {spec.training.min_rows} labelled rows before a "
-            f"{spec.training.holdout_days}-day holdout; the champion stays until then",
-        }
+        return {"rows": len(frame), "enough": False, "reason": f"not training yet: {error}"}
     return {
         "rows": len(frame),
         "enough": True,
         "reason": f"{len(train_rows)} labelled rows to train on, {len(holdout)} in the holdout "
-        f"(window from {window_start:%Y-%m-%d %H:%M %Z})",
+        f"(window from {local(spec, window_start):%Y-%m-%d %H:%M %Z})",
     }
 
 
@@ -206,13 +198,22 @@ def plan(dataset: str, params: dict[str, Any]) -> TrainingPlan:
     """The window to train on and whether it holds enough labelled rows.
 
     ``train_since`` (set by monitoring when a performance decay goes on past its first night, or by hand) starts
-    the window there: rows from before a change teach the relation that no longer holds, and a window mostly of
-    them gives challengers that lose to the naive baseline night after night. Until the rows since then are
-    enough to train and hold out, the run waits (skipped, with the reason) and the champion stays.
+    the window there once the rows since then are enough to train and hold out: after a sudden change in the
+    label's relation, a window mostly from before it gives challengers that lose to the naive baseline night
+    after night. Until then the spec's whole window is used, as for any retrain: after a gradual change (a
+    season) those challengers are the ones that win, and waiting for a window of the change's own rows would
+    leave a decaying champion in place for weeks of small batches (measured: 16 nights of a real dataset's spring).
     """
     window_end = resolve_window_end(dataset, params)
     since = parse_optional_utc(params.get("train_since"))
     found = labelled_rows(dataset, window_end, since)
+    if since is not None and not found["enough"]:
+        short = found["reason"].removeprefix("not training yet: ")
+        found = labelled_rows(dataset, window_end)
+        since = None
+        found["reason"] = (
+            f"the rows since the change are not enough yet ({short}); on the spec's whole window: {found['reason']}"
+        )
     return {
         "window_end": window_end.isoformat(),
         "train_since": since.isoformat() if since else None,
