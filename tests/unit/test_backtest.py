@@ -159,3 +159,19 @@ def test_write_report_is_self_contained_and_escaped(spec: DatasetSpec, tmp_path:
     assert backtest.summary_from_dict(json.loads(json_path.read_text(encoding="utf-8"))) == summary
     again, _ = backtest.write_report(spec, summary, tmp_path)
     assert again.read_text(encoding="utf-8") == page  # re-rendering gives the same bytes
+
+
+def test_a_trigger_on_a_decays_later_night_is_counted_as_no_mail() -> None:
+    from types import SimpleNamespace
+
+    from nightly_ml.monitoring.drift import DECAY_GOES_ON
+
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+    events = [
+        backtest.Event(day, "pipeline", "trigger", None, '["performance decay: live rmse 9 ..."]'),
+        backtest.Event(day + timedelta(days=1), "pipeline", "trigger", None, f'["...", "{DECAY_GOES_ON} 2024-01-01"]'),
+        backtest.Event(day + timedelta(days=1), "pipeline", "reject", "4", "failed on naive baseline"),
+        backtest.Event(day + timedelta(days=2), "pipeline", "promote", "5", "every check passed"),
+    ]
+    pipeline = next(c for c in backtest._counts(events, SimpleNamespace(retrains=[]), {}) if c.policy == "pipeline")
+    assert (pipeline.triggers, pipeline.retrains, pipeline.alerts) == (2, 2, 3)

@@ -49,6 +49,7 @@ from nightly_ml.monitoring.backtest_summary import (
     summary_from_dict,
     summary_to_dict,
 )
+from nightly_ml.monitoring.drift import DECAY_GOES_ON
 from nightly_ml.spec import DatasetSpec
 from nightly_ml.storage import StoragePath
 
@@ -250,7 +251,9 @@ def _counts(events: list[Event], fixed: FixedCadence, data_alerts: dict[str, int
         return sum(1 for e in events if e.policy == "pipeline" and e.kind == kind)
 
     promotions, rejections, triggers = number("promote"), number("reject"), number("trigger")
-    mails = triggers + promotions + rejections + number("rollback")
+    # A trigger on a decay's later nights is not mailed (ops heard of the decay on its first night).
+    unmailed = sum(1 for e in events if e.policy == "pipeline" and e.kind == "trigger" and DECAY_GOES_ON in e.detail)
+    mails = triggers - unmailed + promotions + rejections + number("rollback")
     deployed = sum(1 for r in fixed.retrains if r.deployed)
     return (
         PolicyCounts("pipeline", promotions + rejections, promotions, rejections, triggers, mails),

@@ -51,6 +51,10 @@ from nightly_ml.spec import DatasetSpec, DriftRules
 
 # --------------------------------------------------------------------------- per feature
 
+# How a retrain trigger on a decay's later nights begins its reason (tasks.monitor): ops were mailed on the
+# decay's first night, so such a trigger sends no mail of its own (the backtest counts mails by it).
+DECAY_GOES_ON = "performance has decayed since"
+
 
 @dataclass(frozen=True)
 class FeatureDrift:

@@ -1,6 +1,7 @@
--- What the pipeline's policy did in [range_start, range_end): every retrain trigger (drift or decay: each one
--- mailed ops) and every gate decision or alias move (promote, reject, rollback: each one mailed too), placed at
--- the interval whose run triggered it; a decision without one (a hand-triggered retrain) at its decision time.
+-- What the pipeline's policy did in [range_start, range_end): every retrain trigger (drift or decay: each mailed
+-- ops but a decay's later nights) and every gate decision or alias move (promote, reject, rollback: each one
+-- mailed), placed at the interval whose run triggered it; a decision without one (a hand-triggered retrain)
+-- at its decision time.
 SELECT 'trigger' AS kind, interval_start AS placed_at, true AS by_interval,
        NULL::text AS from_version, NULL::text AS to_version, reasons::text AS detail
 FROM ops.retrain_triggers

@@ -134,7 +134,7 @@ def _decide(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
             summary["train_since"] = began.isoformat()
             summary["reasons"] = [
                 *summary["reasons"],
-                f"performance has decayed since {local(spec, began):%Y-%m-%d}: retraining trains on the "
+                f"{drift.DECAY_GOES_ON} {local(spec, began):%Y-%m-%d}: retraining trains on the "
                 "rows from then on once they are enough to train and hold out (until then on the whole window)",
             ]
     if action == "retrain":
