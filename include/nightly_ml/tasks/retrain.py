@@ -30,11 +30,31 @@ def _spec_for_family(spec: DatasetSpec, model_family: str | None) -> DatasetSpec
 def labelled_rows(dataset: str, window_end: datetime, since: datetime | None = None) -> dict[str, Any]:
     """Whether the window holds enough labelled rows to train and evaluate, with the split's own rules.
 
-    ``since``: the window starts there (a change began: see :func:`plan`)."""
+    ``since`` (a change began there: see :func:`plan`): the window starts there when the rows since then are
+    enough, else it is the spec's whole window; ``train_since`` says which. One read of the whole window.
+    """
     from nightly_ml.modeling import frames
 
     spec = load_spec(dataset)
-    frame = frames.load_training_frame(spec, window_end, since=since)
+    frame = frames.load_training_frame(spec, window_end)
+    too_few = None
+    if since is not None:
+        found = _enough_rows(spec, frame[frame[spec.event_time] >= since], window_end, since)
+        if found["enough"]:
+            return {**found, "train_since": since}
+        too_few = found["reason"].removeprefix("not training yet: ")
+    found = _enough_rows(spec, frame, window_end, None)
+    if too_few is not None:
+        found["reason"] = (
+            f"the rows since the change are not enough yet ({too_few}); on the spec's whole window: {found['reason']}"
+        )
+    return {**found, "train_since": None}
+
+
+def _enough_rows(spec: DatasetSpec, frame: Any, window_end: datetime, since: datetime | None) -> dict[str, Any]:
+    """Whether ``frame`` (the labelled rows of the window from ``since``) splits into training rows and a holdout."""
+    from nightly_ml.modeling import frames
+
     window_start, _ = frames.training_window(spec, window_end, since)
     try:
         train_rows, holdout = frames.time_split(spec, frame, window_end)
@@ -205,15 +225,8 @@ def plan(dataset: str, params: dict[str, Any]) -> TrainingPlan:
     leave a decaying champion in place for weeks of small batches (measured: 16 nights of a real dataset's spring).
     """
     window_end = resolve_window_end(dataset, params)
-    since = parse_optional_utc(params.get("train_since"))
-    found = labelled_rows(dataset, window_end, since)
-    if since is not None and not found["enough"]:
-        short = found["reason"].removeprefix("not training yet: ")
-        found = labelled_rows(dataset, window_end)
-        since = None
-        found["reason"] = (
-            f"the rows since the change are not enough yet ({short}); on the spec's whole window: {found['reason']}"
-        )
+    found = labelled_rows(dataset, window_end, parse_optional_utc(params.get("train_since")))
+    since = found["train_since"]
     return {
         "window_end": window_end.isoformat(),
         "train_since": since.isoformat() if since else None,
