@@ -77,11 +77,10 @@ from scripts.benchkit.common import (
     render as render,
 )
 from scripts.benchkit.database import admin_server, bench_database, load_typed as load_typed, settle
+from scripts.benchkit.floor import typed_load_floor
 from scripts.benchkit.nightly import section_monitor, section_score
 from scripts.benchkit.sidebyside import BENCH_PYTHON
 from scripts.benchkit.summary import night_vs_psql
-
-# --------------------------------------------------------------------------- sections
 
 
 @dataclass
@@ -93,6 +92,7 @@ class Context:
     spec: Any = None
     frame: Any = None
     csv_path: Path | None = None
+    typed_floor: dict[str, Any] | None = None
     stage: Any = None
     loaded_big: bool = False
     holdout: dict[str, float] = field(default_factory=dict)
@@ -426,6 +426,7 @@ def run(args: argparse.Namespace) -> Report:
                 section_score(ctx)
                 section_monitor(ctx)
                 report.night = night_vs_psql(ctx)
+                ctx.typed_floor = typed_load_floor(ctx)
                 if not args.quick:
                     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
                     from scripts.benchkit import bench_side

@@ -126,6 +126,7 @@ def section_side_by_side(ctx: Any, bench: Any) -> None:
         "memory": memory,
         "imports": imports,
         "history": history,
+        "typed_load_floor": ctx.typed_floor,
         "measurements": [vars(m) for m in report.measurements],
         "notes": notes,
         "bench_seconds_so_far": round(elapsed(), 1),

@@ -244,9 +244,10 @@ def write_reports(data: dict[str, Any]) -> tuple[Path, Path]:
         ratio = f"{theirs / ours:.1f}x" if ours and theirs else "-"
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         lines.append(f"| {row['step']} | {row['ours']} | {fmt(ours)} | {row['baseline']} | {fmt(theirs)} | {ratio} |")
-    from scripts.benchkit import summary
+    from scripts.benchkit import floor, summary
 
     lines += summary.markdown_night(data["vs_psql"], data["repeats"])
+    lines += floor.markdown(data.get("typed_load_floor"), data["vs_psql"])
     lines += [
         "",
         "## Peak memory per task (MiB, fresh child process)",

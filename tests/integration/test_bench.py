@@ -172,3 +172,17 @@ def test_side_by_side_report_and_baseline_expectations(tmp_path: Path, monkeypat
     assert "with history: keys of their own nights" in text and "with 5 predictions of other" in text
     assert "| merge | 1.00 | 1.50 | 1.50x |" in text and "| score | 1.00 | 1.25 | 1.25x |" in text
     assert json_path.exists()
+
+
+def test_the_floor_of_a_typed_load_is_measured_against_psql(output: str) -> None:
+    """The typed-load floor copies the whole clean batch into typed columns, finds no row breaking a rule (the
+    simulator's default batch has no fault) and reports its sum as a ratio to psql \\copy."""
+    if shutil.which("psql") is None:
+        pytest.skip(PSQL_MISSING)
+    floor = re.search(
+        r"The floor of an optimistic typed load .*: ([0-9.]+) s = ([0-9.]+)x psql \\copy, ([0-9,]+) rows breaking a rule",
+        output,
+    )
+    assert floor is not None
+    assert float(floor.group(1)) > 0 and float(floor.group(2)) > 0
+    assert floor.group(3) == "0"
