@@ -11,8 +11,10 @@ so it runs once per landed interval, after the champion has scored it.
   and to an HTML report (link on the task: "Drift report").
 - **decide** branches: drift or decay beyond the spec's thresholds, a failing soft
   expectation, or no champion yet → **trigger_retrain** (with the reason, the interval and
-  the drifted features) and a mail to ops; a rejected interval → **stop** (never train on
-  bad data); otherwise → **no_action**.
+  the drifted features) and a mail to ops; drift whose labelled rows do not yet fill a
+  retrain's holdout → **alert_drift** (retraining waits for them: a challenger judged on
+  rows from before the shift judges nothing; ops are mailed on the first such night); a
+  rejected interval → **stop** (never train on bad data); otherwise → **no_action**.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ def build(spec: DatasetSpec):
 
             return steps.alert_retraining(summary)
 
+        @task
+        def alert_drift(summary: dict) -> str | None:
+            from nightly_ml.tasks import monitor as steps
+
+            return steps.alert_drift_awaiting_labels(summary)
+
         summary = check()
         branch = decide(summary)
         conf = retrain_conf(summary)
@@ -81,9 +89,10 @@ def build(spec: DatasetSpec):
         no_action = EmptyOperator(task_id="no_action")
         done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
 
-        branch >> [conf, stop, no_action]
+        waiting = alert_drift(summary)
+        branch >> [conf, stop, no_action, waiting]
         conf >> trigger_retrain >> alert_ops(summary) >> done
-        [stop, no_action] >> done
+        [stop, no_action, waiting] >> done
 
     return monitor()
 

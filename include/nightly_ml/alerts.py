@@ -178,6 +178,25 @@ def retraining_triggered(
     )
 
 
+def drift_awaiting_labels(
+    spec: DatasetSpec, start: datetime, end: datetime, reasons: list[str], report: str | None
+) -> Alert:
+    return Alert(
+        subject=f"[nightly-ml] {spec.name}: drift on {local(spec, start):%Y-%m-%d}, retraining waits for labels",
+        what_happened=f"Monitoring of {_interval(start, end)} found drift; retraining waits until the labelled rows "
+        "since it began can judge a retrained model:\n" + "\n".join(f"  - {r}" for r in reasons),
+        where_to_look=[
+            f"the drift report: {report}"
+            if report
+            else f"the monitor runs in the Airflow UI: {layout.airflow_dag_url(f'monitor__{spec.name}')}",
+        ],
+        what_to_do="Nothing, if the drift comes from the world: monitoring triggers the retrain on the first night "
+        "the labels are in, and the promotion mail follows. If it comes from a broken source, fix the source. To "
+        f"retrain now anyway, trigger {layout.airflow_dag_url(f'retrain__{spec.name}')} by hand.",
+        severity="info",
+    )
+
+
 def _confidence_line(decision: _GateDecision | None) -> str:
     """One sentence with the gate's confidence, for a person deciding whether to trust the move."""
     found = decision.confidence if decision else None

@@ -93,6 +93,17 @@ def rows(statement: str, params: dict | None = None) -> list[tuple]:
         return cur.fetchall()
 
 
+def outbox_subjects() -> list[str]:
+    import email
+    import email.policy
+
+    from nightly_ml import storage
+
+    outbox = storage.outbox_root()
+    mails = [email.message_from_string(p.read_text(), policy=email.policy.default) for p in outbox.glob("*.eml")]
+    return [" ".join(str(m["Subject"]).split()) for m in mails]
+
+
 def night_start(offset: int) -> datetime:
     night = FIRST_NIGHT + timedelta(days=offset)
     return datetime(night.year, night.month, night.day, tzinfo=UTC)
@@ -147,9 +158,15 @@ def test_a_champion_was_trained_promoted_and_scores_the_warehouse(played: dict, 
         assert labels == [(0,)]
 
 
-def test_sudden_drift_is_detected_on_its_first_night_and_triggers_retraining(played: dict) -> None:
+def test_sudden_drift_is_detected_on_its_first_night_and_retrains_once_its_labels_fill_the_holdout(
+    played: dict,
+) -> None:
+    """Labels come a day late and the holdout is 2 days: drift waits on its first two nights (one mail), then
+    retrains, and the gate judges the challenger on rows from after the shift."""
+    from nightly_ml.monitoring.label_wait import WAITS_FOR_LABELS
+
     runs = rows(
-        "SELECT interval_start, should_retrain, drifted_features, reasons FROM ops.monitoring_runs "
+        "SELECT interval_start, should_retrain, drifted_features, reasons, action FROM ops.monitoring_current "
         "WHERE dataset = 'churn' ORDER BY interval_start"
     )
     by_night = {r[0]: r for r in runs}
@@ -157,12 +174,33 @@ def test_sudden_drift_is_detected_on_its_first_night_and_triggers_retraining(pla
     assert drift_night[1] is True
     assert {"monthly_charges", "usage_hours"} & set(drift_night[2])
     assert any("drift" in reason for reason in drift_night[3])
-    assert played[("churn", DRIFT_NIGHT)].monitor == "trigger_retrain"
-    assert played[("churn", DRIFT_NIGHT)].retrain != "-", "the triggered retrain DAG must have run"
+    for offset in (DRIFT_NIGHT, DRIFT_NIGHT + 1):
+        night = by_night[night_start(offset)]
+        assert (played[("churn", offset)].monitor, played[("churn", offset)].retrain) == ("alert_drift", "-")
+        assert night[4] == "awaiting_labels"
+        assert any(f"{WAITS_FOR_LABELS} on {night_start(DRIFT_NIGHT):%Y-%m-%d}" in r for r in night[3]), night[3]
+    ready = by_night[night_start(DRIFT_NIGHT + 2)]
+    assert played[("churn", DRIFT_NIGHT + 2)].monitor == "trigger_retrain"
+    assert played[("churn", DRIFT_NIGHT + 2)].retrain != "-", "the triggered retrain DAG must have run"
+    assert any("fill the holdout" in r for r in ready[3]), ready[3]
+    # The gate decided on the two newest labelled days as holdout: both after the shift began.
+    decided = rows(
+        "SELECT count(*) FROM ops.promotion_history WHERE dataset = 'churn' AND interval_start = %(s)s",
+        {"s": night_start(DRIFT_NIGHT + 2)},
+    )
+    assert decided == [(1,)], "the retrain's gate decided"
     # No retraining on the stationary nights that had a champion to compare with.
     stationary = [r for start, r in by_night.items() if start < night_start(DRIFT_NIGHT)]
     assert stationary, "the champion should exist before the drift"
     assert not any(r[1] for r in stationary), [r for r in stationary if r[1]]
+    # Mailed on the drift's first night only (the outbox may hold other modules' mails: other datasets, days).
+    nights = {f"{night_start(offset):%Y-%m-%d}" for offset in range(NIGHTS)}
+    waits = [
+        subject
+        for subject in outbox_subjects()
+        if subject.startswith("[nightly-ml] churn: drift on ") and subject.split()[4].rstrip(",") in nights
+    ]
+    assert waits == [f"[nightly-ml] churn: drift on {night_start(DRIFT_NIGHT):%Y-%m-%d}, retraining waits for labels"]
 
 
 def test_the_champion_moved_only_when_the_gate_passed(played: dict) -> None:
@@ -214,7 +252,7 @@ def test_the_bad_data_night_stops_before_training(played: dict) -> None:
     assert played[("demand", BAD_NIGHT + 1)].ingest == "success"
 
 
-def test_rollback_dag_moves_the_champion_back_and_records_it(played: dict) -> None:
+def test_rollback_dag_moves_the_champion_to_a_version_and_back_and_records_it(played: dict) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     from nightly_ml.registry import access
@@ -222,31 +260,31 @@ def test_rollback_dag_moves_the_champion_back_and_records_it(played: dict) -> No
 
     spec = load_spec("churn")
     before = access.get_champion(spec).version
-    previous = rows(
-        "SELECT from_version FROM ops.promotion_history WHERE dataset = 'churn' "
-        "AND action IN ('promote', 'rollback') ORDER BY id DESC LIMIT 1"
-    )[0][0]
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    run = bag.dags["rollback__churn"].test(
-        logical_date=None, run_conf={"target": "previous", "reason": "e2e: undo the last promotion"}
+    other = next(
+        v
+        for (v,) in rows("SELECT to_version FROM ops.promotion_history WHERE dataset = 'churn' ORDER BY id DESC")
+        if v != before
     )
-    assert run.state == "success"
-    assert access.get_champion(spec).version == previous != before
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    rollback = bag.dags["rollback__churn"]
+    to_version = rollback.test(logical_date=None, run_conf={"target": other, "reason": "e2e: try the other version"})
+    assert to_version.state == "success"
+    assert access.get_champion(spec).version == other
+    back = rollback.test(logical_date=None, run_conf={"target": "previous", "reason": "e2e: undo the last move"})
+    assert back.state == "success"
+    assert access.get_champion(spec).version == before
     last = rows(
         "SELECT action, from_version, to_version, reason FROM ops.promotion_history "
-        "WHERE dataset = 'churn' ORDER BY id DESC LIMIT 1"
-    )[0]
-    assert last == ("rollback", before, previous, "e2e: undo the last promotion")
+        "WHERE dataset = 'churn' ORDER BY id DESC LIMIT 2"
+    )
+    assert last == [
+        ("rollback", other, before, "e2e: undo the last move"),
+        ("rollback", before, other, "e2e: try the other version"),
+    ]
 
 
 def test_lasting_drift_does_not_retrain_every_night(played: dict) -> None:
-    """After drift triggered a retrain, the same drift waits out the spec's cool-down (no nightly mails)."""
-    triggers = rows("SELECT interval_start FROM ops.retrain_triggers WHERE dataset = 'churn' ORDER BY 1")
-    assert triggers[0][0] == night_start(DRIFT_NIGHT)
-    for offset in (DRIFT_NIGHT + 1, DRIFT_NIGHT + 2):
-        assert played[("churn", offset)].monitor == "no_action"
-        assert played[("churn", offset)].retrain == "-"
-    # No second trigger inside the cool-down. (Whether the next night still counts as drift depends on
-    # the new champion: trained on the shifted night too, its reference already holds the new regime.)
-    cooldown_end = night_start(DRIFT_NIGHT) + timedelta(days=3)
-    assert [t for (t,) in triggers if night_start(DRIFT_NIGHT) < t < cooldown_end] == []
+    """Drift triggers one retrain, once its labels are in; the nights before it wait without a trigger."""
+    triggers = [t for (t,) in rows("SELECT interval_start FROM ops.retrain_triggers WHERE dataset = 'churn'")]
+    after_drift = sorted(t for t in triggers if t >= night_start(DRIFT_NIGHT))
+    assert after_drift == [night_start(DRIFT_NIGHT + 2)]

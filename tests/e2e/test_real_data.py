@@ -86,7 +86,7 @@ def test_every_local_day_is_loaded_scored_and_monitored(replayed: dict, name: st
     nights = {key[1]: o for key, o in replayed.items() if isinstance(key, tuple) and key[0] == name}
     assert sorted(nights) == ["2013-03-08", "2013-03-09", "2013-03-10", "2013-03-11"]
     assert all(o.ingest == "success" and o.score == "success" for o in nights.values()), nights
-    assert all(o.monitor in ("trigger_retrain", "no_action") for o in nights.values()), nights
+    assert all(o.monitor in ("trigger_retrain", "alert_drift", "no_action") for o in nights.values()), nights
     assert any(o.retrain.startswith("v1 promoted") for o in nights.values()), nights  # a first champion
     scored = rows("SELECT count(DISTINCT interval_start) FROM ops.scoring_runs WHERE dataset = %(d)s", {"d": name})[0][
         0

@@ -180,7 +180,8 @@ def test_the_floor_of_a_typed_load_is_measured_against_psql(output: str) -> None
     if shutil.which("psql") is None:
         pytest.skip(PSQL_MISSING)
     floor = re.search(
-        r"The floor of an optimistic typed load .*: ([0-9.]+) s = ([0-9.]+)x psql \\copy, ([0-9,]+) rows breaking a rule",
+        r"The floor of an optimistic typed load .*: ([0-9.]+) s = ([0-9.]+)x psql \\copy, "
+        r"([0-9,]+) rows breaking a rule",
         output,
     )
     assert floor is not None

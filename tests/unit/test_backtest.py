@@ -175,3 +175,26 @@ def test_a_trigger_on_a_decays_later_night_is_counted_as_no_mail() -> None:
     ]
     pipeline = next(c for c in backtest._counts(events, SimpleNamespace(retrains=[]), {}) if c.policy == "pipeline")
     assert (pipeline.triggers, pipeline.retrains, pipeline.alerts) == (2, 2, 3)
+
+
+def test_a_drift_that_waits_for_labels_is_counted_as_one_mail() -> None:
+    from types import SimpleNamespace
+
+    from nightly_ml.monitoring.label_wait import WAITS_FOR_LABELS
+
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def wait(offset: int, began: str) -> backtest.Event:
+        detail = f"drift: usage_hours; {WAITS_FOR_LABELS} on {began}: 0 so far"
+        return backtest.Event(day + timedelta(days=offset), "pipeline", "wait", None, detail)
+
+    # Two nights of one drift (mailed on the first), then a later drift of its own: two mails; the retrain
+    # its labels allowed is one more trigger.
+    events = [
+        wait(0, "2024-01-01"),
+        wait(1, "2024-01-01"),
+        backtest.Event(day + timedelta(days=2), "pipeline", "trigger", None, "drift: usage_hours"),
+        wait(9, "2024-01-10"),
+    ]
+    pipeline = next(c for c in backtest._counts(events, SimpleNamespace(retrains=[]), {}) if c.policy == "pipeline")
+    assert (pipeline.triggers, pipeline.alerts) == (1, 3)

@@ -217,7 +217,8 @@ def play_interval(bag: Any, spec: DatasetSpec, interval: Interval, *, scheduled_
     monitor = run_dag(bag, f"monitor__{dataset}", interval)
     states = _task_states(monitor)
     outcome.monitor = next(
-        (t for t in ("trigger_retrain", "no_action", "stop") if states.get(t) == "success"), _state(monitor)
+        (t for t in ("trigger_retrain", "alert_drift", "no_action", "stop") if states.get(t) == "success"),
+        _state(monitor),
     )
     confs = _queued_runs(f"retrain__{dataset}")
     if not confs and scheduled_retrains and retrain_scheduled(spec, start, end):

@@ -17,6 +17,7 @@ columns (32 bytes a row); everything else is read one interval at a time.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -50,8 +51,11 @@ from nightly_ml.monitoring.backtest_summary import (
     summary_to_dict,
 )
 from nightly_ml.monitoring.drift import DECAY_GOES_ON
+from nightly_ml.monitoring.label_wait import WAITS_FOR_LABELS
 from nightly_ml.spec import DatasetSpec
 from nightly_ml.storage import StoragePath
+
+WAITED_SINCE = re.escape(WAITS_FOR_LABELS) + r" on ([0-9]{4}-[0-9]{2}-[0-9]{2})"
 
 # --------------------------------------------------------------------------- small pure helpers
 
@@ -129,7 +133,7 @@ def _pipeline_events(conn: Connection, spec: DatasetSpec, start: datetime, end: 
     rows = _fetch(conn, "backtest_events.sql", _range(spec, start, end))
     events = []
     for kind, at, by_interval, from_version, to_version, detail in rows:
-        if kind == "trigger":
+        if kind in ("trigger", "wait"):
             reasons = json.loads(detail or "[]")
             detail = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else str(reasons)
         else:
@@ -253,7 +257,16 @@ def _counts(events: list[Event], fixed: FixedCadence, data_alerts: dict[str, int
     promotions, rejections, triggers = number("promote"), number("reject"), number("trigger")
     # A trigger on a decay's later nights is not mailed (ops heard of the decay on its first night).
     unmailed = sum(1 for e in events if e.policy == "pipeline" and e.kind == "trigger" and DECAY_GOES_ON in e.detail)
-    mails = triggers - unmailed + promotions + rejections + number("rollback")
+    # One mail per drift that waited for labels, on its first waiting night: the nights of one drift name the
+    # same day it began.
+    waits = {
+        found.group(1)
+        for e in events
+        if e.policy == "pipeline" and e.kind == "wait"
+        for found in [re.search(WAITED_SINCE, e.detail)]
+        if found
+    }
+    mails = triggers - unmailed + len(waits) + promotions + rejections + number("rollback")
     deployed = sum(1 for r in fixed.retrains if r.deployed)
     return (
         PolicyCounts("pipeline", promotions + rejections, promotions, rejections, triggers, mails),

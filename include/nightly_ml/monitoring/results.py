@@ -229,12 +229,21 @@ def write_result(result: MonitoringResult, url: str | None = None) -> None:
         psycopg2.extras.execute_batch(cur, db.load_sql("monitoring_insert_drift_metric.sql"), metric_rows)
 
 
-def record_action(dataset: str, interval_start: datetime, run_id: str, action: str, url: str | None = None) -> None:
-    """Store what the monitor task did with a run's verdict (retrain, cooldown, none, ...) on that run's row."""
+def record_action(
+    dataset: str, interval_start: datetime, run_id: str, action: str, reasons: list[str], url: str | None = None
+) -> None:
+    """Store what the monitor task did with a run's verdict (retrain, cooldown, awaiting_labels, none, ...) and
+    the reasons of that decision (the verdict's and its own) on that run's row."""
     with db.transaction(url) as conn, conn.cursor() as cur:
         cur.execute(
             db.load_sql("monitoring_set_action.sql"),
-            {"dataset": dataset, "interval_start": interval_start, "run_id": run_id, "action": action},
+            {
+                "dataset": dataset,
+                "interval_start": interval_start,
+                "run_id": run_id,
+                "action": action,
+                "reasons": json.dumps(reasons),
+            },
         )
 
 

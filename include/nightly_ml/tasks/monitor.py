@@ -128,6 +128,8 @@ def _decide(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
             *summary["reasons"],
             "retraining not triggered again: an earlier run of this interval already triggered it",
         ]
+    if action == "retrain" and not result.verdict.performance_decay:
+        action = _wait_for_labels(spec, start, end, champion.version, summary)
     if action == "retrain" and result.verdict.performance_decay:
         began = _decay_began(spec, start, end)
         if began is not None and began < start:
@@ -139,7 +141,7 @@ def _decide(dataset: str, start: datetime, end: datetime, run_id: str) -> dict[s
             ]
     if action == "retrain":
         _record_trigger(dataset, start, end, summary["reasons"])
-    results.record_action(dataset, start, run_id, action)
+    results.record_action(dataset, start, run_id, action, summary["reasons"])
     return {**base, **summary, "action": action}
 
 
@@ -162,20 +164,54 @@ def _recent_trigger(dataset: str, start: datetime, cooldown_days: int) -> dateti
         return cur.fetchone()[0]
 
 
+def _run_start(name: str, spec: DatasetSpec, start: datetime, end: datetime, **params: Any) -> tuple[Any, ...]:
+    """The row of a ``monitoring_*_start.sql`` query: where a run of nights that ends at ``[start, end)`` began,
+    within the training window that ends with it."""
+    window_start = end - timedelta(days=spec.training.window_days)
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(db.load_sql(name), {"dataset": spec.name, "start": start, "window_start": window_start, **params})
+        return cur.fetchone()
+
+
 def _decay_began(spec: DatasetSpec, start: datetime, end: datetime) -> datetime | None:
     """The first interval of the unbroken run of decayed intervals ending at ``[start, end)``, within the training
     window that ends with it: where the change that the decay shows began."""
+    row = _run_start("monitoring_decay_start.sql", spec, start, end, min_labelled_rows=spec.drift.min_labelled_rows)
+    return row[0]
+
+
+def _wait_for_labels(spec: DatasetSpec, start: datetime, end: datetime, version: str, summary: dict[str, Any]) -> str:
+    """``retrain`` once the labelled rows since the drift began fill a retrain's holdout, else ``awaiting_labels``
+    (monitoring.label_wait); adds the reason, and ``drift_began`` and ``first_wait`` (mail ops once) to the
+    summary. Drift that began under an earlier champion, or soft failures alone, do not wait."""
+    from nightly_ml.monitoring import label_wait
+
+    began, waited_before = _drift_began(spec, start, end, version)
+    if began is None:
+        return "retrain"
     with db.transaction() as conn, conn.cursor() as cur:
-        cur.execute(
-            db.load_sql("monitoring_decay_start.sql"),
-            {
-                "dataset": spec.name,
-                "start": start,
-                "window_start": end - timedelta(days=spec.training.window_days),
-                "min_labelled_rows": spec.drift.min_labelled_rows,
-            },
+        statement = db.compose(
+            "monitoring_labels_since.sql",
+            warehouse=db.warehouse_table(spec),
+            event_time=spec.event_time,
+            label=spec.label.name,
         )
-        return cur.fetchone()[0]
+        cur.execute(statement, {"since": began, "end": end})
+        labelled_rows, newest_labelled = cur.fetchone()
+    wait = label_wait.judge(spec, start, began, int(labelled_rows), newest_labelled)
+    summary["reasons"] = [*summary["reasons"], wait.reason]
+    summary["drift_began"] = began.isoformat()
+    if wait.ready:
+        return "retrain"
+    summary["first_wait"] = not waited_before
+    return label_wait.AWAITING_LABELS
+
+
+def _drift_began(spec: DatasetSpec, start: datetime, end: datetime, version: str) -> tuple[datetime | None, bool]:
+    """The first interval of the unbroken run of drifted intervals under champion ``version`` that ends at
+    ``[start, end)`` (None when it did not drift), and whether an earlier night of the run waited for labels."""
+    began, waited_before = _run_start("monitoring_drift_start.sql", spec, start, end, champion_version=version)
+    return began, bool(waited_before)
 
 
 def _record_trigger(dataset: str, start: datetime, end: datetime, reasons: list[str]) -> None:
@@ -196,7 +232,8 @@ def monitor_intervals(dataset: str, intervals: list[tuple[datetime, datetime]], 
 
 def branch_for(summary: dict[str, Any]) -> str:
     """The task the monitor DAG's branch follows for a decision."""
-    return {"retrain": "retrain_conf", "stop": "stop"}.get(summary["action"], "no_action")  # cooldown, none, ...
+    branches = {"retrain": "retrain_conf", "stop": "stop", "awaiting_labels": "alert_drift"}
+    return branches.get(summary["action"], "no_action")  # cooldown, none, ...
 
 
 def retrain_conf(summary: dict[str, Any]) -> dict[str, Any]:
@@ -225,4 +262,17 @@ def alert_retraining(summary: dict[str, Any]) -> str | None:
     end = datetime.fromisoformat(summary["interval_end"])
     return alerts.send(
         alerts.retraining_triggered(spec, start, end, list(summary["reasons"]), summary.get("report_url")), spec
+    )
+
+
+def alert_drift_awaiting_labels(summary: dict[str, Any]) -> str | None:
+    """Mail ops on the first night a drift waits for labels before it retrains (not on the nights after)."""
+    if not summary.get("first_wait"):
+        log.info("%s: drift since %s still waits for labels; no new alert", summary["dataset"], summary["drift_began"])
+        return None
+    spec = load_spec(summary["dataset"])
+    start = datetime.fromisoformat(summary["interval_start"])
+    end = datetime.fromisoformat(summary["interval_end"])
+    return alerts.send(
+        alerts.drift_awaiting_labels(spec, start, end, list(summary["reasons"]), summary.get("report_url")), spec
     )
