@@ -24,7 +24,8 @@ HEAVY = ("fastapi", "starlette", "airflow.api_fastapi", "nightly_ml", "pandas", 
 
 @pytest.fixture(scope="module")
 def plugin() -> ModuleType:
-    """The plugin module as Airflow loaded it from the plugins folder."""
+    """The plugin module under its name once Airflow has loaded the plugins folder (for the reports app: any copy
+    of the module serves it alike; the links' own module is patched by ``xcoms``)."""
     from airflow import plugins_manager
 
     plugins_manager.ensure_plugins_loaded()
@@ -205,12 +206,22 @@ def test_index_without_reports(client: Any, reports: Path) -> None:
 
 
 @pytest.fixture
-def xcoms(plugin: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """The XComs of the task instance the links are asked about (stands in for the metadata DB)."""
+def xcoms(links: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The XComs of the task instance the links are asked about (stands in for the metadata DB).
+
+    ``read_xcom`` is replaced in the module the registered links were defined in (their ``get_link``'s globals),
+    which need not be ``sys.modules["nightly_ml_plugin"]``: Airflow 3 has two plugins managers, Airflow's own
+    (``airflow.plugins_manager``: the API server, DAG serialization, these links) and the Task SDK's
+    (``airflow.sdk.plugins_manager``: a running task's macros). Each executes the plugin file into a new module
+    stored under that name, so once a task has run in this process (``dag.test`` in the end-to-end tests) the
+    name holds the Task SDK's copy, while the links Airflow's manager cached still read the first copy's globals.
+    """
     from nightly_ml.config import settings
 
     values: dict[str, str] = {}
-    monkeypatch.setattr(plugin, "read_xcom", lambda ti_key, key: values.get(key))
+    modules = {id(g): g for g in (type(links[name]).get_link.__globals__ for name in LINK_NAMES)}
+    for namespace in modules.values():
+        monkeypatch.setitem(namespace, "read_xcom", lambda ti_key, key: values.get(key))
     monkeypatch.delenv("AIRFLOW__API__BASE_URL", raising=False)
     yield values
     settings.cache_clear()
