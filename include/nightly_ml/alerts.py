@@ -159,6 +159,13 @@ def rows_quarantined(
     )
 
 
+def _monitoring_link(spec: DatasetSpec, report: str | None) -> str:
+    """Where a monitoring decision is shown: its drift report, else the monitor DAG's runs."""
+    if report:
+        return f"the drift report: {report}"
+    return f"the monitor runs in the Airflow UI: {layout.airflow_dag_url(f'monitor__{spec.name}')}"
+
+
 def retraining_triggered(
     spec: DatasetSpec, start: datetime, end: datetime, reasons: list[str], report: str | None
 ) -> Alert:
@@ -167,9 +174,7 @@ def retraining_triggered(
         what_happened=f"Monitoring of {_interval(start, end)} triggered retraining:\n"
         + "\n".join(f"  - {r}" for r in reasons),
         where_to_look=[
-            f"the drift report: {report}"
-            if report
-            else f"the monitor runs in the Airflow UI: {layout.airflow_dag_url(f'monitor__{spec.name}')}",
+            _monitoring_link(spec, report),
             f"the retrain run and its MLflow run: {layout.airflow_dag_url(f'retrain__{spec.name}')}",
         ],
         what_to_do="Nothing, if the retrained model is promoted or rejected as expected; check the promotion "
@@ -186,9 +191,7 @@ def drift_awaiting_labels(
         what_happened=f"Monitoring of {_interval(start, end)} found drift; retraining waits until the labelled rows "
         "since it began can judge a retrained model:\n" + "\n".join(f"  - {r}" for r in reasons),
         where_to_look=[
-            f"the drift report: {report}"
-            if report
-            else f"the monitor runs in the Airflow UI: {layout.airflow_dag_url(f'monitor__{spec.name}')}",
+            _monitoring_link(spec, report),
         ],
         what_to_do="Nothing, if the drift comes from the world: monitoring triggers the retrain on the first night "
         "the labels are in, and the promotion mail follows. If it comes from a broken source, fix the source. To "

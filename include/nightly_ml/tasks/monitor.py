@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -257,12 +258,7 @@ def alert_retraining(summary: dict[str, Any]) -> str | None:
         # Ops heard of this decay on its first night; the retrain says what it did (promoted or rejected).
         log.info("%s: performance decay since %s goes on; no new alert", summary["dataset"], summary["train_since"])
         return None
-    spec = load_spec(summary["dataset"])
-    start = datetime.fromisoformat(summary["interval_start"])
-    end = datetime.fromisoformat(summary["interval_end"])
-    return alerts.send(
-        alerts.retraining_triggered(spec, start, end, list(summary["reasons"]), summary.get("report_url")), spec
-    )
+    return _send(alerts.retraining_triggered, summary)
 
 
 def alert_drift_awaiting_labels(summary: dict[str, Any]) -> str | None:
@@ -270,9 +266,12 @@ def alert_drift_awaiting_labels(summary: dict[str, Any]) -> str | None:
     if not summary.get("first_wait"):
         log.info("%s: drift since %s still waits for labels; no new alert", summary["dataset"], summary["drift_began"])
         return None
+    return _send(alerts.drift_awaiting_labels, summary)
+
+
+def _send(alert: Callable[..., alerts.Alert], summary: dict[str, Any]) -> str:
+    """Send the alert that ``alert(spec, start, end, reasons, report_url)`` makes of a monitoring decision."""
     spec = load_spec(summary["dataset"])
     start = datetime.fromisoformat(summary["interval_start"])
     end = datetime.fromisoformat(summary["interval_end"])
-    return alerts.send(
-        alerts.drift_awaiting_labels(spec, start, end, list(summary["reasons"]), summary.get("report_url")), spec
-    )
+    return alerts.send(alert(spec, start, end, list(summary["reasons"]), summary.get("report_url")), spec)
