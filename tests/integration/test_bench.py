@@ -187,3 +187,61 @@ def test_the_floor_of_a_typed_load_is_measured_against_psql(output: str) -> None
     assert floor is not None
     assert float(floor.group(1)) > 0 and float(floor.group(2)) > 0
     assert floor.group(3) == "0"
+
+
+def test_the_floor_counts_each_row_that_breaks_a_row_rule(warehouse_url: str) -> None:
+    """The floor's check scan counts a row breaking any rule of the spec once, and leaves good rows alone:
+    a null key, an event time outside the interval, a value out of range, a category not allowed, NaN."""
+    from datetime import timedelta
+
+    from psycopg2 import sql
+
+    from nightly_ml.spec import load_spec
+    from scripts.benchkit.common import LOAD_DAY
+    from scripts.benchkit.floor import _broken_row_condition, _column_types
+
+    spec = load_spec("churn")
+    types = _column_types(spec)
+    numeric = next(f for f in spec.features if f.type == "float" and f.min is not None)
+    category = next(f for f in spec.features if f.allowed)
+    good = {
+        spec.key.name: "k",
+        spec.event_time: LOAD_DAY + timedelta(hours=1),
+        spec.label.name: None,
+        **{f.name: (f.allowed[0] if f.allowed else (f.min if f.min is not None else 1)) for f in spec.features},
+    }
+    for f in spec.features:
+        if f.type == "boolean":
+            good[f.name] = True
+    broken = [
+        {spec.key.name: None},
+        {spec.event_time: LOAD_DAY - timedelta(hours=1)},
+        {numeric.name: numeric.min - 1},
+        {numeric.name: float("nan")},
+        {category.name: "not-a-category"},
+    ]
+    rows = [good, {**good, spec.key.name: "k2"}] + [{**good, spec.key.name: f"b{i}", **b} for i, b in enumerate(broken)]
+    columns = list(types)
+    conn = psycopg2.connect(warehouse_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE floor_rows ({})").format(
+                    sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c])) for c in columns)
+                )
+            )
+            for row in rows:
+                cur.execute(
+                    sql.SQL("INSERT INTO floor_rows ({}) VALUES ({})").format(
+                        sql.SQL(", ").join(map(sql.Identifier, columns)),
+                        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+                    ),
+                    [row[c] for c in columns],
+                )
+            cur.execute(
+                sql.SQL("SELECT count(*) FILTER (WHERE {}) FROM floor_rows").format(_broken_row_condition(spec))
+            )
+            assert cur.fetchone()[0] == len(broken)
+    finally:
+        conn.rollback()
+        conn.close()
