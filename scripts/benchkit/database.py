@@ -72,6 +72,18 @@ def bench_database(admin_url: str, data_dir: Path) -> Generator[str]:
     progress(f"database {name} dropped")
 
 
+def column_types(spec: Any) -> dict[str, str]:
+    """The warehouse's PostgreSQL type of each input column."""
+    from nightly_ml import db
+
+    return {
+        spec.key.name: db.key_pg_type(spec),
+        spec.event_time: "timestamptz",
+        spec.label.name: db.label_pg_type(spec),
+        **{f.name: db.column_type(f) for f in spec.features},
+    }
+
+
 def load_typed(spec: Any, frame: Any, start: datetime, end: datetime, url: str, workdir: Path) -> int:
     """Put rows straight into the warehouse table (what a merge would leave), via one COPY and one INSERT."""
     from psycopg2 import sql
@@ -81,12 +93,7 @@ def load_typed(spec: Any, frame: Any, start: datetime, end: datetime, url: str, 
 
     path = simulator_files.write_batch(frame, workdir / f"typed_{start:%Y%m%d}.csv")
     columns = list(spec.input_columns)
-    types = {
-        spec.key.name: db.key_pg_type(spec),
-        spec.event_time: "timestamptz",
-        spec.label.name: db.label_pg_type(spec),
-        **{f.name: db.column_type(f) for f in spec.features},
-    }
+    types = column_types(spec)
     identifiers = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     temp = sql.Identifier("bench_typed_load")
     with db.transaction(url) as conn, conn.cursor() as cur:

@@ -16,21 +16,10 @@ import subprocess
 from typing import Any
 
 from scripts.benchkit.common import DAY, LOAD_DAY, _time, median, progress
-from scripts.benchkit.database import settle
+from scripts.benchkit.database import column_types, settle
 
 TABLE = "bench.typed_floor"
 STEPS = ("typed copy", "rule check and checksum", "primary key", "event-time index", "analyze")
-
-
-def _column_types(spec: Any) -> dict[str, str]:
-    from nightly_ml import db
-
-    return {
-        spec.key.name: db.key_pg_type(spec),
-        spec.event_time: "timestamptz",
-        spec.label.name: db.label_pg_type(spec),
-        **{f.name: db.column_type(f) for f in spec.features},
-    }
 
 
 def _broken_row_condition(spec: Any) -> Any:
@@ -70,7 +59,7 @@ def typed_load_floor(ctx: Any) -> dict[str, Any] | None:
         return None
     progress("the floor of an optimistic typed load: psql \\copy into typed columns, checked, keyed and indexed")
     spec, rows = ctx.spec, ctx.args.rows
-    types = _column_types(spec)
+    types = column_types(spec)
     columns = list(spec.input_columns)
     key, event_time = sql.Identifier(spec.key.name), sql.Identifier(spec.event_time)
     create = sql.SQL(

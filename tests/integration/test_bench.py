@@ -198,10 +198,11 @@ def test_the_floor_counts_each_row_that_breaks_a_row_rule(warehouse_url: str) ->
 
     from nightly_ml.spec import load_spec
     from scripts.benchkit.common import LOAD_DAY
-    from scripts.benchkit.floor import _broken_row_condition, _column_types
+    from scripts.benchkit.database import column_types
+    from scripts.benchkit.floor import _broken_row_condition
 
     spec = load_spec("churn")
-    types = _column_types(spec)
+    types = column_types(spec)
     numeric = next(f for f in spec.features if f.type == "float" and f.min is not None)
     category = next(f for f in spec.features if f.allowed)
     good = {

@@ -184,7 +184,7 @@ def _decay_began(spec: DatasetSpec, start: datetime, end: datetime) -> datetime 
 def _wait_for_labels(spec: DatasetSpec, start: datetime, end: datetime, version: str, summary: dict[str, Any]) -> str:
     """``retrain`` once the labelled rows since the drift began fill a retrain's holdout, else ``awaiting_labels``
     (monitoring.label_wait); adds the reason, and ``drift_began`` and ``first_wait`` (mail ops once) to the
-    summary. Drift that began under an earlier champion, or soft failures alone, do not wait."""
+    summary. Soft failures alone (no feature or prediction drift) do not wait."""
     from nightly_ml.monitoring import label_wait
 
     began, waited_before = _drift_began(spec, start, end, version)
